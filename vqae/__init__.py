@@ -1,0 +1,3 @@
+"""vqae: vector-quantized autoencoders for Earth-observation image compression."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,88 @@
+"""The one entry point: `vqae` == `python -m vqae` == `vqae.cli.main(argv)`.
+
+Each subcommand lives in `vqae.commands.<name>` with `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their command runs, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from vqae import __version__
+from vqae.errors import VqaeError
+
+# name -> (module under vqae.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample-data": ("sample_data", "download (once) and print the path of the real BigEarthNet sample"),
+    "stats": ("stats", "per-band mean/std/percentiles of a dataset in one streaming pass"),
+    "stage": ("stage", "extract a .tar/.tar.gz GeoTIFF archive to local disk (once per node)"),
+    "preview": ("preview", "list the patches of a dataset and the value range of each band"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqae", description="Vector-quantized autoencoders for Sentinel-2 compression."
+    )
+    parser.add_argument("--version", action="version", version=f"vqae {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, text) in COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(_module=module)
+        # Commands declare their own options; importing here would load torch for `--help`,
+        # so parsers are completed lazily in main() for the chosen command only.
+    return parser
+
+
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, text = COMMANDS[name]
+    module = importlib.import_module(f"vqae.commands.{module_name}")
+    parser = argparse.ArgumentParser(prog=f"vqae {name}", description=text)
+    module.add_arguments(parser)
+    return parser, module
+
+
+def _overrides(parser: argparse.ArgumentParser, unknown: list[str], accepted: bool) -> list[str]:
+    """Leftover `--section.key=value` arguments are config overrides, if the command takes them."""
+    bad = [u for u in unknown if not (accepted and u.startswith("--") and "=" in u and "." in u)]
+    if bad:
+        hint = " (config overrides look like --section.key=value)" if accepted else ""
+        parser.error(f"unrecognized arguments: {' '.join(bad)}{hint}")
+    return [u[2:] for u in unknown]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    # Split `vqae [-v] COMMAND rest...` so each command parses its own options.
+    head, rest = [], argv
+    while rest and rest[0].startswith("-"):
+        head.append(rest.pop(0))
+    if not rest:
+        top.parse_args(head)  # handles --help / --version
+        top.print_help()
+        return 2
+    name, rest = rest[0], rest[1:]
+    args_top = top.parse_args(head)
+    if name not in COMMANDS:
+        top.error(f"unknown command '{name}'; choose from {', '.join(COMMANDS)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args_top.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    parser, module = _command_parser(name)
+    args, unknown = parser.parse_known_args(rest)
+    args.overrides = _overrides(parser, unknown, getattr(module, "ACCEPTS_OVERRIDES", False))
+    try:
+        return int(module.run(args) or 0)
+    except VqaeError as err:
+        print(f"vqae {name}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"vqae {name}: interrupted", file=sys.stderr)
+        return 130

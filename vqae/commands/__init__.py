@@ -1,0 +1,1 @@
+"""Subcommands of the `vqae` CLI, one module each (see vqae.cli.COMMANDS)."""

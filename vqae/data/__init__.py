@@ -1,0 +1,1 @@
+"""Reading BigEarthNet patches: band facts, discovery, raw loaders, resampling, splits, staging."""

@@ -1,0 +1,36 @@
+"""Band names and native sizes of the sensors vqae reads (see DESIGN.md, data facts)."""
+
+from __future__ import annotations
+
+from vqae.config import S2_BANDS
+from vqae.errors import ConfigError
+
+PATCH_SIZE = 120  # pixels of the 10 m grid of a 1200 m BigEarthNet patch
+S1_BANDS = ["VV", "VH"]
+HYSPECNET_BANDS = [f"B{i}" for i in range(1, 225)]  # EnMAP L2A, 224 bands at 128x128
+HYSPECNET_SIZE = 128
+
+# Native pixels per side in a 1200 m patch: 10 m -> 120, 20 m -> 60, 60 m -> 20.
+NATIVE_SIZE = {
+    **{b: 120 for b in ("B02", "B03", "B04", "B08")},
+    **{b: 60 for b in ("B05", "B06", "B07", "B8A", "B11", "B12")},
+    **{b: 20 for b in ("B01", "B09")},
+    **{b: 120 for b in S1_BANDS},
+}
+L2A_OFFSET = 1000  # added to L2A digital numbers from processing baseline 04.00 (2022) on
+
+
+def check_bands(bands: list[str]) -> list[str]:
+    """Validate an S2 band subset; order is kept as given."""
+    unknown = [b for b in bands if b not in S2_BANDS]
+    if unknown:
+        raise ConfigError(f"unknown S2 band(s) {unknown}; valid bands: {' '.join(S2_BANDS)}")
+    if len(set(bands)) != len(bands):
+        raise ConfigError(f"data.bands lists a band twice: {bands}")
+    if not bands:
+        raise ConfigError("data.bands is empty; name at least one S2 band")
+    return list(bands)
+
+
+def is_s1(band: str) -> bool:
+    return band in S1_BANDS

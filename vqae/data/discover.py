@@ -1,0 +1,75 @@
+"""Find BigEarthNet patch folders in a GeoTIFF tree, at any depth.
+
+A patch folder is recognised by its files, `<folder>/<folder>_<BAND>.tif[f]`, so the v1 layout
+(`root/<patch>/`), the v2 layout (`root/<tile>/<patch>/`) and deeper trees all work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqae.errors import DataError
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
+
+
+@dataclass
+class PatchFiles:
+    name: str  # patch name = folder name
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)  # band name -> GeoTIFF
+
+    def expected(self, band: str) -> Path:
+        """Where a band's file should be, for error messages."""
+        return self.folder / f"{self.name}_{band}.tif"
+
+
+def _band_of(filename: str, patch: str) -> str | None:
+    stem, ext = os.path.splitext(filename)
+    if ext not in TIFF_SUFFIXES or not stem.startswith(patch + "_"):
+        return None
+    return stem[len(patch) + 1 :]
+
+
+def _scan(folder: str, out: dict[str, PatchFiles]) -> None:
+    name = os.path.basename(folder)
+    files: dict[str, Path] = {}
+    subdirs = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.is_dir(follow_symlinks=True):
+                subdirs.append(entry.path)
+            elif (band := _band_of(entry.name, name)) is not None:
+                files[band] = Path(entry.path)
+    if files:
+        if name in out:
+            raise DataError(
+                f"patch {name} appears twice: {out[name].folder} and {folder}; "
+                "remove one copy or point the data path at one of them"
+            )
+        out[name] = PatchFiles(name, Path(folder), files)
+    for sub in sorted(subdirs):
+        _scan(sub, out)
+
+
+def find_patches(root: str | Path, bands: list[str] | None = None) -> dict[str, PatchFiles]:
+    """Patch name -> its files, sorted by name; only folders holding one of `bands` if given."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist; pass an existing folder, archive or LMDB")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder of GeoTIFF patches")
+    found: dict[str, PatchFiles] = {}
+    _scan(str(root), found)
+    if bands is not None:
+        wanted = set(bands)
+        found = {k: v for k, v in found.items() if wanted & v.files.keys()}
+    if not found:
+        what = f" with any of the bands {' '.join(bands)}" if bands else ""
+        raise DataError(
+            f"no patches{what} found under {root}; expected files like "
+            f"{root}/<patch>/<patch>_B02.tif (BigEarthNet v1) or {root}/<tile>/<patch>/... (v2)"
+        )
+    return dict(sorted(found.items()))
