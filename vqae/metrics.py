@@ -1,0 +1,274 @@
+"""Distortion, rate and codebook-health metrics (names and formulas: DESIGN.md, metric definitions).
+
+Images are (B, C, H, W) tensors in digital numbers (DN) on any device; every distortion metric
+returns one value per patch so that callers can average over patches (and across ranks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+DN_MAX = 10000.0  # reflectance 1.0 in S2 L2A digital numbers: the clamp range and PSNR peak
+# PSNR of a perfect reconstruction would be infinite; the floor caps it at
+# 10*log10(10000^2 / 1e-10) = 180 dB so averages stay finite (a capped patch still dominates).
+MSE_FLOOR = 1e-10
+SSIM_WINDOW = 11  # Gaussian window of Wang et al. (2004)
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _clamped(x: torch.Tensor, offset: float, max_value: float) -> torch.Tensor:
+    return (x.float() - offset).clamp(0.0, max_value)
+
+
+def _squared_error(x: torch.Tensor, x_hat: torch.Tensor, max_value: float, offset: float):
+    return (_clamped(x, offset, max_value) - _clamped(x_hat, offset, max_value)).square()
+
+
+def _to_db(mse: torch.Tensor, max_value: float) -> torch.Tensor:
+    return 10.0 * torch.log10(max_value**2 / mse.clamp_min(MSE_FLOOR))
+
+
+def psnr_per_band(
+    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: float = 0.0
+) -> torch.Tensor:
+    """PSNR in dB of each band of each patch, (B, C): both clamped to [0, max_value] first."""
+    mse = _squared_error(x, x_hat, max_value, offset).mean(dim=(2, 3))  # (B, C)
+    return _to_db(mse, max_value)
+
+
+def psnr(
+    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: float = 0.0
+) -> torch.Tensor:
+    """PSNR in dB of each patch, (B,): MSE over all bands and pixels after the clamp."""
+    mse = _squared_error(x, x_hat, max_value, offset).mean(dim=(1, 2, 3))  # (B,)
+    return _to_db(mse, max_value)
+
+
+def _gaussian_1d(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _blur_valid(maps: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian filter, depthwise, 'valid' region only (as skimage crops the border)."""
+    channels = maps.shape[1]
+    g = _gaussian_1d(size, sigma, maps.device)
+    out = F.conv2d(maps, g.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
+    return F.conv2d(out, g.view(1, 1, 1, size).expand(channels, 1, 1, size), groups=channels)
+
+
+def ssim_per_band(
+    x: torch.Tensor, x_hat: torch.Tensor, data_range: float = DN_MAX, offset: float = 0.0
+) -> torch.Tensor:
+    """SSIM of each band of each patch, (B, C), on bands clamped to [0, data_range].
+
+    Matches skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=data_range) with an 11x11 window.
+    """
+    _, c, h, w = x.shape
+    if min(h, w) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs patches of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
+    # Scale to [0, 1] and remove each band's mean: (co)variances are shift-invariant, and
+    # E[x^2] - E[x]^2 on centred float32 data avoids cancellation at DN magnitudes.
+    xs = _clamped(x, offset, data_range) / data_range
+    ys = _clamped(x_hat, offset, data_range) / data_range
+    shift = xs.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+    xs, ys = xs - shift, ys - shift
+    maps = torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=1)  # (B, 5C, H, W)
+    mu_x, mu_y, e_xx, e_yy, e_xy = _blur_valid(maps, SSIM_WINDOW, SSIM_SIGMA).split(c, dim=1)
+    var_x, var_y = e_xx - mu_x**2, e_yy - mu_y**2
+    cov = e_xy - mu_x * mu_y
+    mu_x, mu_y = mu_x + shift, mu_y + shift  # back to the true local means for luminance
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range is 1 after scaling
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return (num / den).mean(dim=(2, 3))  # (B, C)
+
+
+def ssim(
+    x: torch.Tensor, x_hat: torch.Tensor, data_range: float = DN_MAX, offset: float = 0.0
+) -> torch.Tensor:
+    """Mean over bands of SSIM, (B,)."""
+    return ssim_per_band(x, x_hat, data_range, offset).mean(dim=1)
+
+
+def sam(
+    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: float = 0.0
+) -> torch.Tensor:
+    """Mean spectral angle in degrees over the pixels of each patch, (B,).
+
+    Bands are clamped like PSNR/SSIM. The angle is 2*atan2(|u - v|, |u + v|) of the unit
+    spectra, which stays accurate for tiny angles (acos of a float32 cosine does not). A zero
+    spectrum has unit vector 0: two zero spectra give 0 degrees, one zero spectrum 90 degrees.
+    """
+    a = _clamped(x, offset, max_value)
+    b = _clamped(x_hat, offset, max_value)
+    u = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (B, C, H, W)
+    v = b / b.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    angle = 2.0 * torch.atan2((u - v).norm(dim=1), (u + v).norm(dim=1))  # (B, H, W)
+    return torch.rad2deg(angle).mean(dim=(1, 2))
+
+
+# --- rates: bits per spatial pixel of the H x W grid, all bands together ---
+
+
+def bpp_index(
+    positions: int, levels: int, codebook_size: int, height: int = 120, width: int = 120
+) -> float:
+    """Fixed-length indices: positions * levels * log2(K) / (H*W)."""
+    return positions * levels * math.log2(codebook_size) / (height * width)
+
+
+def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in bits along the last dim of histograms (counts or probabilities)."""
+    p = counts.double() / counts.double().sum(dim=-1, keepdim=True).clamp_min(1e-300)
+    return -(p * torch.log2(torch.where(p > 0, p, 1.0))).sum(dim=-1)  # 0 * log 0 = 0
+
+
+def bpp_entropy(
+    histograms: torch.Tensor, positions: int, height: int = 120, width: int = 120
+) -> float:
+    """Empirical entropy of the indices under per-level frequencies: sum_l positions*H(p_l)/(H*W).
+
+    histograms: (levels, K) or (K,) counts or probabilities of the indices of each level.
+    """
+    bits = entropy_bits(histograms.reshape(-1, histograms.shape[-1]))  # (levels,)
+    return float(positions * bits.sum() / (height * width))
+
+
+def bpp_coded(num_bytes: int, height: int = 120, width: int = 120, num_patches: int = 1) -> float:
+    """Actual file size: 8 * bytes (header included) / (H*W), per patch if a file holds several."""
+    return 8.0 * num_bytes / (height * width * num_patches)
+
+
+def bpppb(bpp: float, bands: int) -> float:
+    """Bits per pixel per band."""
+    return bpp / bands
+
+
+# --- codebook health, along the last dim of (…, K) count histograms ---
+
+
+def usage(counts: torch.Tensor) -> torch.Tensor:
+    """Fraction of the K codes used at least once."""
+    return (counts > 0).double().mean(dim=-1)
+
+
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy): the effective number of equally used codes (K when uniform)."""
+    return torch.exp2(entropy_bits(counts))
+
+
+def dead_codes(counts: torch.Tensor) -> torch.Tensor:
+    """Number of codes never used."""
+    return (counts == 0).sum(dim=-1)
+
+
+def index_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Counts of each code per level, (levels, K), from indices (B, levels, h, w)."""
+    levels = indices.shape[1]
+    if indices.numel() and (indices.min() < 0 or indices.max() >= codebook_size):
+        raise ValueError(f"code indices must lie in [0, {codebook_size}), got "
+                         f"[{int(indices.min())}, {int(indices.max())}]")
+    # Offset each level's indices into its own block so one bincount fills all levels.
+    level_offset = torch.arange(levels, device=indices.device).view(1, levels, 1, 1)
+    flat = (indices.long() + level_offset * codebook_size).flatten()
+    return torch.bincount(flat, minlength=levels * codebook_size).view(levels, codebook_size)
+
+
+def health_metrics(counts: torch.Tensor) -> dict[str, float]:
+    """usage/<l>, perplexity/<l>, dead_codes/<l> for each level l of a (levels, K) histogram."""
+    out: dict[str, float] = {}
+    for name, fn in (("usage", usage), ("perplexity", perplexity), ("dead_codes", dead_codes)):
+        for level, value in enumerate(fn(counts).tolist()):
+            out[f"{name}/{level}"] = value
+    return out
+
+
+class MetricAccumulator:
+    """Sums per-patch metrics and index histograms over an eval set, batch by batch.
+
+    `update` per batch, then `reduce()` once under DDP (a no-op otherwise), then `compute()`.
+    Under DDP every rank must have seen at least one batch with indices (DistributedSampler pads
+    ranks to equal length, so this holds) so that all ranks all-reduce the same tensors.
+    """
+
+    def __init__(self, bands: Sequence[str], codebook_size: int, offset: float = 0.0):
+        self.bands = list(bands)
+        self.codebook_size = codebook_size
+        self.offset = offset
+        self._sums: torch.Tensor | None = None  # [n, psnr, ssim, sam, psnr per band...] float64
+        self._hist: torch.Tensor | None = None  # (levels, K) int64
+        self._positions = 0
+        self._size = (0, 0)
+        self._reduced = False
+
+    def update(
+        self, x: torch.Tensor, x_hat: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> None:
+        """x, x_hat: (B, C, H, W) in DN; indices: (B, levels, h, w) or (B, h, w) for one level."""
+        if self._reduced:
+            raise RuntimeError("MetricAccumulator.update after reduce(); make a new accumulator")
+        if x.shape != x_hat.shape or x.shape[1] != len(self.bands):
+            raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must match "
+                             f"(B, {len(self.bands)} bands, H, W)")
+        with torch.no_grad():
+            batch = torch.cat([
+                torch.ones(x.shape[0], 1, device=x.device),
+                psnr(x, x_hat, offset=self.offset)[:, None],
+                ssim(x, x_hat, offset=self.offset)[:, None],
+                sam(x, x_hat, offset=self.offset)[:, None],
+                psnr_per_band(x, x_hat, offset=self.offset),
+            ], dim=1).double().sum(dim=0)  # (4 + C,)
+            self._sums = batch if self._sums is None else self._sums + batch
+            self._size = (x.shape[2], x.shape[3])
+            if indices is not None:
+                self._add_indices(indices)
+
+    def _add_indices(self, indices: torch.Tensor) -> None:
+        if indices.ndim == 3:
+            indices = indices[:, None]  # single level
+        hist = index_histogram(indices, self.codebook_size)
+        if self._hist is not None and self._hist.shape != hist.shape:
+            raise ValueError(f"index levels changed from {self._hist.shape[0]} to {hist.shape[0]}")
+        self._hist = hist if self._hist is None else self._hist + hist
+        self._positions = indices.shape[2] * indices.shape[3]
+
+    def reduce(self) -> None:
+        """All-reduce sums and histograms across ranks when torch.distributed is initialized."""
+        if self._reduced:
+            raise RuntimeError("MetricAccumulator.reduce called twice")
+        self._reduced = True
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        if self._sums is None:
+            raise RuntimeError("MetricAccumulator.reduce on a rank that saw no batch")
+        torch.distributed.all_reduce(self._sums)
+        if self._hist is not None:
+            torch.distributed.all_reduce(self._hist)
+
+    def compute(self) -> dict[str, float]:
+        """Flat dict: psnr, psnr/<band>, ssim, sam, bpp_index, bpp_entropy, codebook health."""
+        if self._sums is None:
+            raise RuntimeError("MetricAccumulator.compute before any update")
+        means = (self._sums[1:] / self._sums[0]).tolist()
+        out = {"psnr": means[0]}
+        out.update({f"psnr/{band}": v for band, v in zip(self.bands, means[3:])})
+        out.update({"ssim": means[1], "sam": means[2]})
+        if self._hist is not None:
+            h, w = self._size
+            levels = self._hist.shape[0]
+            out["bpp_index"] = bpp_index(self._positions, levels, self.codebook_size, h, w)
+            out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w)
+            out.update(health_metrics(self._hist))
+        return out
+
+    @property
+    def num_patches(self) -> int:
+        return 0 if self._sums is None else int(self._sums[0])
