@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vqae.config import S2_BANDS
-from vqae.errors import ConfigError
+from vqae.errors import ConfigError, DataError
 
 PATCH_SIZE = 120  # pixels of the 10 m grid of a 1200 m BigEarthNet patch
 S1_BANDS = ["VV", "VH"]
@@ -34,3 +34,13 @@ def check_bands(bands: list[str]) -> list[str]:
 
 def is_s1(band: str) -> bool:
     return band in S1_BANDS
+
+
+def check_native_shape(array, band: str, patch: str, source: object) -> None:
+    """A band must have its native BigEarthNet size; `source` names the file or LMDB."""
+    size = NATIVE_SIZE.get(band)
+    if size is not None and array.shape != (size, size):
+        raise DataError(
+            f"patch {patch} band {band} has shape {tuple(array.shape)} in {source}, expected "
+            f"({size}, {size}) for a 1200 m BigEarthNet patch"
+        )

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 
-from vqae.data.bands import NATIVE_SIZE
+from vqae.data.bands import check_native_shape
 from vqae.data.discover import PatchFiles
 from vqae.errors import DataError
 
@@ -31,12 +31,7 @@ def read_band(path: str | Path, band: str, patch: str) -> np.ndarray:
     if array.shape[0] != 1:
         raise DataError(f"{path}: expected 1 band in the file, found {array.shape[0]}")
     array = array[0]
-    size = NATIVE_SIZE.get(band)
-    if size is not None and array.shape != (size, size):
-        raise DataError(
-            f"patch {patch} band {band} has shape {array.shape} in {path}, expected "
-            f"({size}, {size}) for a 1200 m BigEarthNet patch"
-        )
+    check_native_shape(array, band, patch, path)
     return array
 
 

@@ -1,0 +1,38 @@
+"""`vqae stats`: per-band statistics of a dataset, for normalization (`--data.stats=FILE`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tabulate import tabulate
+
+from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args
+from vqae.data.source import open_dataset
+
+__all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "run"]
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--split", help="only this split (train, validation, test)")
+    parser.add_argument("--out", help="write the statistics JSON here")
+
+
+def run(args) -> int:
+    from vqae.data.stats import compute_stats
+
+    cfg = config_from_args(args)
+    ds = open_dataset(cfg.data, args.split, normalize=False)
+    stats = compute_stats(ds)
+    rows = [[b, *s.values()] for b, s in stats["bands"].items()]
+    headers = ["band", *next(iter(stats["bands"].values())).keys()]
+    print(f"{stats['patches']} patches")
+    print(tabulate(rows, headers=headers, floatfmt=".1f"))
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(stats, indent=2))
+        tmp.replace(out)  # never a half-written stats file
+        print(f"wrote {out}")
+    return 0
