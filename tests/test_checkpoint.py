@@ -1,0 +1,150 @@
+import logging
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from vqae.checkpoint import (
+    CheckpointManager,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+
+def _state(step):
+    return {"step": step, "model": {"w": torch.full((4,), float(step))},
+            "config": {"model": {"widths": [8, 16]}}, "rng": capture_rng_state()}
+
+
+def test_save_checkpoint_roundtrip_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "a.pt"
+    save_checkpoint(target, _state(3))
+    save_checkpoint(target, _state(4))  # overwrite in place
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.pt"]
+    loaded = load_checkpoint(target)
+    assert loaded["step"] == 4 and loaded["config"] == {"model": {"widths": [8, 16]}}
+    torch.testing.assert_close(loaded["model"]["w"], torch.full((4,), 4.0))
+
+
+def test_failed_save_keeps_old_file_and_removes_temp(tmp_path):
+    target = tmp_path / "a.pt"
+    save_checkpoint(target, {"step": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise TypeError("cannot pickle")
+
+    with pytest.raises(TypeError):
+        save_checkpoint(target, {"step": 2, "bad": Unpicklable()})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
+    assert load_checkpoint(target)["step"] == 1
+
+
+def _draws():
+    return (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+
+
+def test_rng_roundtrip_reproduces_draws():
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    _draws()  # move away from the seeded state
+    saved = capture_rng_state()
+    first = _draws()
+    _draws()
+    restore_rng_state(saved)
+    assert _draws() == first
+
+
+def test_rng_roundtrip_through_a_checkpoint_file(tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "r.pt", {"rng": capture_rng_state()})
+    first = _draws()
+    restore_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
+    assert _draws() == first
+
+
+def test_manager_prunes_to_keep_last(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (10, 20, 30, 40):
+        path = mgr.save(step, _state(step))
+        assert path.name == f"ckpt-{step:08d}.pt"
+    assert [s for s, _ in mgr.checkpoints()] == [30, 40]
+    assert sorted(p.name for p in mgr.dir.iterdir()) == ["ckpt-00000030.pt", "ckpt-00000040.pt"]
+
+
+def test_manager_best_tracks_improvement_and_survives_pruning(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=1)
+    mgr.save(1, _state(1), metric=30.0)
+    mgr.save(2, _state(2), metric=32.0)
+    mgr.save(3, _state(3), metric=31.0)  # worse: best stays at step 2
+    mgr.save(4, _state(4), metric=float("nan"))
+    mgr.save(5, _state(5))
+    assert [s for s, _ in mgr.checkpoints()] == [5]
+    assert load_checkpoint(mgr.best_path)["step"] == 2
+    # a new manager (resume) knows the best so far
+    again = CheckpointManager(tmp_path, keep_last=1)
+    assert again.best() == {"step": 2, "metric": 32.0, "better": "max"}
+    again.save(6, _state(6), metric=31.5)
+    assert load_checkpoint(mgr.best_path)["step"] == 2
+    assert not list(mgr.dir.glob(".*"))  # no temp files
+
+
+def test_manager_best_min(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, _state(1), metric=0.5, better="min")
+    mgr.save(2, _state(2), metric=0.3, better="min")
+    mgr.save(3, _state(3), metric=0.4, better="min")
+    assert load_checkpoint(mgr.best_path)["step"] == 2
+    with pytest.raises(ValueError, match="better"):
+        mgr.save(4, _state(4), metric=1.0, better="up")
+
+
+@pytest.mark.parametrize("keep_bytes", [0, 10, 0.5, -10])
+def test_latest_valid_skips_truncated_newest(tmp_path, caplog, keep_bytes):
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    for step in (100, 200):
+        mgr.save(step, _state(step))
+    newest = mgr.path_for(200)
+    data = newest.read_bytes()
+    cut = int(len(data) * keep_bytes) if isinstance(keep_bytes, float) else keep_bytes % len(data)
+    newest.write_bytes(data[:cut])
+    with caplog.at_level(logging.WARNING, logger="vqae.checkpoint"):
+        found = mgr.latest_valid()
+    assert found is not None
+    path, state = found
+    assert path == mgr.path_for(100) and state["step"] == 100
+    assert "ckpt-00000200.pt" in caplog.text
+
+
+def test_latest_valid_skips_non_dict_and_handles_empty(tmp_path, caplog):
+    mgr = CheckpointManager(tmp_path)
+    assert mgr.latest_valid() is None
+    mgr.save(1, _state(1))
+    save_checkpoint(mgr.path_for(2), [1, 2, 3])  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="vqae.checkpoint"):
+        _, state = mgr.latest_valid()
+    assert state["step"] == 1 and "not a dict" in caplog.text
+    mgr.path_for(1).write_bytes(b"garbage" * 10)
+    with caplog.at_level(logging.WARNING, logger="vqae.checkpoint"):
+        assert mgr.latest_valid() is None
+
+
+def test_prune_removes_stale_temp_files(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    mgr.dir.mkdir(parents=True)
+    stale = mgr.dir / ".ckpt-00000001.pt.abc123.tmp"  # left by a SIGKILL mid-write
+    stale.write_bytes(b"partial")
+    mgr.save(2, _state(2))
+    assert not stale.exists()
+    assert [s for s, _ in mgr.checkpoints()] == [2]
+
+
+def test_best_is_a_hard_link_where_supported(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, _state(1), metric=1.0)
+    assert os.path.samefile(mgr.best_path, mgr.path_for(1))

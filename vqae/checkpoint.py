@@ -1,0 +1,195 @@
+"""Atomic checkpoints, RNG state capture, and a manager that keeps the last N plus the best.
+
+A checkpoint is a plain dict saved with torch.save. Writes go to a temp file in the same folder,
+are fsynced and renamed over the target, so a crash or SIGKILL leaves either the old file or the
+new one, never a torn one under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import random
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CKPT_PATTERN = re.compile(r"^ckpt-(\d{8,})\.pt$")
+TEMP_SUFFIX = ".tmp"
+# What torch.load raises on a truncated or garbled file (zip reader, legacy pickle, short read).
+LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
+               zipfile.BadZipFile)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename: the directory entry itself must reach the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_path(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    return Path(name)
+
+
+def _replace_atomically(tmp: Path, target: Path) -> None:
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """torch.save `state` to `path` atomically (temp file + fsync + rename + directory fsync)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(target)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _replace_atomically(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load one of our own checkpoints (full pickle: RNG states and config dicts included)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """States of python random, numpy's global RNG, torch CPU and every visible CUDA device."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of capture_rng_state; CUDA states are restored for the devices present in both."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    saved = list(state.get("cuda", []))
+    if not torch.cuda.is_available():
+        if saved:
+            log.warning("checkpoint holds CUDA RNG states but CUDA is not available; skipped")
+        return
+    present = torch.cuda.device_count()
+    if len(saved) != present:
+        log.warning("checkpoint holds %d CUDA RNG states, %d devices visible: restoring %d",
+                    len(saved), present, min(len(saved), present))
+    for device, rng in enumerate(saved[:present]):
+        torch.cuda.set_rng_state(rng.cpu(), device)
+
+
+class CheckpointManager:
+    """Keeps `<run_dir>/checkpoints/ckpt-<step:08d>.pt` (last `keep_last`) and `best.pt`.
+
+    The best metric so far lives in `best.json` beside them, so it survives a resume.
+    Only rank 0 should own a manager.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 3,
+                 subdir: str = "checkpoints"):
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.dir = Path(run_dir) / subdir
+        self.keep_last = keep_last
+        self.best_path = self.dir / "best.pt"
+        self._best_json = self.dir / "best.json"
+
+    def path_for(self, step: int) -> Path:
+        return self.dir / f"ckpt-{step:08d}.pt"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of the step checkpoints present, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir()
+                 if (m := CKPT_PATTERN.match(p.name))]
+        return sorted(found)
+
+    def best(self) -> dict[str, Any] | None:
+        """{"step", "metric", "better"} of best.pt, or None before the first metric."""
+        if not self._best_json.is_file():
+            return None
+        return json.loads(self._best_json.read_text())
+
+    def save(self, step: int, state: dict[str, Any], metric: float | None = None,
+             better: str = "max") -> Path:
+        """Write the step checkpoint, update best.pt if `metric` improves, prune old ones."""
+        if better not in ("max", "min"):
+            raise ValueError(f"better must be 'max' or 'min', got {better!r}")
+        path = save_checkpoint(self.path_for(step), state)
+        if metric is not None and self._improves(float(metric), better):
+            self._link_best(path)
+            self._write_best_json({"step": step, "metric": float(metric), "better": better})
+            log.info("new best checkpoint at step %d (metric %.6g)", step, metric)
+        self._prune()
+        return path
+
+    def _improves(self, metric: float, better: str) -> bool:
+        if math.isnan(metric):
+            return False
+        best = self.best()
+        if best is None or best.get("better") != better:
+            return True
+        return metric > best["metric"] if better == "max" else metric < best["metric"]
+
+    def _link_best(self, source: Path) -> None:
+        # A hard link costs no space and outlives pruning of `source`; copy where links fail.
+        tmp = _temp_path(self.best_path)
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            log.debug("hard link to %s failed; copying instead", source)
+            shutil.copyfile(source, tmp)
+        _replace_atomically(tmp, self.best_path)
+
+    def _write_best_json(self, record: dict[str, Any]) -> None:
+        tmp = _temp_path(self._best_json)
+        tmp.write_text(json.dumps(record))
+        _replace_atomically(tmp, self._best_json)
+
+    def _prune(self) -> None:
+        for _, path in self.checkpoints()[:-self.keep_last]:
+            path.unlink(missing_ok=True)
+        # Temp files left by a process killed mid-write; safe as only rank 0 writes here.
+        for stale in self.dir.glob(f".*{TEMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+
+    def latest_valid(self, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:
+        """Newest checkpoint that loads as a dict; torn or corrupt ones are skipped, warned."""
+        for _, path in reversed(self.checkpoints()):
+            try:
+                state = load_checkpoint(path, map_location)
+            except LOAD_ERRORS as err:
+                log.warning("skipping unreadable checkpoint %s: %s", path, err)
+                continue
+            if not isinstance(state, dict):
+                log.warning("skipping checkpoint %s: holds %s, not a dict", path,
+                            type(state).__name__)
+                continue
+            return path, state
+        return None
