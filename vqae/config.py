@@ -42,7 +42,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     in_bands: int = 12  # filled from data.bands (+2 with s1) when the model is built
+    image_size: int = 120  # patch side in pixels; the decoder crops its output to it
     widths: list[int] = field(default_factory=lambda: [64, 128, 256])  # channels per stage
+    # (log2(f) + 1 stages; the last width repeats when f needs more stages than listed)
     downsample: int = 8  # spatial factor f in {2, 4, 8, 16}; latent is ceil(120 / f)
     blocks_per_stage: int = 2  # residual blocks per stage
     latent_dim: int = 64  # channels of the latent fed to the quantizer
@@ -65,7 +67,7 @@ class QuantizerConfig:
     beta: float = 0.25  # commitment loss weight
     kmeans_init: bool = True  # initialise the codebook by k-means on the first batch
     kmeans_iters: int = 10  # Lloyd iterations for the k-means init
-    dead_threshold: float = 1e-3  # codes whose EMA usage share falls below this are re-seeded
+    dead_threshold: float = 0.03  # re-seed codes whose EMA usage < this x uniform share 1/K; 0 off
     rotation_trick: bool = False  # rotation-trick gradient instead of plain straight-through
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq levels per dim
 

@@ -1,0 +1,202 @@
+"""VectorQuantizer: a K x d codebook learned by EMA or by gradient, straight-through gradients.
+
+Hot path per step: one addmm + argmin for distances, one gather for the codes, one bincount and
+one index_add_ for the EMA statistics (no (N, K) one-hot matrices, no einops).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqae.config import QuantizerConfig
+from vqae.errors import ConfigError
+from vqae.models.kmeans import kmeans, nearest, sample_rows
+from vqae.models.quantizer import QuantizerOutput, code_stats, flatten, fp32, mse, unflatten
+from vqae.models.sync import all_reduce_sum
+
+DISTANCES = ("l2", "cosine")
+
+
+def rotate_to(h: Tensor, q: Tensor) -> Tensor:
+    """Rotation trick (Fifty et al. 2024): value q, gradient through the rotation that maps h to q.
+
+    R h = h - 2 r (r.h) + 2 v (u.h) with u = h/|h|, v = q/|q|, r = (u+v)/|u+v|, scaled by |q|/|h|;
+    R and the scale are constants for autograd.
+    """
+    hd, q = h.detach(), q.detach()
+    h_norm = hd.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    q_norm = q.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    u, v = hd / h_norm, q / q_norm
+    r = F.normalize(u + v, dim=1)
+    rotated = h - 2 * r * (r * h).sum(1, keepdim=True) + 2 * v * (u * h).sum(1, keepdim=True)
+    out = rotated * (q_norm / h_norm)
+    return out + (q - out).detach()  # exact code values forward; rotation gradient backward
+
+
+def vq_kwargs(cfg: QuantizerConfig) -> dict:
+    """VectorQuantizer keyword arguments from the quantizer config (shared with ResidualVQ)."""
+    names = ("codebook_size", "codebook_dim", "distance", "ema", "decay", "eps", "beta",
+             "kmeans_init", "kmeans_iters", "dead_threshold", "rotation_trick")
+    return {name: getattr(cfg, name) for name in names}
+
+
+class VectorQuantizer(nn.Module):
+    num_levels = 1
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int = 1024,
+        codebook_dim: int = 0,
+        distance: str = "l2",
+        ema: bool = True,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        beta: float = 0.25,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_threshold: float = 0.03,
+        rotation_trick: bool = False,
+    ):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise ConfigError(f"quantizer.distance '{distance}' unknown; valid: {', '.join(DISTANCES)}")
+        self.dim, self.codebook_size = dim, codebook_size
+        self.cosine, self.ema, self.decay, self.eps, self.beta = distance == "cosine", ema, decay, eps, beta
+        self.kmeans_iters, self.dead_threshold = kmeans_iters, dead_threshold
+        self.rotation_trick = rotation_trick
+        inner = codebook_dim or dim
+        self.project_in = nn.Linear(dim, inner) if codebook_dim else nn.Identity()
+        self.project_out = nn.Linear(inner, dim) if codebook_dim else nn.Identity()
+        embed = torch.randn(codebook_size, inner)
+        if self.cosine:
+            embed = F.normalize(embed, dim=1)
+        if ema:
+            self.register_buffer("embed", embed)  # (K, d) = embed_sum / smoothed cluster_size
+            self.register_buffer("embed_sum", embed.clone())  # (K, d) EMA of assigned-row sums
+        else:
+            self.embed = nn.Parameter(embed)
+        # EMA of per-code counts (all ranks); starts at 1 so embed_sum / cluster_size == embed
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initted", torch.tensor(not kmeans_init))
+
+    @classmethod
+    def from_config(cls, cfg: QuantizerConfig, dim: int) -> VectorQuantizer:
+        return cls(dim, **vq_kwargs(cfg))
+
+    def codes(self) -> Tensor:
+        """(K, d) fp32 code vectors as used for lookup (unit length with cosine distance)."""
+        embed = self.embed.float()
+        return F.normalize(embed, dim=1) if self.cosine else embed
+
+    def _rows(self, z: Tensor) -> Tensor:
+        h = self.project_in(flatten(z))  # (N, d)
+        return F.normalize(h, dim=1) if self.cosine else h
+
+    def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
+        """z (B, D, *S) -> quantized (B, D, *S), indices (B, 1, *S)."""
+        with fp32(z.device):
+            h = self._rows(z)
+            if self.training and not bool(self.initted):
+                self._init_codebook(h.detach())
+            codes = self.codes()
+            idx = nearest(h.detach(), codes, self.cosine)  # (N,)
+            q = F.embedding(idx, codes)  # (N, d); carries the codebook gradient when not EMA
+            losses = self._losses(h, q)
+            out = self._straight_through(h, q)
+            counts = torch.bincount(idx, minlength=self.codebook_size)  # (K,)
+            if self.training:
+                self._update(h.detach(), idx, counts)
+            out = self.project_out(out)
+        perplexity, usage = code_stats(counts)
+        return QuantizerOutput(
+            quantized=unflatten(out, z.shape).to(z.dtype),
+            indices=unflatten(idx[:, None], z.shape),
+            losses=losses,
+            perplexity=perplexity[None],
+            usage=usage[None],
+        )
+
+    def _losses(self, h: Tensor, q: Tensor) -> dict[str, Tensor]:
+        losses = {"commitment": self.beta * mse(h, q.detach())}
+        if not self.ema:
+            losses["codebook"] = mse(q, h.detach())
+        return losses
+
+    def _straight_through(self, h: Tensor, q: Tensor) -> Tensor:
+        """Forward value exactly q; gradient to h exactly the incoming one (or rotated)."""
+        if self.rotation_trick and h.requires_grad:
+            return rotate_to(h, q)
+        return q.detach() + (h - h.detach())
+
+    @torch.no_grad()
+    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+        """(B, D, *S) -> indices (B, 1, *S)."""
+        with fp32(z.device):
+            idx = nearest(self._rows(z), self.codes(), self.cosine)
+        return unflatten(idx[:, None], z.shape)
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """indices (B, 1, *S) -> code values (B, D, *S) in fp32."""
+        with fp32(indices.device):
+            rows = self.project_out(F.embedding(indices[:, 0].reshape(-1), self.codes()))
+        return unflatten(rows, indices.shape)
+
+    @torch.no_grad()
+    def _init_codebook(self, h: Tensor) -> None:
+        centres, counts = kmeans(h, self.codebook_size, self.kmeans_iters, self.cosine, self.codes())
+        counts = counts.clamp_min(1)  # empty clusters keep their seed instead of decaying to 0
+        self.embed.data.copy_(centres)
+        self.cluster_size.copy_(counts)
+        if self.ema:
+            self.embed_sum.copy_(centres * counts[:, None])
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, h: Tensor, idx: Tensor, counts: Tensor) -> None:
+        """EMA of counts (always, for usage and dead codes) and of sums (EMA codebooks)."""
+        counts = counts.float()
+        if self.ema:
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, h)  # (K, d)
+            stats = all_reduce_sum(torch.cat([counts[:, None], sums], dim=1))  # (K, 1 + d)
+            counts, sums = stats[:, 0], stats[:, 1:]
+            self.embed_sum.lerp_(sums, 1 - self.decay)
+        else:
+            counts = all_reduce_sum(counts)
+        self.cluster_size.lerp_(counts, 1 - self.decay)
+        if self.ema:
+            self.embed.copy_(self.embed_sum / self._smoothed_sizes()[:, None])
+        self._revive_dead(h)
+
+    def _smoothed_sizes(self) -> Tensor:
+        """Laplace-smoothed cluster sizes: no division by ~0 for codes nobody picks."""
+        size, k = self.cluster_size, self.codebook_size
+        total = size.sum()
+        return (size + self.eps) / (total + k * self.eps) * total
+
+    def dead_mask(self) -> Tensor:
+        """(K,) codes whose EMA usage is below dead_threshold times the uniform share 1/K."""
+        share = self.cluster_size / self.cluster_size.sum().clamp_min(1e-12)
+        return share < self.dead_threshold / self.codebook_size
+
+    def dead_codes(self) -> Tensor:
+        """(1,) number of dead codes by the EMA usage."""
+        return self.dead_mask().sum()[None]
+
+    @torch.no_grad()
+    def _revive_dead(self, h: Tensor) -> None:
+        """Re-seed dead codes from current rows (rank 0's, broadcast) at the uniform usage."""
+        if self.dead_threshold <= 0:
+            return
+        dead = self.dead_mask()  # identical on all ranks: cluster_size is all-reduced
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        seeds = sample_rows(h, n_dead, fallback=self.embed.data[dead].float())  # (n_dead, d)
+        size = self.cluster_size.sum() / self.codebook_size
+        self.embed.data[dead] = seeds.to(self.embed.dtype)
+        self.cluster_size[dead] = size
+        if self.ema:
+            self.embed_sum[dead] = seeds * size
