@@ -132,6 +132,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         return None
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
     if typ in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{key}: expected {typ.__name__}, got a bool {value!r}")
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):

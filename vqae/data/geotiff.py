@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from vqae.data.bands import check_native_shape
 from vqae.data.discover import PatchFiles
@@ -16,8 +17,10 @@ from vqae.errors import DataError
 def read_tiff(path: str | Path) -> np.ndarray:
     """All bands of one GeoTIFF as (bands, H, W) in the stored dtype; no CRS is required."""
     try:
-        with rasterio.open(path) as src:
-            return src.read()
+        with warnings.catch_warnings():  # patches need no georeference (DESIGN.md data facts)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.read()
     except (RasterioError, OSError) as err:
         raise DataError(
             f"cannot read GeoTIFF {path}: {err}; the file is truncated or not a TIFF, "

@@ -1,0 +1,97 @@
+"""Every bad input of the foundation issue: a clear message, a non-zero exit, no traceback."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from tests.fakes import write_fake_tree, write_tiff
+from tests.lmdb_util import write_lmdb
+from vqae.cli import main
+from vqae.config import DataConfig
+from vqae.data.readers import LmdbDataset
+from vqae.data.source import open_dataset
+from vqae.errors import DataError
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_missing_data_path(capsys, tmp_path):
+    code, err = run_cli(capsys, "stats", "--data", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in err and "nope" in err
+
+
+def test_folder_without_patches(capsys, tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    code, err = run_cli(capsys, "stats", "--data", str(tmp_path / "empty"))
+    assert code == 2 and "no patches" in err
+
+
+def test_missing_band_names_patch_band_and_path(tmp_path):
+    written = write_fake_tree(tmp_path, n=1)
+    name = next(iter(written))
+    (tmp_path / name / f"{name}_B8A.tif").unlink()
+    with pytest.raises(DataError) as exc:
+        open_dataset(DataConfig(path=str(tmp_path))).read_dn(0)
+    msg = str(exc.value)
+    assert name in msg and "B8A" in msg and f"{name}/{name}_B8A.tif" in msg
+
+
+def test_truncated_tiff_names_the_file(capsys, tmp_path):
+    written = write_fake_tree(tmp_path, n=1)
+    name = next(iter(written))
+    f = tmp_path / name / f"{name}_B04.tif"
+    f.write_bytes(f.read_bytes()[:300])
+    code, err = run_cli(capsys, "stats", "--data", str(tmp_path))
+    assert code == 2 and f"{name}_B04.tif" in err
+
+
+def test_band_of_unexpected_shape(tmp_path):
+    written = write_fake_tree(tmp_path, n=1)
+    name = next(iter(written))
+    write_tiff(tmp_path / name / f"{name}_B05.tif", np.zeros((50, 50), np.uint16))
+    with pytest.raises(DataError, match=r"band B05 has shape \(50, 50\).*expected \(60, 60\)"):
+        open_dataset(DataConfig(path=str(tmp_path))).read_dn(0)
+
+
+def test_path_that_is_not_an_lmdb(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(DataError, match="is not an LMDB"):
+        LmdbDataset(tmp_path / "x", bands=["B02"])
+    with pytest.raises(DataError, match="is not an LMDB"):
+        open_dataset(DataConfig(path=str(tmp_path / "x"), format="lmdb"))
+
+
+def test_missing_lmdb_key(tmp_path):
+    written = write_fake_tree(tmp_path / "t", n=1)
+    db = write_lmdb(tmp_path / "db", written)
+    ds = LmdbDataset(db, names=["S2_not_there"], bands=["B02"])
+    with pytest.raises(DataError, match="has no key 'S2_not_there'"):
+        ds.read_dn(0)
+
+
+def test_lmdb_value_missing_a_band(tmp_path):
+    written = write_fake_tree(tmp_path / "t", n=1)
+    name = next(iter(written))
+    del written[name]["B09"]
+    db = write_lmdb(tmp_path / "db", written)
+    with pytest.raises(DataError, match=f"key '{name}' has no band B09"):
+        LmdbDataset(db, bands=["B02", "B09"]).read_dn(0)
+
+
+@pytest.mark.parametrize("member", ["../escape.tif", "/abs/escape.tif"])
+def test_archive_with_unsafe_member(capsys, tmp_path, member):
+    archive = tmp_path / "bad.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    code, err = run_cli(capsys, "stage", str(archive), str(tmp_path / "dest"))
+    assert code == 2 and "unsafe member" in err
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "escape.tif").exists()

@@ -1,0 +1,63 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.fakes import patch_names, write_fake_tree
+from vqae.config import DataConfig
+from vqae.data.source import open_dataset
+from vqae.data.splits import SNOW_CLOUD_FILE, hash_split, read_split_table
+from vqae.errors import ConfigError
+
+
+def write_parquet(path, names, splits):
+    pq.write_table(pa.table({"patch_id": names, "split": splits,
+                             "s1_name": [n.replace("S2", "S1") for n in names]}), path)
+
+
+def test_hash_split_is_stable_and_follows_ratios():
+    names = [f"patch_{i}" for i in range(3000)]
+    a = [hash_split(n, [0.8, 0.1, 0.1]) for n in names]
+    assert a == [hash_split(n, [8, 1, 1]) for n in names]  # ratios are relative
+    assert abs(a.count("train") / 3000 - 0.8) < 0.03
+    # the same patch lands in the same split whatever else is in the dataset
+    assert hash_split("patch_7", [0.8, 0.1, 0.1]) == a[7]
+    with pytest.raises(ConfigError):
+        hash_split("x", [1, 1])
+
+
+def test_v2_parquet_with_and_without_snow_cloud(tmp_path):
+    names = patch_names(6)
+    write_parquet(tmp_path / "metadata.parquet", names[:4], ["train", "train", "validation", "test"])
+    write_parquet(tmp_path / SNOW_CLOUD_FILE, names[4:], ["train", "test"])
+    table = read_split_table(str(tmp_path / "metadata.parquet"))
+    assert table.split[names[4]] == "train" and len(table.split) == 6
+    assert table.s1_name[names[0]] == names[0].replace("S2", "S1")
+    excluded = read_split_table(str(tmp_path), exclude_snow_cloud=True)
+    assert set(excluded.split) == set(names[:4])
+
+
+def test_dataset_split_from_parquet(tmp_path):
+    write_fake_tree(tmp_path / "t", n=5)
+    names = patch_names(5)
+    write_parquet(tmp_path / "metadata.parquet", names[:4], ["train", "train", "validation", "test"])
+    cfg = DataConfig(path=str(tmp_path / "t"), splits=str(tmp_path / "metadata.parquet"))
+    assert open_dataset(cfg, "train").names == names[:2]
+    assert open_dataset(cfg, "val").names == [names[2]]
+    assert len(open_dataset(cfg)) == 4  # patches absent from the metadata are left out
+
+
+def test_v1_csv_splits(tmp_path):
+    write_fake_tree(tmp_path / "t", n=4)
+    names = patch_names(4)
+    (tmp_path / "train.csv").write_text("\n".join(names[:2]) + "\n")
+    (tmp_path / "val.csv").write_text(names[2] + "\n")
+    (tmp_path / "test.csv").write_text(names[3] + "\n")
+    cfg = DataConfig(path=str(tmp_path / "t"), splits=str(tmp_path))
+    assert open_dataset(cfg, "test").names == [names[3]]
+
+
+def test_real_sample_splits(sample_dir):
+    sizes = {s: len(open_dataset(DataConfig(), s)) for s in ("train", "validation", "test")}
+    assert sum(sizes.values()) == 24 and min(sizes.values()) > 0
+    no_snow = open_dataset(DataConfig(exclude_snow_cloud=True))
+    assert len(no_snow) == 18
