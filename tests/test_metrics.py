@@ -240,3 +240,13 @@ def test_accumulator_reduce_across_two_gloo_ranks():
         mp.spawn(_ddp_worker, args=(_free_port(), batches, results), nprocs=2)
         for rank in (0, 1):
             assert results[rank] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_accumulator_on_cuda_matches_cpu():
+    cpu, gpu = m.MetricAccumulator(BANDS, 8), m.MetricAccumulator(BANDS, 8)
+    for x, x_hat, idx in _batches():
+        cpu.update(x, x_hat, idx)
+        gpu.update(x.cuda(), x_hat.cuda(), idx.cuda())
+    assert gpu.compute() == pytest.approx(cpu.compute(), rel=1e-4)
