@@ -1,0 +1,289 @@
+"""GeoTIFF trees -> one LMDB of safetensors, in the rico-hdl (rs-tensor-encoder) format.
+
+key = patch name (utf-8); value = safetensors bytes of {band: array} at native size and stored
+dtype. Worker processes read and serialize whole patches; the parent is the only writer and
+commits batches of whole patches, so a killed run leaves only complete entries and `resume`
+skips them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import lmdb
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from safetensors.numpy import save as st_save
+from tqdm import tqdm
+
+from vqae.config import S2_BANDS
+from vqae.data.bands import S1_BANDS
+from vqae.data.discover import PatchFiles, find_patches
+from vqae.data.geotiff import load_patch_bands
+from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
+from vqae.errors import DataError
+
+SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
+LMDB_FILES = {"data.mdb", "lock.mdb"}
+DEFAULT_MAP_SIZE = 1 << 30  # grown by doubling on MapFullError; the file itself stays sparse
+# GDAL lists a TIFF's folder on open to look for sidecar files; BigEarthNet has none.
+GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One patch to encode: BigEarthNet bands of a sensor, or a HySpecNet spectral image."""
+
+    key: str
+    sensor: str  # s2 | s1 | hyspecnet
+    source: PatchFiles | Path
+
+
+class Encoded(NamedTuple):
+    key: str
+    data: bytes | None  # safetensors bytes; None when the patch could not be read
+    bands: int
+    error: str | None  # names the file and what is wrong
+
+
+@dataclass
+class EncodeReport:
+    written: int = 0
+    present: int = 0  # already in OUT (resume)
+    bands: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (patch, reason)
+
+
+def bigearthnet_jobs(root: str | Path, sensor: str) -> list[Job]:
+    patches = find_patches(root, bands=SENSOR_BANDS[sensor])  # drops reference-map folders
+    return [Job(name, sensor, patch) for name, patch in patches.items()]
+
+
+def hyspecnet_jobs(root: str | Path) -> list[Job]:
+    return [Job(name, "hyspecnet", path) for name, path in find_hyspecnet(root).items()]
+
+
+def collect_jobs(s2_root=None, s1_root=None, hyspecnet_root=None) -> list[Job]:
+    """All patches of the given roots, sorted by key; a key found twice is an error."""
+    jobs: dict[str, Job] = {}
+    parts = []
+    if s2_root:
+        parts.append(bigearthnet_jobs(s2_root, "s2"))
+    if s1_root:
+        parts.append(bigearthnet_jobs(s1_root, "s1"))
+    if hyspecnet_root:
+        parts.append(hyspecnet_jobs(hyspecnet_root))
+    for job in (j for part in parts for j in part):
+        if job.key in jobs:
+            raise DataError(
+                f"patch {job.key} is found under two roots ({jobs[job.key].sensor} and "
+                f"{job.sensor}); LMDB keys must be unique, pass each root once"
+            )
+        jobs[job.key] = job
+    return [jobs[k] for k in sorted(jobs)]
+
+
+def read_job(job: Job) -> dict[str, np.ndarray]:
+    """Band name -> array exactly as stored (no resampling, no casting)."""
+    if job.sensor == "hyspecnet":
+        return read_hyspecnet(job.source)
+    return load_patch_bands(job.source, SENSOR_BANDS[job.sensor])
+
+
+def encode_chunk(jobs: list[Job]) -> list[Encoded]:
+    """Worker: read and serialize a few patches; bad ones come back with an error, not a raise."""
+    out = []
+    with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # values are all we keep
+        for job in jobs:
+            try:
+                bands = read_job(job)
+            except DataError as err:
+                out.append(Encoded(job.key, None, 0, str(err)))
+                continue
+            out.append(Encoded(job.key, st_save(bands), len(bands), None))
+    return out
+
+
+@contextmanager
+def chunk_mapper(workers: int):
+    """`imap(fn, chunks)` over a process pool, or in this process when workers <= 1.
+
+    Enter it before opening LMDB or starting threads (tqdm): the workers are forked here.
+    """
+    if workers <= 1:
+        yield map
+        return
+    with mp.get_context("fork").Pool(workers) as pool:  # terminated on exit, also on error
+        yield pool.imap
+
+
+def chunked(jobs: list[Job], size: int = 8) -> list[list[Job]]:
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+class LmdbWriter:
+    """The single writer: one transaction per batch, map size doubled when it fills up."""
+
+    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE):
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False)
+
+    def keys(self) -> set[bytes]:
+        with self.env.begin() as txn:
+            return set(txn.cursor().iternext(keys=True, values=False))
+
+    def write(self, items: list[tuple[bytes, bytes]]) -> None:
+        while items:
+            try:
+                with self.env.begin(write=True) as txn:  # aborted whole if anything fails
+                    for key, value in items:
+                        txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def skipped_path(out: Path) -> Path:
+    return out.with_name(out.name + ".skipped.tsv")
+
+
+def _is_nonempty(out: Path) -> bool:
+    return out.is_dir() and any(out.iterdir())
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool) -> Path:
+    """The folder to write: OUT itself, or OUT.tmp when replacing an existing LMDB."""
+    if resume and overwrite:
+        raise DataError("--resume and --overwrite contradict each other; pass one of them")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"OUT {out} is a file; OUT must be a folder to hold the LMDB")
+    if not _is_nonempty(out):
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    others = sorted(p.name for p in out.iterdir() if p.name not in LMDB_FILES)
+    if (resume or overwrite) and (others or not (out / "data.mdb").exists()):
+        raise DataError(
+            f"OUT {out} holds files that are not an LMDB ({', '.join(others) or 'no data.mdb'}); "
+            "choose an empty or new OUT folder"
+        )
+    if resume:
+        return out
+    if overwrite:
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed --overwrite
+        tmp.mkdir(parents=True)
+        return tmp
+    raise DataError(
+        f"OUT {out} already exists and is not empty; pass --resume to complete it, "
+        "--overwrite to replace it, or choose another OUT"
+    )
+
+
+def replace_lmdb(tmp: Path, out: Path) -> None:
+    """Move the new LMDB over the old one; os.replace of data.mdb is atomic, so OUT is always
+    either the old or the new database (lock.mdb holds only the reader table)."""
+    os.replace(tmp / "data.mdb", out / "data.mdb")
+    os.replace(tmp / "lock.mdb", out / "lock.mdb")
+    tmp.rmdir()
+
+
+class BadPatchError(DataError):
+    """A patch that cannot be encoded (missing band, corrupt TIFF, wrong shape)."""
+
+
+@dataclass
+class EncodeOptions:
+    workers: int = 1  # reader processes; <= 1 reads in this process
+    batch_size: int = 64  # patches per write transaction
+    skip_bad: bool = False  # skip unreadable patches instead of stopping
+    progress: bool = True  # tqdm bar on stderr
+
+
+def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
+               report: EncodeReport) -> None:
+    pending: list[tuple[bytes, bytes]] = []
+    with tqdm(total=len(jobs), unit="patch", disable=not opts.progress, smoothing=0.1) as bar:
+        for encoded in (e for chunk in imap(encode_chunk, chunked(jobs)) for e in chunk):
+            bar.update(1)
+            if encoded.error is not None:
+                if not opts.skip_bad:
+                    writer.write(pending)  # keep the complete patches read so far
+                    raise BadPatchError(encoded.error)
+                report.skipped.append((encoded.key, encoded.error))
+                continue
+            pending.append((encoded.key.encode("utf-8"), encoded.data))
+            report.written += 1
+            report.bands += encoded.bands
+            report.bytes += len(encoded.data)
+            if len(pending) >= opts.batch_size:
+                writer.write(pending)
+                pending = []
+        writer.write(pending)
+
+
+def write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
+    path = skipped_path(out)
+    if not skipped:
+        path.unlink(missing_ok=True)  # a list from an earlier run would be stale
+        return
+    lines = ["patch\treason"] + [f"{k}\t{' '.join(r.split())}" for k, r in skipped]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _bad_patch_hint(err: BadPatchError, out: Path, replacing: bool) -> DataError:
+    if replacing:
+        return DataError(f"{err}\n{out} was left unchanged; fix or remove that patch, "
+                         "or pass --skip-bad")
+    return DataError(f"{err}\nthe patches before it are saved in {out}; fix or remove that "
+                     "patch and rerun with --resume, or pass --skip-bad")
+
+
+def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
+         opts: EncodeOptions) -> EncodeReport:
+    report = EncodeReport()
+    with chunk_mapper(opts.workers) as imap:
+        writer = LmdbWriter(target, map_size)
+        try:
+            done = writer.keys() if resume else set()
+            todo = [j for j in jobs if j.key.encode("utf-8") not in done]
+            report.present = len(jobs) - len(todo)
+            _write_all(imap, todo, writer, opts, report)
+        finally:
+            writer.close()
+    return report
+
+
+def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, *,
+           resume: bool = False, overwrite: bool = False,
+           map_size: int = DEFAULT_MAP_SIZE) -> EncodeReport:
+    """Write every job's patch into the LMDB at OUT; see the module docstring for guarantees."""
+    out, opts = Path(out), opts or EncodeOptions()
+    start = time.perf_counter()
+    target = prepare_out(out, resume, overwrite)
+    try:
+        report = _run(target, jobs, resume, map_size, opts)
+    except BaseException as err:
+        if target != out:
+            shutil.rmtree(target, ignore_errors=True)  # OUT itself was never touched
+        if isinstance(err, BadPatchError):
+            raise _bad_patch_hint(err, out, target != out) from err
+        raise
+    if target != out:
+        replace_lmdb(target, out)
+    write_skipped(out, report.skipped)
+    report.seconds = time.perf_counter() - start
+    return report

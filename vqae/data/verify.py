@@ -1,0 +1,105 @@
+"""Compare an encoded LMDB with the GeoTIFFs it came from: keys, band sets, dtypes, shapes, values.
+
+Sources are re-read with the encoder's own reader (in worker processes) and the two sides are
+compared bit for bit, so NaNs in S1 bands compare equal to themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmdb
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+
+from vqae.config import S2_BANDS
+from vqae.data.bands import S1_BANDS
+from vqae.data.discover import find_patches
+from vqae.data.encode import Job, chunk_mapper, chunked, encode_chunk, hyspecnet_jobs
+from vqae.errors import DataError
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0  # patches compared value by value
+    differences: list[str] = field(default_factory=list)
+
+
+def detect_jobs(root: str | Path) -> list[Job]:
+    """BigEarthNet S2/S1 patch folders under root, else HySpecNet-11k spectral images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"source root {root} is not a folder; pass a GeoTIFF tree")
+    try:
+        patches = find_patches(root, bands=S2_BANDS + S1_BANDS)
+    except DataError:
+        try:
+            return hyspecnet_jobs(root)
+        except DataError:
+            raise DataError(
+                f"no BigEarthNet patches (<patch>/<patch>_B02.tif, _VV.tif) and no HySpecNet-11k "
+                f"patches (*-SPECTRAL_IMAGE.TIF) under {root}; pass the root given to encode"
+            ) from None
+    s2 = set(S2_BANDS)
+    return [Job(n, "s2" if p.files.keys() & s2 else "s1", p) for n, p in patches.items()]
+
+
+def compare_patch(key: str, source: dict[str, np.ndarray], stored: dict[str, np.ndarray]
+                  ) -> list[str]:
+    """Every difference between one patch's source bands and its LMDB entry."""
+    diffs = []
+    if missing := sorted(source.keys() - stored.keys()):
+        diffs.append(f"{key}: bands missing from the LMDB: {' '.join(missing)}")
+    if extra := sorted(stored.keys() - source.keys()):
+        diffs.append(f"{key}: bands in the LMDB but not in the source: {' '.join(extra)}")
+    for band in sorted(source.keys() & stored.keys()):
+        a, b = source[band], stored[band]
+        if a.dtype != b.dtype:
+            diffs.append(f"{key} {band}: dtype {b.dtype} in the LMDB, {a.dtype} in the source")
+        elif a.shape != b.shape:
+            diffs.append(f"{key} {band}: shape {b.shape} in the LMDB, {a.shape} in the source")
+        elif a.tobytes() != b.tobytes():
+            bits = f"u{a.dtype.itemsize}"  # bitwise, so NaN == NaN
+            n = int(np.count_nonzero(a.view(bits) != b.view(bits)))
+            diffs.append(f"{key} {band}: {n} of {a.size} values differ")
+    return diffs
+
+
+def _key_differences(wanted: set[str], stored: set[str]) -> list[str]:
+    return [f"{k}: missing from the LMDB" for k in sorted(wanted - stored)] + [
+        f"{k}: in the LMDB but in no source root" for k in sorted(stored - wanted)
+    ]
+
+
+def _compare_entry(key: str, source_bytes: bytes, value: bytes) -> list[str]:
+    try:
+        stored = st_load(value)
+    except SafetensorError as err:
+        return [f"{key}: the LMDB value is not valid safetensors ({err})"]
+    return compare_patch(key, st_load(source_bytes), stored)
+
+
+def verify(out: str | Path, jobs: list[Job], workers: int = 1) -> VerifyReport:
+    out = Path(out)
+    if not (out / "data.mdb").is_file():
+        raise DataError(f"{out} holds no LMDB (data.mdb); pass the OUT folder of `vqae encode`")
+    report = VerifyReport()
+    with chunk_mapper(workers) as imap:  # fork before opening LMDB
+        env = lmdb.open(str(out), readonly=True, lock=False, subdir=True)
+        try:
+            with env.begin() as txn:
+                stored = {k.decode("utf-8") for k in txn.cursor().iternext(values=False)}
+                report.differences += _key_differences({j.key for j in jobs}, stored)
+                present = [j for j in jobs if j.key in stored]
+                for enc in (e for chunk in imap(encode_chunk, chunked(present)) for e in chunk):
+                    report.checked += 1
+                    if enc.error is not None:
+                        report.differences.append(f"{enc.key}: source unreadable: {enc.error}")
+                        continue
+                    value = txn.get(enc.key.encode("utf-8"))
+                    report.differences += _compare_entry(enc.key, enc.data, value)
+        finally:
+            env.close()
+    return report
