@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("sample_data", "download (once) and print the path of the real BigEarthNet sample"),
     "stats": ("stats", "per-band mean/std/percentiles of a dataset in one streaming pass"),
     "stage": ("stage", "extract a .tar/.tar.gz GeoTIFF archive to local disk (once per node)"),
+    "train": ("train", "train a VQ autoencoder (config files + --section.key=value overrides)"),
+    "evaluate": ("evaluate", "evaluate a checkpoint on a split: metrics table and JSON"),
     "preview": ("preview", "list the patches of a dataset and the value range of each band"),
     "encode": ("encode", "encode GeoTIFF trees (BigEarthNet S1/S2, HySpecNet-11k) into an LMDB"),
     "verify-encoded": ("verify_encoded", "compare an encoded LMDB with its source GeoTIFFs"),

@@ -84,12 +84,34 @@ class OptimConfig:
 
 
 @dataclass
+class TrainConfig:
+    steps: int = 100_000  # optimizer steps in total
+    log_every: int = 50  # steps between train/* logs
+    eval_every: int = 2000  # steps between evaluations (always one at the end)
+    checkpoint_every: int = 1000  # steps between checkpoints (always one at the end)
+    keep_last: int = 3  # step checkpoints kept besides best.pt
+    amp: str = "auto"  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # memory format on CUDA
+    augment: bool = True  # random flips and 90-degree rotations
+    mse_weight: float = 1.0  # MSE on normalized bands
+    l1_weight: float = 0.0  # L1 on normalized bands
+    ssim_weight: float = 0.0  # 1 - SSIM on de-normalized bands
+    eval_levels: list[int] = field(default_factory=list)  # rvq level counts for an RD sweep
+    eval_images: int = 4  # validation patches rendered at each eval
+    eval_batches: int = 0  # cap on eval batches; 0 = the whole split
+    deterministic: bool = False  # torch deterministic algorithms (exact resume on CPU)
+
+
+@dataclass
 class RunConfig:
     dir: str = "runs/default"  # run folder: config, checkpoints, metrics.jsonl, images
     seed: int = 0  # seeds python, numpy and torch
     device: str = "auto"  # auto | cpu | cuda; asking for cuda without a GPU is an error
     tracker: str = "wandb"  # wandb | none (metrics.jsonl is always written)
     project: str = "vqae"  # wandb project
+    name: str = ""  # run name in the tracker; "" = the run folder's name
+    resume: str = ""  # "" = fresh run | auto = newest valid checkpoint in dir | a checkpoint path
 
 
 @dataclass
@@ -98,6 +120,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
