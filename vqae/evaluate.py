@@ -25,7 +25,8 @@ def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv, device: torch.devic
     sampler = (DistributedSampler(ds, env.world_size, env.rank, shuffle=False)
                if env.enabled else None)
     return DataLoader(ds, batch_size=cfg.data.batch_size, sampler=sampler, shuffle=False,
-                      num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+                      num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(0))  # keeps the global RNG as is
 
 
 def level_counts(model, requested: list[int]) -> list[int | None]:

@@ -109,6 +109,12 @@ def lr_factor(step: int, cfg: Config) -> float:
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader draws worker seeds at each new iterator; from its own generator, so the
+    global RNG (augmentation, quantizer re-seeding) is the same after a resume."""
+    return torch.Generator().manual_seed(seed)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config):
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -185,6 +191,7 @@ class Trainer:
                               "data.batch_size")
         return DataLoader(self.train_ds, batch_size=d.batch_size, sampler=self.sampler,
                           num_workers=d.num_workers, drop_last=True,
+                          generator=loader_generator(self.cfg.run.seed),
                           pin_memory=d.pin_memory and self.device.type == "cuda",
                           persistent_workers=d.persistent_workers and d.num_workers > 0)
 
@@ -307,6 +314,15 @@ class Trainer:
         if self.env.enabled:
             torch.distributed.barrier()
 
+    @torch.no_grad()
+    def rank_divergence(self) -> float:
+        """Largest difference of any weight or codebook entry between ranks (0 when in sync)."""
+        flat = torch.cat([t.detach().float().ravel() for t in self.model.state_dict().values()])
+        hi, lo = flat.clone(), flat.clone()
+        torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+        return float((hi - lo).abs().max())
+
     # ---- main loop -----------------------------------------------------------------------
     def fit(self) -> int:
         cfg, t = self.cfg, self.cfg.train
@@ -351,6 +367,8 @@ class Trainer:
                     break
         finally:
             bar.close()
+        if self.env.enabled:
+            tracker.log({"ddp/max_param_diff": self.rank_divergence()}, self.pos.step)
         if status == 0 and self.env.is_main:
             tracker.summary(metrics)
             print(format_table(metrics, title=f"final ({self.pos.step} steps)"))

@@ -1,0 +1,169 @@
+"""End to end training on the real sample: logging, checkpoints, exact resume, signals, DDP."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqae.checkpoint import load_checkpoint
+from vqae.cli import main
+from vqae.tracking import read_jsonl
+from vqae.train import EXIT_PREEMPTED
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model.widths=[8,16]", "--model.blocks_per_stage=1", "--model.latent_dim=8",
+        "--model.groups=4", "--quantizer.codebook_size=32", "--data.batch_size=4",
+        "--data.num_workers=0", "--optim.warmup_steps=2", "--train.log_every=1",
+        "--train.eval_images=2", "--train.deterministic=true"]
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def train_args(run_dir, *extra):
+    return ["train", "--config", str(REPO / "configs/debug.yaml"), *TINY,
+            f"--run.dir={run_dir}", *extra]
+
+
+def cli(*args):
+    """Run `python -m vqae` in a subprocess (for kill tests), unbuffered."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-m", "vqae", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path_glob: str, folder: Path, proc, timeout=120.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if list(folder.glob(path_glob)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{path_glob} never appeared in {folder}")
+
+
+def final_weights(run_dir: Path) -> dict:
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    return load_checkpoint(ckpts[-1])["model"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_short_run_learns_and_logs_everything(sample_dir, tmp_path, wandb_env):
+    run = tmp_path / "run"
+    assert main(train_args(run, "--train.steps=24", "--train.eval_every=4",
+                           "--run.tracker=wandb")) == 0
+    records = read_jsonl(run / "metrics.jsonl")
+    evals = [r for r in records if "val/psnr" in r]
+    assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]
+    assert evals[-1]["val/psnr"] > evals[0]["val/psnr"] + 1.0
+    assert evals[-1]["val/loss/mse"] < evals[0]["val/loss/mse"]
+    for key in ("val/ssim", "val/sam", "val/bpp_index", "val/bpp_entropy", "val/usage/0",
+                "val/psnr/B08", "val/dead_codes/0"):
+        assert key in evals[-1]
+    assert any("train/loss" in r for r in records)
+    assert list((run / "images").glob("val_true_color_step*.png"))
+    assert list((run / "images").glob("val_false_color_step*.png"))
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "best.pt").exists()
+    offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert offline and offline[0].stat().st_size > 0
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert {"model", "optimizer", "scheduler", "rng", "position", "config",
+            "normalization"} <= state.keys()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(sample_dir, tmp_path):
+    common = ["--train.steps=14", "--train.checkpoint_every=3", "--train.eval_every=7",
+              "--run.tracker=none"]
+    assert main(train_args(tmp_path / "a", *common)) == 0
+    proc = cli(*train_args(tmp_path / "b", *common))
+    wait_for("checkpoints/ckpt-00000003.pt", tmp_path / "b", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(train_args(tmp_path / "b", *common, "--run.resume=auto")) == 0
+    assert_same_weights(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
+    last = lambda d: [r for r in read_jsonl(d / "metrics.jsonl") if "val/psnr" in r][-1]  # noqa
+    assert last(tmp_path / "a") == last(tmp_path / "b")
+    steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if "train/loss" in r]
+    assert steps == sorted(set(steps))  # no step logged twice after the resume
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_for_requeue(sample_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = cli(*train_args(run, "--train.steps=400", "--train.checkpoint_every=1000",
+                           "--train.eval_every=1000", "--run.tracker=none"))
+    wait_for("metrics.jsonl", run, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, out
+    ckpts = sorted((run / "checkpoints").glob("ckpt-*.pt"))
+    assert len(ckpts) == 1 and 0 < load_checkpoint(ckpts[0])["position"]["step"] < 400
+
+
+@pytest.mark.slow
+def test_corrupt_newest_checkpoint_resumes_from_previous(sample_dir, tmp_path, caplog):
+    common = ["--train.steps=8", "--train.checkpoint_every=2", "--train.eval_every=100",
+              "--run.tracker=none"]
+    assert main(train_args(tmp_path / "a", *common)) == 0
+    reference = final_weights(tmp_path / "a")
+    newest = sorted((tmp_path / "a" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn write
+    assert main(train_args(tmp_path / "a", *common, "--run.resume=auto")) == 0
+    assert "ckpt-00000008.pt" in caplog.text  # named as skipped
+    assert_same_weights(reference, final_weights(tmp_path / "a"))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_stay_consistent(sample_dir, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29633", "-m", "vqae", *train_args(run, "--train.steps=6",
+           "--train.eval_every=3", "--run.tracker=none", "--run.device=cpu",
+           "--data.batch_size=2")]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["ddp/max_param_diff"] for r in records if "ddp/max_param_diff" in r] == [0.0]
+    assert [r["step"] for r in records if "val/psnr" in r] == [3, 6]
+
+
+@pytest.mark.slow
+def test_evaluate_command_rebuilds_model_from_checkpoint(sample_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(run, "--train.steps=2", "--train.eval_every=2",
+                           "--run.tracker=none")) == 0
+    out = tmp_path / "test.json"
+    assert main(["evaluate", str(run / "checkpoints" / "best.pt"), "--split", "test",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    import json
+
+    metrics = json.loads(out.read_text())
+    assert metrics["patches"] == 8 and 0 < metrics["psnr"] < 100
+    assert metrics["bpp_index"] == pytest.approx(15 * 15 * 5 / 14400)
+    assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_cuda_request_without_gpu_is_an_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(train_args(tmp_path / "r", "--run.device=cuda", "--train.steps=1")) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
