@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from vqae.config import QuantizerConfig
-from vqae.models.quantizer import QuantizerOutput
+from vqae.models.quantizer import QuantizerOutput, code_stats, flatten, fp32, unflatten
 from vqae.models.vq import VectorQuantizer, vq_kwargs
 
 
@@ -48,52 +48,55 @@ class ResidualVQ(nn.Module):
         """z (B, D, *S) -> quantized (B, D, *S), indices (B, n_q, *S) with -1 for dropped levels."""
         n_q = self._n_q(n_q)
         keep = self.levels_per_example(z.shape[0], n_q, z.device)
-        out = self.layers[0](z)
-        total, residual = out.quantized, (z - out.quantized).detach()
-        indices = [out.indices]
-        losses, stats = dict(out.losses), [(out.perplexity, out.usage)]
-        for level in range(1, n_q):
-            rows = None if keep is None else (keep > level).nonzero().squeeze(1)  # (B_l,)
-            out = self.layers[level](residual if rows is None else residual[rows])
-            if rows is None:
-                total, idx = total + out.quantized, out.indices
-            else:
-                total = total.index_add(0, rows, out.quantized)
-                idx = out.indices.new_full(indices[0].shape, -1).index_copy(0, rows, out.indices)
-            step = out.quantized.detach()
-            residual = residual - step if rows is None else residual.index_add(0, rows, -step)
-            indices.append(idx)
-            stats.append((out.perplexity, out.usage))
-            for name, value in out.losses.items():
-                losses[name] = losses[name] + value
+        if keep is not None:  # rows of one example are contiguous in flatten's (B, *S) order
+            keep = keep.repeat_interleave(z[0, 0].numel())  # (N,)
+        with fp32(z.device):
+            x = flatten(z)  # (N, D)
+            total, idx, losses, counts = self.layers[0].quantize_rows(x)
+            residual, indices, stats = (x - total).detach(), [idx], [code_stats(counts)]
+            for level in range(1, n_q):
+                rows = None if keep is None else (keep > level).nonzero().squeeze(1)  # (N_l,)
+                out, idx, parts, counts = self.layers[level].quantize_rows(
+                    residual if rows is None else residual[rows])
+                if rows is not None:  # scatter the subset back; skipped rows add 0 and say -1
+                    out = torch.zeros_like(residual).index_copy(0, rows, out)
+                    idx = idx.new_full(residual.shape[:1], -1).index_copy(0, rows, idx)
+                total, residual = total + out, residual - out.detach()
+                indices.append(idx)
+                stats.append(code_stats(counts))
+                losses = {name: losses[name] + parts[name] for name in losses}
         return QuantizerOutput(
-            quantized=total,
-            indices=torch.cat(indices, dim=1),
+            quantized=unflatten(total, z.shape).to(z.dtype),
+            indices=unflatten(torch.stack(indices, dim=1), z.shape),  # (B, n_q, *S)
             losses=losses,
-            perplexity=torch.cat([p for p, _ in stats]),
-            usage=torch.cat([u for _, u in stats]),
+            perplexity=torch.stack([p for p, _ in stats]),
+            usage=torch.stack([u for _, u in stats]),
         )
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
         """(B, D, *S) -> indices (B, n_q, *S)."""
-        indices, residual = [], z.float()
-        for layer in self.layers[: self._n_q(n_q)]:
-            idx = layer.encode(residual)
-            residual = residual - layer.decode(idx)
-            indices.append(idx)
-        return torch.cat(indices, dim=1)
+        indices = []
+        with fp32(z.device):
+            residual = flatten(z)
+            for layer in self.layers[: self._n_q(n_q)]:
+                idx = layer.encode_rows(residual)
+                residual = residual - layer.decode_rows(idx)
+                indices.append(idx)
+        return unflatten(torch.stack(indices, dim=1), z.shape)
 
     def decode(self, indices: Tensor) -> Tensor:
-        """indices (B, levels, *S) -> sum of the levels' code values (B, D, *S); -1 adds nothing."""
+        """indices (B, levels, *S) -> sum of the levels' code values (B, D, *S); -1 adds 0."""
+        flat = indices.movedim(1, -1).reshape(-1, indices.shape[1])  # (N, levels)
         total = None
-        for level in range(self._n_q(indices.shape[1])):
-            idx = indices[:, level : level + 1]
-            values = self.layers[level].decode(idx.clamp_min(0))
-            if (idx < 0).any():
-                values = values * (idx >= 0).to(values.dtype)
-            total = values if total is None else total + values
-        return total
+        with fp32(indices.device):
+            for level in range(self._n_q(flat.shape[1])):
+                idx = flat[:, level]
+                values = self.layers[level].decode_rows(idx.clamp_min(0))
+                if level > 0:  # level 0 is never dropped
+                    values = values * (idx >= 0).to(values.dtype)[:, None]
+                total = values if total is None else total + values
+        return unflatten(total, indices.shape)
 
     def dead_codes(self) -> Tensor:
         """(levels,) dead codes per level by EMA usage."""

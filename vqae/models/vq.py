@@ -91,25 +91,10 @@ class VectorQuantizer(nn.Module):
         embed = self.embed.float()
         return F.normalize(embed, dim=1) if self.cosine else embed
 
-    def _rows(self, z: Tensor) -> Tensor:
-        h = self.project_in(flatten(z))  # (N, d)
-        return F.normalize(h, dim=1) if self.cosine else h
-
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
         """z (B, D, *S) -> quantized (B, D, *S), indices (B, 1, *S)."""
         with fp32(z.device):
-            h = self._rows(z)
-            if self.training and not bool(self.initted):
-                self._init_codebook(h.detach())
-            codes = self.codes()
-            idx = nearest(h.detach(), codes, self.cosine)  # (N,)
-            q = F.embedding(idx, codes)  # (N, d); carries the codebook gradient when not EMA
-            losses = self._losses(h, q)
-            out = self._straight_through(h, q)
-            counts = torch.bincount(idx, minlength=self.codebook_size)  # (K,)
-            if self.training:
-                self._update(h.detach(), idx, counts)
-            out = self.project_out(out)
+            out, idx, losses, counts = self.quantize_rows(flatten(z))
         perplexity, usage = code_stats(counts)
         return QuantizerOutput(
             quantized=unflatten(out, z.shape).to(z.dtype),
@@ -118,6 +103,25 @@ class VectorQuantizer(nn.Module):
             perplexity=perplexity[None],
             usage=usage[None],
         )
+
+    def quantize_rows(self, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+        """fp32 rows (N, D) -> straight-through values (N, D), indices (N,), losses, counts (K,)."""
+        h = self._project(x)  # (N, d)
+        if self.training and not bool(self.initted):
+            self._init_codebook(h.detach())
+        codes = self.codes()
+        idx = nearest(h.detach(), codes, self.cosine)  # (N,)
+        q = F.embedding(idx, codes)  # (N, d); carries the codebook gradient when not EMA
+        losses = self._losses(h, q)
+        out = self.project_out(self._straight_through(h, q))
+        counts = torch.bincount(idx, minlength=self.codebook_size)  # (K,)
+        if self.training:
+            self._update(h.detach(), idx, counts)
+        return out, idx, losses, counts
+
+    def _project(self, x: Tensor) -> Tensor:
+        h = self.project_in(x)  # (N, d)
+        return F.normalize(h, dim=1) if self.cosine else h
 
     def _losses(self, h: Tensor, q: Tensor) -> dict[str, Tensor]:
         losses = {"commitment": self.beta * mse(h, q.detach())}
@@ -135,14 +139,22 @@ class VectorQuantizer(nn.Module):
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
         """(B, D, *S) -> indices (B, 1, *S)."""
         with fp32(z.device):
-            idx = nearest(self._rows(z), self.codes(), self.cosine)
+            idx = self.encode_rows(flatten(z))
         return unflatten(idx[:, None], z.shape)
+
+    def encode_rows(self, x: Tensor) -> Tensor:
+        """fp32 rows (N, D) -> nearest code indices (N,)."""
+        return nearest(self._project(x), self.codes(), self.cosine)
 
     def decode(self, indices: Tensor) -> Tensor:
         """indices (B, 1, *S) -> code values (B, D, *S) in fp32."""
         with fp32(indices.device):
-            rows = self.project_out(F.embedding(indices[:, 0].reshape(-1), self.codes()))
+            rows = self.decode_rows(indices[:, 0].reshape(-1))
         return unflatten(rows, indices.shape)
+
+    def decode_rows(self, idx: Tensor) -> Tensor:
+        """indices (N,) -> code values (N, D)."""
+        return self.project_out(F.embedding(idx, self.codes()))
 
     @torch.no_grad()
     def _init_codebook(self, h: Tensor) -> None:
