@@ -87,7 +87,10 @@ def test_map_size_grows_when_full(tmp_path):
 def _entries(path: Path) -> int:
     if not (path / "data.mdb").exists():
         return 0
-    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+    except lmdb.Error:  # data.mdb exists but its header is not written yet
+        return 0
     try:
         return env.stat()["entries"]
     finally:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from vqae.config import S2_BANDS
 from vqae.data.bands import S1_BANDS
 from vqae.data.discover import PatchFiles, find_patches
-from vqae.data.geotiff import load_patch_bands
+from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
 from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
 from vqae.errors import DataError
 
@@ -94,21 +94,23 @@ def collect_jobs(s2_root=None, s1_root=None, hyspecnet_root=None) -> list[Job]:
     return [jobs[k] for k in sorted(jobs)]
 
 
-def read_job(job: Job) -> dict[str, np.ndarray]:
-    """Band name -> array exactly as stored (no resampling, no casting)."""
+def read_job(job: Job, fast: bool = True) -> dict[str, np.ndarray]:
+    """Band name -> array exactly as stored (no resampling, no casting); `fast=False` reads
+    every file with rasterio (verification uses it, to be independent of the fast path)."""
     if job.sensor == "hyspecnet":
         return read_hyspecnet(job.source)
-    return load_patch_bands(job.source, SENSOR_BANDS[job.sensor])
+    read = read_tiff_fast if fast else read_tiff
+    return load_patch_bands(job.source, SENSOR_BANDS[job.sensor], read=read)
 
 
-def encode_chunk(jobs: list[Job]) -> list[Encoded]:
+def encode_chunk(jobs: list[Job], fast: bool = True) -> list[Encoded]:
     """Worker: read and serialize a few patches; bad ones come back with an error, not a raise."""
     out = []
     with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # values are all we keep
         for job in jobs:
             try:
-                bands = read_job(job)
+                bands = read_job(job, fast)
             except DataError as err:
                 out.append(Encoded(job.key, None, 0, str(err)))
                 continue

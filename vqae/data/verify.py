@@ -1,15 +1,15 @@
 """Compare an encoded LMDB with the GeoTIFFs it came from: keys, band sets, dtypes, shapes, values.
 
-Sources are re-read with the encoder's own reader (in worker processes) and the two sides are
-compared bit for bit, so NaNs in S1 bands compare equal to themselves.
+Sources are re-read with rasterio (not the encoder's tifffile fast path), in worker processes,
+and the two sides are compared bit for bit, so NaNs in S1 bands compare equal to themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import lmdb
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
@@ -18,6 +18,7 @@ from vqae.config import S2_BANDS
 from vqae.data.bands import S1_BANDS
 from vqae.data.discover import find_patches
 from vqae.data.encode import Job, chunk_mapper, chunked, encode_chunk, hyspecnet_jobs
+from vqae.data.readers import open_env
 from vqae.errors import DataError
 
 
@@ -86,20 +87,18 @@ def verify(out: str | Path, jobs: list[Job], workers: int = 1) -> VerifyReport:
     if not (out / "data.mdb").is_file():
         raise DataError(f"{out} holds no LMDB (data.mdb); pass the OUT folder of `vqae encode`")
     report = VerifyReport()
-    with chunk_mapper(workers) as imap:  # fork before opening LMDB
-        env = lmdb.open(str(out), readonly=True, lock=False, subdir=True)
-        try:
-            with env.begin() as txn:
-                stored = {k.decode("utf-8") for k in txn.cursor().iternext(values=False)}
-                report.differences += _key_differences({j.key for j in jobs}, stored)
-                present = [j for j in jobs if j.key in stored]
-                for enc in (e for chunk in imap(encode_chunk, chunked(present)) for e in chunk):
-                    report.checked += 1
-                    if enc.error is not None:
-                        report.differences.append(f"{enc.key}: source unreadable: {enc.error}")
-                        continue
-                    value = txn.get(enc.key.encode("utf-8"))
-                    report.differences += _compare_entry(enc.key, enc.data, value)
-        finally:
-            env.close()
+    read_slow = partial(encode_chunk, fast=False)  # rasterio: independent of the encoder's path
+    # Fork the readers first; then the readers' per-process LMDB handle (py-lmdb refuses a
+    # second open of one environment in a process).
+    with chunk_mapper(workers) as imap, open_env(str(out)).begin() as txn:
+        stored = {k.decode("utf-8") for k in txn.cursor().iternext(values=False)}
+        report.differences += _key_differences({j.key for j in jobs}, stored)
+        present = [j for j in jobs if j.key in stored]
+        for enc in (e for chunk in imap(read_slow, chunked(present)) for e in chunk):
+            report.checked += 1
+            if enc.error is not None:
+                report.differences.append(f"{enc.key}: source unreadable: {enc.error}")
+                continue
+            value = txn.get(enc.key.encode("utf-8"))
+            report.differences += _compare_entry(enc.key, enc.data, value)
     return report
