@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,11 @@ def shared_data() -> Path:
         message = f"real data folder {path} not found (set VQAE_SHARED_DATA to its location)"
         _skip_or_fail(message)
     return path
+
+
+def skip_or_fail(message: str) -> None:
+    """Skip on a user's machine without the real thing; fail in CI (VQAE_REQUIRE_DATA=1)."""
+    _skip_or_fail(message)
 
 
 def _skip_or_fail(message: str) -> None:
@@ -49,3 +55,25 @@ def fake_tree(tmp_path):
 
     root = tmp_path / "tiffs"
     return root, write_fake_tree(root, n=4, layout="v1", seed=0)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Factory of real size-limited filesystems: `small_disk("64k")` mounts a tmpfs of that size
+    (or a read-only one with `readonly=True`) in tmp_path and returns its folder. Needs root."""
+    mounts: list[Path] = []
+
+    def make(size: str = "256k", readonly: bool = False) -> Path:
+        target = tmp_path / f"disk{len(mounts)}"
+        target.mkdir()
+        options = f"size={size}" + (",ro" if readonly else "")
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            _skip_or_fail(f"cannot mount a tmpfs at {target} ({res.stderr.strip()}); needs root")
+        mounts.append(target)
+        return target
+
+    yield make
+    for target in mounts:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

@@ -3,16 +3,35 @@
 `vqae.cli.main` turns any VqaeError into one line on stderr and a non-zero exit status.
 """
 
+from __future__ import annotations
+
+# torch's DataLoader re-raises a worker's exception in the main process as
+# `type(err)("Caught X in DataLoader worker process N.\nOriginal Traceback ...")`; the user
+# should see our one-line message, not the worker's traceback around it.
+_WORKER_HEAD = "Caught "
+_WORKER_TRACE = "\nOriginal Traceback"
+
+
+def _unwrap_worker_message(cls: type, message: str) -> str:
+    if not (message.startswith(_WORKER_HEAD) and _WORKER_TRACE in message):
+        return message
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    start = message.rfind(marker)
+    return message[start + len(marker):].rstrip("\n") if start >= 0 else message
+
 
 class VqaeError(Exception):
     """A user-facing error; the message is shown as is."""
 
     exit_code = 2
 
+    def __init__(self, message: str = ""):
+        super().__init__(_unwrap_worker_message(type(self), str(message)))
+
 
 class ConfigError(VqaeError):
-    """An unknown config key, a wrong type, or an unreadable config file."""
+    """An unknown config key, a wrong type or range, or an unreadable config file."""
 
 
 class DataError(VqaeError):
-    """Missing, malformed or unsafe input data."""
+    """Missing, malformed or unsafe input data, or output that cannot be written."""
