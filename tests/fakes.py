@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from vqae.config import S2_BANDS
-from vqae.data.bands import NATIVE_SIZE, S1_BANDS
+from vqae.data.bands import NATIVE_SIZE, S1_BANDS, S2_BANDS
 
 
 def write_tiff(path: Path, array: np.ndarray, nodata=None) -> None:

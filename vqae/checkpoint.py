@@ -1,4 +1,5 @@
-"""Atomic checkpoints, RNG state capture, and a manager that keeps the last N plus the best.
+"""Atomic checkpoints, RNG state capture, a manager that keeps the last N plus the best, and
+`load_model`, the one way to rebuild a trained model.
 
 A checkpoint is a plain dict saved with torch.save. Writes go to a temp file in the same folder,
 are fsynced and renamed over the target, so a crash or SIGKILL leaves either the old file or the
@@ -15,13 +16,15 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from vqae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _temp_path(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
-    return Path(name)
+    """A fresh name beside `target` (created by the caller, so the umask sets its mode)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
 
 
 def _replace_atomically(tmp: Path, target: Path) -> None:
@@ -52,19 +54,31 @@ def _replace_atomically(tmp: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def _write_failed(err: BaseException) -> bool:
+    """A failed write: OSError, or torch's zip writer reporting a short write (full disk)."""
+    return isinstance(err, OSError) or (
+        isinstance(err, RuntimeError) and "inline_container" in str(err))
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """torch.save `state` to `path` atomically (temp file + fsync + rename + directory fsync)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(target)
+    tmp = None
     try:
-        with open(tmp, "wb") as f:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(target)
+        with open(tmp, "xb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         _replace_atomically(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if _write_failed(err):
+            raise DataError(f"cannot write checkpoint {target}: {err}; the disk is full or not "
+                            "writable: free space or choose another --run.dir, then continue "
+                            "with --run.resume=auto") from err
         raise
     return target
 
@@ -72,6 +86,46 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load one of our own checkpoints (full pickle: RNG states and config dicts included)."""
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """`load_checkpoint` for a file the user named: every failure is one DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist; pass a file written by `vqae train` "
+                        "(runs/<name>/checkpoints/*.pt)")
+    try:
+        state = load_checkpoint(path, map_location)
+    except LOAD_ERRORS as err:
+        raise DataError(f"checkpoint {path} is unreadable (truncated or not a checkpoint: "
+                        f"{' '.join(str(err).split())[:200]}); pass another checkpoint, or "
+                        "--run.resume=auto to take the newest valid one") from err
+    missing = {"model", "config"} - set(state) if isinstance(state, dict) else {"a dict"}
+    if missing:
+        raise DataError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by "
+                        "`vqae train`")
+    return state
+
+
+def load_model(path: str | os.PathLike, device: Any = "cpu"):
+    """(model, config) rebuilt from the config and weights saved in a checkpoint, in eval mode."""
+    from vqae.config import from_dict
+    from vqae.models import build_model
+
+    state = read_checkpoint(path, device)
+    try:
+        cfg = from_dict(state["config"])
+    except ConfigError as err:
+        raise DataError(f"checkpoint {path} holds a config this version cannot use: {err}"
+                        ) from err
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise DataError(f"checkpoint {path}: weights do not fit the model its config describes "
+                        f"({first})") from err
+    return model.to(device).eval(), cfg
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -159,7 +213,6 @@ class CheckpointManager:
     def _link_best(self, source: Path) -> None:
         # A hard link costs no space and outlives pruning of `source`; copy where links fail.
         tmp = _temp_path(self.best_path)
-        tmp.unlink()
         try:
             os.link(source, tmp)
         except OSError:

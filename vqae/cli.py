@@ -50,43 +50,76 @@ def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     return parser, module
 
 
+def _is_override(token: str) -> bool:
+    return token.startswith("--") and "." in token.split("=", 1)[0]
+
+
 def _overrides(parser: argparse.ArgumentParser, unknown: list[str], accepted: bool) -> list[str]:
-    """Leftover `--section.key=value` arguments are config overrides, if the command takes them."""
-    bad = [u for u in unknown if not (accepted and u.startswith("--") and "=" in u and "." in u)]
+    """Leftover `--section.key=value` or `--section.key value` arguments are config overrides,
+    if the command takes them; anything else is an error."""
+    out, bad, rest = [], [], list(unknown)
+    while rest:
+        token = rest.pop(0)
+        if not (accepted and _is_override(token)):
+            bad.append(token)
+        elif "=" in token:
+            out.append(token[2:])
+        elif rest and not rest[0].startswith("--"):
+            out.append(f"{token[2:]}={rest.pop(0)}")
+        else:
+            bad.append(f"{token} (no value given)")
     if bad:
         hint = " (config overrides look like --section.key=value)" if accepted else ""
         parser.error(f"unrecognized arguments: {' '.join(bad)}{hint}")
-    return [u[2:] for u in unknown]
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: list[str]) -> tuple[str, object, argparse.Namespace] | None:
+    """(command name, its module, its arguments) for `vqae [-v] COMMAND ...`; None after
+    printing the top-level help. Usage errors exit with status 2, as argparse does."""
     top = build_parser()
-    # Split `vqae [-v] COMMAND rest...` so each command parses its own options.
-    head, rest = [], argv
-    while rest and rest[0].startswith("-"):
+    head, rest = [], list(argv)
+    while rest and rest[0].startswith("-"):  # `vqae [-v] COMMAND rest...`
         head.append(rest.pop(0))
+    args_top = top.parse_args(head)  # handles --help / --version
     if not rest:
-        top.parse_args(head)  # handles --help / --version
         top.print_help()
-        return 2
+        return None
     name, rest = rest[0], rest[1:]
-    args_top = top.parse_args(head)
     if name not in COMMANDS:
         top.error(f"unknown command '{name}'; choose from {', '.join(COMMANDS)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args_top.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
     parser, module = _command_parser(name)
     args, unknown = parser.parse_known_args(rest)
     args.overrides = _overrides(parser, unknown, getattr(module, "ACCEPTS_OVERRIDES", False))
+    args.verbose = args_top.verbose
+    return name, module, args
+
+
+def _disk_error(name: str, err: OSError) -> str:
+    """A failed write or read outside our own checks, as one line naming the file."""
+    where = f" {err.filename}" if err.filename else ""
+    return (f"vqae {name}: error: cannot access{where}: {err.strerror or err}; free space or "
+            "choose a writable folder, then run again (runs resume with --run.resume=auto)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = parse(list(sys.argv[1:] if argv is None else argv))
+    if parsed is None:
+        return 2
+    name, module, args = parsed
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         return int(module.run(args) or 0)
     except VqaeError as err:
         print(f"vqae {name}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        print(_disk_error(name, err), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"vqae {name}: interrupted", file=sys.stderr)
         return 130

@@ -1,12 +1,14 @@
-"""Nested dataclasses: the only home of defaults and types.
+"""Nested dataclasses: the only home of defaults, types and valid ranges.
 
 YAML files hold only the diff from these defaults; the CLI overrides single keys with
-`--section.key=value`. Unknown keys and wrong types raise ConfigError naming the valid keys.
+`--section.key=value` (or `--section.key value`). Unknown keys, wrong types and values out of
+range raise a one-line ConfigError that names the key and what is valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,103 +17,121 @@ from typing import Any
 
 import yaml
 
+from vqae.data.bands import S2_BANDS, check_bands
 from vqae.errors import ConfigError
 
-S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+
+def choice(default: str, *options: str) -> Any:
+    """A string field limited to `options` (the valid values appear in the error)."""
+    return field(default=default, metadata={"choices": (default, *options)})
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None,
+            open_low: bool = False, open_high: bool = False, factory: bool = False) -> Any:
+    """A number (or list of numbers) field with an allowed range; open ends exclude the bound."""
+    meta = {"range": (low, high, open_low, open_high)}
+    if factory:
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def listed(default: list) -> Any:
+    return field(default_factory=lambda: list(default))
 
 
 @dataclass
 class DataConfig:
     path: str = ""  # GeoTIFF folder, .tar/.tar.gz archive or LMDB; "" = the real BigEarthNet sample
-    format: str = "auto"  # auto | geotiff | lmdb
-    bands: list[str] = field(default_factory=lambda: list(S2_BANDS))  # S2 bands, in this order
+    format: str = choice("auto", "geotiff", "lmdb")  # how to read data.path
+    bands: list[str] = listed(S2_BANDS)  # S2 bands, in this order
     s1: bool = False  # append Sentinel-1 VV, VH (needs s1_name pairing from metadata.parquet)
-    interpolation: str = "bicubic"  # upsampling of 20/60 m bands: nearest | bilinear | bicubic | area
+    interpolation: str = choice("bicubic", "nearest", "bilinear", "area")  # 20/60 m upsampling
     stats: str = ""  # per-band mean/std JSON from `vqae stats`; "" = built-in BigEarthNet values
-    subtract_offset: bool = False  # remove the +1000 L2A offset (processing baseline >= 04.00)
+    subtract_offset: bool = False  # the model removes the +1000 L2A offset (baseline >= 04.00)
     splits: str = ""  # metadata.parquet (v2) or folder of train/val/test CSVs (v1); "" = hash
     exclude_snow_cloud: bool = False  # drop patches listed in the v2 snow/cloud/shadow parquet
-    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # hash split
+    split_ratios: list[float] = bounded([0.8, 0.1, 0.1], 0, factory=True)  # hash split fractions
     scratch: str = ""  # where archives are staged; "" = $VQAE_SCRATCH, $SLURM_TMPDIR or $TMPDIR
-    batch_size: int = 16  # patches per step per process
-    num_workers: int = 2  # DataLoader worker processes
+    batch_size: int = bounded(16, 1)  # patches per step per process
+    num_workers: int = bounded(2, 0)  # DataLoader worker processes; 0 = read in the main process
     pin_memory: bool = True  # only takes effect on CUDA
     persistent_workers: bool = True  # keep workers (and their LMDB handles) between epochs
 
 
 @dataclass
 class ModelConfig:
-    in_bands: int = 12  # filled from data.bands (+2 with s1) when the model is built
-    image_size: int = 120  # patch side in pixels; the decoder crops its output to it
-    widths: list[int] = field(default_factory=lambda: [64, 128, 256])  # channels per stage
+    image_size: int = bounded(120, 16)  # patch side in pixels; the decoder crops its output to it
+    widths: list[int] = bounded([64, 128, 256], 1, factory=True)  # channels per stage
     # (log2(f) + 1 stages; the last width repeats when f needs more stages than listed)
-    downsample: int = 8  # spatial factor f in {2, 4, 8, 16}; latent is ceil(120 / f)
-    blocks_per_stage: int = 2  # residual blocks per stage
-    latent_dim: int = 64  # channels of the latent fed to the quantizer
-    groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
-    activation: str = "silu"  # silu | gelu | relu
+    downsample: int = field(default=8, metadata={"choices": (2, 4, 8, 16)})  # spatial factor f
+    blocks_per_stage: int = bounded(2, 0)  # residual blocks per stage
+    latent_dim: int = bounded(64, 1)  # channels of the latent fed to the quantizer
+    groups: int = bounded(32, 1)  # GroupNorm groups (clamped to divide the channel count)
+    activation: str = choice("silu", "gelu", "relu")  # nonlinearity of every block
 
 
 @dataclass
 class QuantizerConfig:
-    name: str = "vq"  # vq | rvq | fsq
-    codebook_size: int = 1024  # K codes per level
-    codebook_dim: int = 0  # > 0: low-dimensional codes with in/out projections
-    distance: str = "l2"  # l2 | cosine
-    levels: int = 1  # residual levels n_q (rvq)
-    shared_codebook: bool = False  # rvq: one codebook for all levels
-    dropout: bool = False  # rvq quantizer dropout: random 1..n_q levels per example in training
+    name: str = choice("vq", "rvq", "fsq")  # quantizer kind
+    codebook_size: int = bounded(1024, 2)  # K codes per RVQ stage (vq, rvq)
+    codebook_dim: int = bounded(0, 0)  # > 0: low-dimensional codes with in/out projections
+    distance: str = choice("l2", "cosine")  # nearest-code metric
+    depth: int = bounded(1, 1)  # rvq: number of residual quantizers (stages)
+    shared_codebook: bool = False  # rvq: one codebook for all stages
+    dropout: bool = False  # rvq quantizer dropout: random 1..depth stages per example in training
     ema: bool = True  # codebook learned by EMA (else by gradient with the codebook loss)
-    decay: float = 0.99  # EMA decay
-    eps: float = 1e-5  # Laplace smoothing of EMA counts
-    beta: float = 0.25  # commitment loss weight
+    decay: float = bounded(0.99, 0, 1, open_low=True, open_high=True)  # EMA decay
+    eps: float = bounded(1e-5, 0, open_low=True)  # Laplace smoothing of EMA counts
+    beta: float = bounded(0.25, 0)  # commitment loss weight
     kmeans_init: bool = True  # initialise the codebook by k-means on the first batch
-    kmeans_iters: int = 10  # Lloyd iterations for the k-means init
-    dead_threshold: float = 0.03  # re-seed codes whose EMA usage < this x uniform share 1/K; 0 off
+    kmeans_iters: int = bounded(10, 1)  # Lloyd iterations for the k-means init
+    revive_threshold: float = bounded(0.03, 0, 1)  # re-seed codes whose EMA usage is below this
+    # fraction of the uniform share 1/K; 0 = never
     rotation_trick: bool = False  # rotation-trick gradient instead of plain straight-through
-    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq levels per dim
+    levels: list[int] = bounded([8, 5, 5, 5], 2, factory=True)  # fsq: values per latent channel
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4  # AdamW peak learning rate
-    weight_decay: float = 1e-4  # AdamW weight decay
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # AdamW betas
-    warmup_steps: int = 500  # linear warmup before the cosine decay
-    min_lr_ratio: float = 0.05  # cosine floor as a fraction of lr
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    accumulate: int = 1  # gradient accumulation steps
+    lr: float = bounded(3e-4, 0, open_low=True)  # AdamW peak learning rate
+    weight_decay: float = bounded(1e-4, 0)  # AdamW weight decay
+    betas: list[float] = bounded([0.9, 0.99], 0, 1, open_high=True, factory=True)  # AdamW betas
+    warmup_steps: int = bounded(500, 0)  # linear warmup before the cosine decay
+    min_lr_ratio: float = bounded(0.05, 0, 1)  # cosine floor as a fraction of lr
+    grad_clip: float = bounded(1.0, 0)  # max global grad norm; 0 disables
+    accumulate: int = bounded(1, 1)  # gradient accumulation steps
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 100_000  # optimizer steps in total
-    log_every: int = 50  # steps between train/* logs
-    eval_every: int = 2000  # steps between evaluations (always one at the end)
-    checkpoint_every: int = 1000  # steps between checkpoints (always one at the end)
-    keep_last: int = 3  # step checkpoints kept besides best.pt
-    amp: str = "auto"  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
+    steps: int = bounded(100_000, 1)  # optimizer steps in total
+    log_every: int = bounded(50, 1)  # steps between train/* logs
+    eval_every: int = bounded(2000, 1)  # steps between evaluations (always one at the end)
+    checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints (always one at the end)
+    keep_last: int = bounded(3, 1)  # step checkpoints kept besides best.pt
+    amp: str = choice("auto", "bf16", "fp16", "none")  # auto = bf16 on CUDA, none on CPU
     compile: bool = False  # torch.compile the model
     channels_last: bool = True  # memory format on CUDA
     augment: bool = True  # random flips and 90-degree rotations
-    mse_weight: float = 1.0  # MSE on normalized bands
-    l1_weight: float = 0.0  # L1 on normalized bands
-    ssim_weight: float = 0.0  # 1 - SSIM on de-normalized bands
-    eval_levels: list[int] = field(default_factory=list)  # rvq level counts for an RD sweep
-    eval_images: int = 4  # validation patches rendered at each eval
-    eval_batches: int = 0  # cap on eval batches; 0 = the whole split
+    mse_weight: float = bounded(1.0, 0)  # MSE on normalized bands
+    l1_weight: float = bounded(0.0, 0)  # L1 on normalized bands
+    ssim_weight: float = bounded(0.0, 0)  # 1 - SSIM on digital numbers
+    eval_depths: list[int] = bounded([], 1, factory=True)  # rvq depths for an RD sweep
+    eval_images: int = bounded(4, 0)  # validation patches rendered at each eval
+    eval_batches: int = bounded(0, 0)  # cap on eval batches; 0 = the whole split
     deterministic: bool = False  # torch deterministic algorithms (exact resume on CPU)
 
 
 @dataclass
 class RunConfig:
     dir: str = "runs/default"  # run folder: config, checkpoints, metrics.jsonl, images
-    seed: int = 0  # seeds python, numpy and torch
-    device: str = "auto"  # auto | cpu | cuda; asking for cuda without a GPU is an error
-    tracker: str = "wandb"  # wandb | none (metrics.jsonl is always written)
+    seed: int = bounded(0, 0)  # seeds python, numpy and torch
+    device: str = choice("auto", "cpu", "cuda")  # cuda without a GPU is an error
+    tracker: str = choice("wandb", "none")  # metrics.jsonl is always written
     project: str = "vqae"  # wandb project
     name: str = ""  # run name in the tracker; "" = the run folder's name
     resume: str = ""  # "" = fresh run | auto = newest valid checkpoint in dir | a checkpoint path
+    overwrite: bool = False  # a fresh run may replace the outputs of an earlier run in dir
 
 
 @dataclass
@@ -124,9 +144,10 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+PATH_KEYS = ("data.path", "data.stats", "data.splits", "data.scratch")  # stored absolute
 
+
+# ---- types --------------------------------------------------------------------------------
 
 def _valid(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
@@ -149,10 +170,6 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key}: {value!r} matches none of {typ}")
-    if typ is type(None):
-        if value is not None:
-            raise ConfigError(f"{key}: expected null, got {value!r}")
-        return None
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):
@@ -163,7 +180,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{key}: expected {typ.__name__}, got a bool {value!r}")
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # `--run.dir=2024` should not need quoting
+        return str(value)  # a YAML file's `dir: 2024` should not need quoting
     if not isinstance(value, typ):
         raise ConfigError(f"{key}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
     return value
@@ -173,7 +190,7 @@ def _merge(node: Any, diff: dict, prefix: str) -> Any:
     """Return a copy of dataclass `node` with the nested dict `diff` applied."""
     if not isinstance(diff, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {diff!r}")
-    hints = _field_types(type(node))
+    hints = typing.get_type_hints(type(node))
     changes = {}
     for key, value in diff.items():
         name = f"{prefix}{key}"
@@ -187,29 +204,111 @@ def _merge(node: Any, diff: dict, prefix: str) -> Any:
     return dataclasses.replace(node, **changes)
 
 
+# ---- ranges -------------------------------------------------------------------------------
+
+def _range_text(low, high, open_low, open_high) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if open_low else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if open_high else '<='} {high:g}")
+    return " and ".join(parts)
+
+
+def _check_field(key: str, value: Any, meta: typing.Mapping) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        valid = ", ".join(str(c) for c in meta["choices"])
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {valid}")
+    if "range" in meta:
+        low, high, open_low, open_high = meta["range"]
+        for v in value if isinstance(value, list) else [value]:
+            too_low = low is not None and (v <= low if open_low else v < low)
+            too_high = high is not None and (v >= high if open_high else v > high)
+            if too_low or too_high or (isinstance(v, float) and not math.isfinite(v)):
+                what = "each value" if isinstance(value, list) else "it"
+                raise ConfigError(f"{key}={value!r} is out of range: {what} must be "
+                                  f"{_range_text(*meta['range'])}")
+
+
+def _check_rules(cfg: Config) -> None:
+    """Rules that span fields or depend on a value's size."""
+    check_bands(cfg.data.bands)
+    if len(cfg.data.split_ratios) != 3 or sum(cfg.data.split_ratios) <= 0:
+        raise ConfigError(f"data.split_ratios={cfg.data.split_ratios}: give three non-negative "
+                          "train/validation/test fractions, not all 0")
+    if not cfg.model.widths:
+        raise ConfigError("model.widths is empty; give channels per stage, e.g. [64, 128, 256]")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas={cfg.optim.betas}: give two values, e.g. [0.9, 0.99]")
+    q = cfg.quantizer
+    if not q.levels:
+        raise ConfigError("quantizer.levels is empty; give values per FSQ channel, e.g. [8, 5, 5, 5]")
+    depth = q.depth if q.name == "rvq" else 1
+    if q.name != "rvq" and (q.depth != 1 or q.dropout):
+        raise ConfigError(f"quantizer.depth and quantizer.dropout need quantizer.name=rvq "
+                          f"(got name={q.name}); set name=rvq or leave them at 1 / false")
+    bad = [d for d in cfg.train.eval_depths if d > depth]
+    if bad:
+        raise ConfigError(f"train.eval_depths {bad} exceed quantizer.depth={depth}; "
+                          f"valid: 1..{depth}")
+    t = cfg.train
+    if t.mse_weight + t.l1_weight + t.ssim_weight <= 0:
+        raise ConfigError("train.mse_weight, l1_weight and ssim_weight are all 0; "
+                          "give at least one a positive weight")
+
+
+def validate(cfg: Config) -> Config:
+    """Raise ConfigError for any value out of its range or choices; returns cfg."""
+    for section in dataclasses.fields(cfg):
+        node = getattr(cfg, section.name)
+        for f in dataclasses.fields(node):
+            _check_field(f"{section.name}.{f.name}", getattr(node, f.name), f.metadata)
+    _check_rules(cfg)
+    return cfg
+
+
+# ---- loading ------------------------------------------------------------------------------
+
 def from_dict(diff: dict) -> Config:
-    return _merge(Config(), diff or {}, "")
+    return validate(_merge(Config(), diff or {}, ""))
 
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def field_type(dotted: str) -> Any:
+    """The annotation of `section.key`, or None when the key does not exist."""
+    node: Any = Config
+    for part in dotted.split("."):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node
+
+
 def parse_override(text: str) -> dict:
-    """`section.key=value` -> nested dict; the value is parsed as YAML (so 1e-3, true, [1,2])."""
+    """`section.key=value` -> nested dict.
+
+    String fields take the text as is (`--data 010` is the folder "010", `a #b` keeps its `#`);
+    other fields parse it as YAML (so 1e-3, true, [1, 2]).
+    """
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like --section.key=value")
     dotted, raw = text.split("=", 1)
-    keys = dotted.lstrip("-").split(".")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    node: dict = {}
-    out = node
+    dotted = dotted.lstrip("-")
+    value: Any = raw
+    if field_type(dotted) is not str and raw != "":
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+    keys = dotted.split(".")
+    out: dict = {}
+    node = out
     for k in keys[:-1]:
-        node[k] = {}
-        node = node[k]
+        node = node.setdefault(k, {})
     node[keys[-1]] = value
     return out
 
@@ -221,7 +320,8 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}"
+                          ) from err
     return data or {}
 
 
@@ -235,6 +335,17 @@ def load_config(files: list[str] | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{f}: {err}") from err
     for text in overrides or []:
         cfg = _merge(cfg, parse_override(text), "")
+    return validate(cfg)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Data paths made absolute, so a saved config works from any folder."""
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        node = getattr(cfg, section)
+        value = getattr(node, key)
+        if value:
+            setattr(node, key, str(Path(value).expanduser().absolute()))
     return cfg
 
 

@@ -1,12 +1,15 @@
-"""Process-group setup from torchrun or Slurm variables; DDP with NCCL on GPUs, gloo on CPU.
+"""Ranks and devices from torchrun's or Slurm's variables; DDP with NCCL on GPUs, gloo on CPU.
 
-Multi-node runs are started by torchrun or srun; this module only reads what they set.
+Multi-node runs are started by torchrun or srun; this module only reads what they set. The
+environment is read once, before anything touches a GPU: `plan` maps (variables, requested
+device, visible GPUs) to the rank, the world size and this process's device, as a pure function.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +23,7 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: str = "cpu"  # "cpu" or "cuda:<index>"
 
     @property
     def is_main(self) -> bool:
@@ -28,6 +32,10 @@ class DistEnv:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
 
 
 def first_host(nodelist: str) -> str:
@@ -46,42 +54,63 @@ def first_host(nodelist: str) -> str:
     return head
 
 
-def read_env(environ: dict | None = None) -> DistEnv:
-    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK first, else srun's SLURM_PROCID/NTASKS/LOCALID."""
-    env = os.environ if environ is None else environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]),
-                       int(env.get("SLURM_LOCALID", 0)))
-    return DistEnv()
+def _int(environ: Mapping[str, str], name: str, default: int = 0) -> int:
+    try:
+        return int(environ.get(name, default))
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={environ[name]!r} is not a number"
+                          ) from None
 
 
-def init_distributed(device: torch.device) -> DistEnv:
-    """Join the process group when several processes were started; a no-op for one."""
-    env = read_env()
-    if not env.enabled or dist.is_initialized():
-        return env
+def read_ranks(environ: Mapping[str, str]) -> tuple[int, int, int]:
+    """(rank, world size, local rank): torchrun's RANK/WORLD_SIZE/LOCAL_RANK first, else the
+    variables srun sets for each task of a step (a batch script's own shell is one process)."""
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        return _int(environ, "RANK"), _int(environ, "WORLD_SIZE"), _int(environ, "LOCAL_RANK")
+    tasks = _int(environ, "SLURM_STEP_NUM_TASKS", 1)
+    if tasks > 1 and "SLURM_PROCID" in environ:
+        return _int(environ, "SLURM_PROCID"), tasks, _int(environ, "SLURM_LOCALID")
+    return 0, 1, 0
+
+
+def plan(environ: Mapping[str, str], device: str, gpus: int) -> DistEnv:
+    """Rank, world size, local rank and device of this process.
+
+    Each process takes the GPU of its local rank; when it sees one GPU only (Slurm's
+    --gpus-per-task, or CUDA_VISIBLE_DEVICES set per process) that GPU is its own.
+    """
+    rank, world, local = read_ranks(environ)
+    if not (0 <= rank < world and local >= 0):
+        raise ConfigError(f"rank {rank} / local rank {local} do not fit a world of {world}")
+    if device == "cuda" and gpus == 0:
+        raise ConfigError("run.device=cuda but no CUDA GPU is visible; use --run.device=cpu")
+    if device == "cpu" or gpus == 0:
+        return DistEnv(rank, world, local, "cpu")
+    if gpus > 1 and local >= gpus:
+        raise ConfigError(f"local rank {local} needs GPU {local} but {gpus} are visible; start "
+                          f"at most {gpus} processes per node")
+    return DistEnv(rank, world, local, f"cuda:{local if gpus > 1 else 0}")
+
+
+def setup(device: str = "auto") -> DistEnv:
+    """Read the environment once, pin this process's GPU, join the process group if several."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    env = plan(os.environ, device, gpus)
+    if env.device.startswith("cuda"):
+        torch.cuda.set_device(env.torch_device)  # before anything else touches the GPU
+    if env.enabled and not dist.is_initialized():
+        _init_group(env)
+    return env
+
+
+def _init_group(env: DistEnv) -> None:
     if "MASTER_ADDR" not in os.environ:
         if "SLURM_JOB_NODELIST" not in os.environ:
             raise ConfigError("several processes but no MASTER_ADDR: start with torchrun or srun")
         os.environ["MASTER_ADDR"] = first_host(os.environ["SLURM_JOB_NODELIST"])
     os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", 0)) % 1000))
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = "nccl" if env.device.startswith("cuda") else "gloo"
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
-    return env
-
-
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """auto -> CUDA when present; asking for CUDA without a GPU is an error, not a CPU run."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"run.device={name!r}; valid: auto, cpu, cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device=cuda but no CUDA GPU is visible; use --run.device=cpu")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    torch.cuda.set_device(env.local_rank)
-    return torch.device("cuda", env.local_rank)
 
 
 def all_reduce_max(value: float, device: torch.device) -> float:

@@ -5,15 +5,12 @@
 
 from __future__ import annotations
 
-# torch's DataLoader re-raises a worker's exception in the main process as
-# `type(err)("Caught X in DataLoader worker process N.\nOriginal Traceback ...")`; the user
-# should see our one-line message, not the worker's traceback around it.
-_WORKER_HEAD = "Caught "
-_WORKER_TRACE = "\nOriginal Traceback"
-
 
 def _unwrap_worker_message(cls: type, message: str) -> str:
-    if not (message.startswith(_WORKER_HEAD) and _WORKER_TRACE in message):
+    """torch's DataLoader re-raises a worker's exception in the main process as
+    `type(err)("Caught X in DataLoader worker process N.\nOriginal <formatted traceback>")`;
+    the user should see our one-line message, the traceback's last line, not the rest."""
+    if not (message.startswith(f"Caught {cls.__name__} ") and "\nOriginal " in message):
         return message
     marker = f"{cls.__module__}.{cls.__qualname__}: "
     start = message.rfind(marker)

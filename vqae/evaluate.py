@@ -10,106 +10,111 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vqae.config import Config, from_dict
-from vqae.data.normalize import Normalizer
+from vqae.config import Config
 from vqae.data.readers import PatchDataset
-from vqae.data.source import open_dataset
+from vqae.data.source import ALL, DataSource
+from vqae.data.splits import canonical_split
 from vqae.distributed import DistEnv
+from vqae.errors import ConfigError
 from vqae.metrics import MetricAccumulator
-from vqae.models import build_model
+from vqae.models import Autoencoder
 
 log = logging.getLogger(__name__)
 
 
-def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv, device: torch.device) -> DataLoader:
+def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv) -> DataLoader:
     sampler = (DistributedSampler(ds, env.world_size, env.rank, shuffle=False)
                if env.enabled else None)
     return DataLoader(ds, batch_size=cfg.data.batch_size, sampler=sampler, shuffle=False,
-                      num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                      num_workers=cfg.data.num_workers,
+                      pin_memory=env.device.startswith("cuda"),
                       generator=torch.Generator().manual_seed(0))  # keeps the global RNG as is
 
 
-def level_counts(model, requested: list[int]) -> list[int | None]:
-    """None = every level; plus the requested RVQ level counts for an RD sweep."""
-    levels = model.quantizer.num_levels
-    bad = [n for n in requested if not 1 <= n <= levels]
+def eval_depths(model: Autoencoder, requested: list[int]) -> list[int | None]:
+    """None = full depth; plus the requested RVQ depths for an RD sweep."""
+    depth = model.quantizer.depth
+    bad = [n for n in requested if not 1 <= n <= depth]
     if bad:
-        from vqae.errors import ConfigError
-
-        raise ConfigError(f"train.eval_levels {bad} outside 1..{levels} quantizer levels")
-    return [None] + sorted(n for n in set(requested) if n != levels)
+        raise ConfigError(f"depths {bad} outside 1..{depth}, the model's quantizer depth")
+    return [None] + sorted(n for n in set(requested) if n != depth)
 
 
 @torch.no_grad()
-def evaluate(model, loader: DataLoader, normalizer: Normalizer, bands: list[str],
-             device: torch.device, levels: list[int | None] = (None,), max_batches: int = 0,
+def evaluate(model: Autoencoder, loader: DataLoader, device: torch.device,
+             depths: list[int | None] = (None,), max_batches: int = 0,
              autocast=contextlib.nullcontext) -> dict[str, float]:
-    """Metrics of `model` on `loader`; keys `psnr`, ... for all levels, `L<n>/psnr`, ... per n."""
+    """Metrics of `model` on `loader`; keys `psnr`, ... at full depth, `depth<n>/psnr`, ... per n."""
     was_training = model.training
     model.eval()
-    K = model.quantizer.codebook_size
-    accs = {n: MetricAccumulator(bands, K) for n in levels}
+    offsets = model.normalize.offsets()
+    accs = {n: MetricAccumulator(model.bands, model.quantizer.codebook_size, offsets)
+            for n in depths}
     losses = torch.zeros(2, dtype=torch.float64, device=device)  # [sum mse, batches]
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
-        x = batch["image"].to(device, non_blocking=True)  # (B, C, H, W) normalized
-        x_dn = normalizer.denormalize(x)
+        x = batch["image"].to(device, non_blocking=True)  # (B, C, H, W) digital numbers
         for n, acc in accs.items():
             with autocast():
-                out = model(x, n_q=n)
+                out = model(x, depth=n)
             recon = out.recon.float()
-            acc.update(x_dn, normalizer.denormalize(recon), out.indices)
+            acc.update(x, model.to_dn(recon), out.indices)
             if n is None:
-                losses += torch.stack([torch.mean((recon - x) ** 2).double(),
+                losses += torch.stack([torch.mean((recon - out.target) ** 2).double(),
                                        torch.ones((), dtype=torch.float64, device=device)])
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(losses)
     metrics = {"loss/mse": float(losses[0] / losses[1].clamp(min=1))}
     for n, acc in accs.items():
         acc.reduce()
-        prefix = "" if n is None else f"L{n}/"
+        prefix = "" if n is None else f"depth{n}/"
         metrics.update({prefix + k: v for k, v in acc.compute().items()})
     model.train(was_training)
     return metrics
 
 
-def load_for_eval(ckpt_path: str, device: torch.device):
-    """(model, config, normalizer) rebuilt from the config and stats saved in a checkpoint."""
-    from vqae.checkpoint import load_checkpoint
-    from vqae.errors import DataError
-
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
-    try:
-        state = load_checkpoint(path, map_location=device)
-    except Exception as err:  # torch raises many kinds for a torn file; report them all alike
-        raise DataError(f"cannot load checkpoint {path}: {err}") from err
-    cfg = from_dict(state["config"])
-    model = build_model(cfg).to(device)
-    model.load_state_dict(state["model"])
-    normalizer = Normalizer.from_dict(state["normalization"], list(state["normalization"]),
-                                      f"checkpoint {path}")
-    return model, cfg, normalizer
+def choose_split(split: str | None, source: DataSource) -> str:
+    """The split to evaluate: as asked, else `test`, saying so when it is only a name hash."""
+    if split is not None:
+        return split
+    if source.table is None:
+        log.warning("the data has no split metadata and no --split was given: evaluating the "
+                    "test split chosen by name hash; pass --split all for every patch")
+    return "test"
 
 
-def run_evaluate(ckpt: str, data: str | None, split: str, out: str | None,
-                 device_name: str = "auto", levels: list[int] | None = None) -> dict:
-    from vqae.distributed import resolve_device
+def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None,
+                 device_name: str = "auto", depths: list[int] | None = None,
+                 splits: str | None = None) -> dict:
+    from vqae.checkpoint import load_model
+    from vqae.distributed import plan
     from vqae.tracking import format_table
 
-    env = DistEnv()
-    device = resolve_device(device_name, env)
-    model, cfg, normalizer = load_for_eval(ckpt, device)
-    if data:
-        cfg.data.path = data
-    ds = open_dataset(cfg.data, split, normalize=False)
-    ds.normalizer = normalizer  # the statistics the model was trained with
-    metrics = evaluate(model, eval_loader(ds, cfg, env, device), normalizer, ds.bands, device,
-                       level_counts(model, levels or cfg.train.eval_levels))
-    metrics["patches"] = len(ds)
-    print(format_table(metrics, title=f"{split} ({len(ds)} patches) - {ckpt}"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    env = DistEnv(device=plan({}, device_name, gpus).device)
+    model, cfg = load_model(ckpt, env.device)
+    if data:  # new data: the training run's split metadata does not describe it
+        cfg.data.path, cfg.data.splits = str(Path(data).absolute()), ""
+    if splits is not None:
+        cfg.data.splits = splits
+    with DataSource(cfg.data) as source:
+        split = choose_split(split, source)
+        description = source.describe(split)
+        print(f"evaluating {description}")
+        ds = source.dataset(split)
+        metrics = evaluate(model, eval_loader(ds, cfg, env), env.torch_device,
+                           eval_depths(model, depths or cfg.train.eval_depths))
+    metrics = {"split": split if split == ALL else canonical_split(split), "patches": len(ds),
+               **metrics}
+    print(format_table(metrics, title=f"{description} - {ckpt}"))
     if out:
-        Path(out).write_text(json.dumps(metrics, indent=2))
+        write_json(Path(out), metrics)
     return metrics
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Written whole or not at all (a temp file renamed over the target)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

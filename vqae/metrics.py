@@ -2,6 +2,7 @@
 
 Images are (B, C, H, W) tensors in digital numbers (DN) on any device; every distortion metric
 returns one value per patch so that callers can average over patches (and across ranks).
+`offset` is subtracted before the clamp: a number, or one value per band (C,).
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
-def _clamped(x: torch.Tensor, offset: float, max_value: float) -> torch.Tensor:
+Offset = float | Sequence[float] | torch.Tensor
+
+
+def _clamped(x: torch.Tensor, offset: Offset, max_value: float) -> torch.Tensor:
+    if not isinstance(offset, (int, float)):
+        offset = torch.as_tensor(offset, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return (x.float() - offset).clamp(0.0, max_value)
 
 
-def _squared_error(x: torch.Tensor, x_hat: torch.Tensor, max_value: float, offset: float):
+def _squared_error(x: torch.Tensor, x_hat: torch.Tensor, max_value: float, offset: Offset):
     return (_clamped(x, offset, max_value) - _clamped(x_hat, offset, max_value)).square()
 
 
@@ -34,7 +40,7 @@ def _to_db(mse: torch.Tensor, max_value: float) -> torch.Tensor:
 
 
 def psnr_per_band(
-    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: float = 0.0
+    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: Offset = 0.0
 ) -> torch.Tensor:
     """PSNR in dB of each band of each patch, (B, C): both clamped to [0, max_value] first."""
     mse = _squared_error(x, x_hat, max_value, offset).mean(dim=(2, 3))  # (B, C)
@@ -42,7 +48,7 @@ def psnr_per_band(
 
 
 def psnr(
-    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: float = 0.0
+    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: Offset = 0.0
 ) -> torch.Tensor:
     """PSNR in dB of each patch, (B,): MSE over all bands and pixels after the clamp."""
     mse = _squared_error(x, x_hat, max_value, offset).mean(dim=(1, 2, 3))  # (B,)
@@ -64,7 +70,7 @@ def _blur_valid(maps: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
 
 
 def ssim_per_band(
-    x: torch.Tensor, x_hat: torch.Tensor, data_range: float = DN_MAX, offset: float = 0.0
+    x: torch.Tensor, x_hat: torch.Tensor, data_range: float = DN_MAX, offset: Offset = 0.0
 ) -> torch.Tensor:
     """SSIM of each band of each patch, (B, C), on bands clamped to [0, data_range].
 
@@ -92,14 +98,14 @@ def ssim_per_band(
 
 
 def ssim(
-    x: torch.Tensor, x_hat: torch.Tensor, data_range: float = DN_MAX, offset: float = 0.0
+    x: torch.Tensor, x_hat: torch.Tensor, data_range: float = DN_MAX, offset: Offset = 0.0
 ) -> torch.Tensor:
     """Mean over bands of SSIM, (B,)."""
     return ssim_per_band(x, x_hat, data_range, offset).mean(dim=1)
 
 
 def sam(
-    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: float = 0.0
+    x: torch.Tensor, x_hat: torch.Tensor, max_value: float = DN_MAX, offset: Offset = 0.0
 ) -> torch.Tensor:
     """Mean spectral angle in degrees over the pixels of each patch, (B,).
 
@@ -119,10 +125,10 @@ def sam(
 
 
 def bpp_index(
-    positions: int, levels: int, codebook_size: int, height: int = 120, width: int = 120
+    positions: int, depth: int, codebook_size: int, height: int = 120, width: int = 120
 ) -> float:
-    """Fixed-length indices: positions * levels * log2(K) / (H*W)."""
-    return positions * levels * math.log2(codebook_size) / (height * width)
+    """Fixed-length indices: positions * depth * log2(K) / (H*W)."""
+    return positions * depth * math.log2(codebook_size) / (height * width)
 
 
 def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
@@ -134,11 +140,11 @@ def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
 def bpp_entropy(
     histograms: torch.Tensor, positions: int, height: int = 120, width: int = 120
 ) -> float:
-    """Empirical entropy of the indices under per-level frequencies: sum_l positions*H(p_l)/(H*W).
+    """Empirical entropy of the indices under per-stage frequencies: sum_s positions*H(p_s)/(H*W).
 
-    histograms: (levels, K) or (K,) counts or probabilities of the indices of each level.
+    histograms: (depth, K) or (K,) counts or probabilities of the indices of each RVQ stage.
     """
-    bits = entropy_bits(histograms.reshape(-1, histograms.shape[-1]))  # (levels,)
+    bits = entropy_bits(histograms.reshape(-1, histograms.shape[-1]))  # (depth,)
     return float(positions * bits.sum() / (height * width))
 
 
@@ -171,23 +177,23 @@ def dead_codes(counts: torch.Tensor) -> torch.Tensor:
 
 
 def index_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """Counts of each code per level, (levels, K), from indices (B, levels, h, w)."""
-    levels = indices.shape[1]
+    """Counts of each code per stage, (depth, K), from indices (B, depth, h, w)."""
+    depth = indices.shape[1]
     if indices.numel() and (indices.min() < 0 or indices.max() >= codebook_size):
         raise ValueError(f"code indices must lie in [0, {codebook_size}), got "
                          f"[{int(indices.min())}, {int(indices.max())}]")
-    # Offset each level's indices into its own block so one bincount fills all levels.
-    level_offset = torch.arange(levels, device=indices.device).view(1, levels, 1, 1)
-    flat = (indices.long() + level_offset * codebook_size).flatten()
-    return torch.bincount(flat, minlength=levels * codebook_size).view(levels, codebook_size)
+    # Offset each stage's indices into its own block so one bincount fills all stages.
+    stage_offset = torch.arange(depth, device=indices.device).view(1, depth, 1, 1)
+    flat = (indices.long() + stage_offset * codebook_size).flatten()
+    return torch.bincount(flat, minlength=depth * codebook_size).view(depth, codebook_size)
 
 
 def health_metrics(counts: torch.Tensor) -> dict[str, float]:
-    """usage/<l>, perplexity/<l>, dead_codes/<l> for each level l of a (levels, K) histogram."""
+    """usage/<s>, perplexity/<s>, dead_codes/<s> for each RVQ stage s of a (depth, K) histogram."""
     out: dict[str, float] = {}
     for name, fn in (("usage", usage), ("perplexity", perplexity), ("dead_codes", dead_codes)):
-        for level, value in enumerate(fn(counts).tolist()):
-            out[f"{name}/{level}"] = value
+        for stage, value in enumerate(fn(counts).tolist()):
+            out[f"{name}/{stage}"] = value
     return out
 
 
@@ -199,12 +205,12 @@ class MetricAccumulator:
     ranks to equal length, so this holds) so that all ranks all-reduce the same tensors.
     """
 
-    def __init__(self, bands: Sequence[str], codebook_size: int, offset: float = 0.0):
+    def __init__(self, bands: Sequence[str], codebook_size: int, offset: Offset = 0.0):
         self.bands = list(bands)
         self.codebook_size = codebook_size
         self.offset = offset
         self._sums: torch.Tensor | None = None  # [n, psnr, ssim, sam, psnr per band...] float64
-        self._hist: torch.Tensor | None = None  # (levels, K) int64
+        self._hist: torch.Tensor | None = None  # (depth, K) int64
         self._positions = 0
         self._size = (0, 0)
         self._reduced = False
@@ -212,7 +218,7 @@ class MetricAccumulator:
     def update(
         self, x: torch.Tensor, x_hat: torch.Tensor, indices: torch.Tensor | None = None
     ) -> None:
-        """x, x_hat: (B, C, H, W) in DN; indices: (B, levels, h, w) or (B, h, w) for one level."""
+        """x, x_hat: (B, C, H, W) in DN; indices: (B, depth, h, w) or (B, h, w) for depth 1."""
         if self._reduced:
             raise RuntimeError("MetricAccumulator.update after reduce(); make a new accumulator")
         if x.shape != x_hat.shape or x.shape[1] != len(self.bands):
@@ -233,10 +239,10 @@ class MetricAccumulator:
 
     def _add_indices(self, indices: torch.Tensor) -> None:
         if indices.ndim == 3:
-            indices = indices[:, None]  # single level
+            indices = indices[:, None]  # depth 1
         hist = index_histogram(indices, self.codebook_size)
         if self._hist is not None and self._hist.shape != hist.shape:
-            raise ValueError(f"index levels changed from {self._hist.shape[0]} to {hist.shape[0]}")
+            raise ValueError(f"index depth changed from {self._hist.shape[0]} to {hist.shape[0]}")
         self._hist = hist if self._hist is None else self._hist + hist
         self._positions = indices.shape[2] * indices.shape[3]
 
@@ -263,8 +269,8 @@ class MetricAccumulator:
         out.update({"ssim": means[1], "sam": means[2]})
         if self._hist is not None:
             h, w = self._size
-            levels = self._hist.shape[0]
-            out["bpp_index"] = bpp_index(self._positions, levels, self.codebook_size, h, w)
+            depth = self._hist.shape[0]
+            out["bpp_index"] = bpp_index(self._positions, depth, self.codebook_size, h, w)
             out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w)
             out.update(health_metrics(self._hist))
         return out

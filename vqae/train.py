@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -19,19 +20,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from vqae.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
-from vqae.config import Config, dump_yaml, to_dict
-from vqae.data.source import open_dataset
-from vqae.distributed import DistEnv, all_reduce_max, cleanup, init_distributed, resolve_device
-from vqae.errors import ConfigError
-from vqae.evaluate import eval_loader, evaluate, level_counts
+from vqae.checkpoint import CheckpointManager, capture_rng_state, read_checkpoint, restore_rng_state
+from vqae.config import Config, TrainConfig, dump_yaml, to_dict
+from vqae.data.source import DataSource
+from vqae.data.stats import load_stats
+from vqae.distributed import all_reduce_max, cleanup, setup
+from vqae.errors import ConfigError, DataError
+from vqae.evaluate import eval_depths, eval_loader, evaluate
 from vqae.images import render_panel
-from vqae.metrics import bpp_index, psnr, ssim
+from vqae.metrics import psnr, ssim
 from vqae.models import build_model
-from vqae.tracking import format_table, make_tracker
+from vqae.tracking import Tracker, format_table, make_tracker
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1, requeue me
+# What a run writes into its folder; --run.overwrite=true removes exactly these.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "images", "summary.json", "config.yaml",
+               "wandb", "wandb_run_id.txt")
 
 
 class ResumableSampler(DistributedSampler):
@@ -68,6 +73,45 @@ class Position:
     consumed: int = 0  # batches of this epoch already used
 
 
+@dataclass
+class Schedule:
+    """Which steps log, evaluate and checkpoint; the last step always does all three."""
+
+    cfg: TrainConfig
+
+    def _every(self, step: int, period: int) -> bool:
+        return step % period == 0 or step >= self.cfg.steps
+
+    def logs(self, step: int) -> bool:
+        return self._every(step, self.cfg.log_every)
+
+    def evaluates(self, step: int) -> bool:
+        return self._every(step, self.cfg.eval_every)
+
+    def checkpoints(self, step: int) -> bool:
+        return self._every(step, self.cfg.checkpoint_every)
+
+
+class Throughput:
+    """Patches per second of training alone: the clock stops for evaluation and checkpoints."""
+
+    def __init__(self):
+        self.patches, self.seconds, self.since = 0, 0.0, time.perf_counter()
+
+    def add(self, patches: int) -> None:
+        self.patches += patches
+        self.seconds += time.perf_counter() - self.since
+
+    def restart(self) -> None:
+        self.since = time.perf_counter()
+
+    def rate(self) -> float:
+        """Patches per second since the last call."""
+        rate = self.patches / max(self.seconds, 1e-9)
+        self.patches, self.seconds = 0, 0.0
+        return rate
+
+
 def drop_records_after(path: Path, step: int) -> None:
     """A resumed run logs steps after its checkpoint again; keep one record of each."""
     if not path.is_file():
@@ -79,6 +123,21 @@ def drop_records_after(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+def check_run_dir(run_dir: Path, cfg: Config) -> list[Path]:
+    """Outputs of an earlier run in `run_dir` that a fresh run would mix with; refuses unless
+    --run.overwrite=true (the caller then removes them)."""
+    found = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    ckpts = run_dir / "checkpoints"
+    has_ckpts = ckpts.is_dir() and any(ckpts.glob("*.pt"))
+    if cfg.run.resume or not (has_ckpts or (run_dir / "metrics.jsonl").exists()):
+        return []
+    if not cfg.run.overwrite:
+        raise ConfigError(f"run folder {run_dir} already holds an earlier run (checkpoints or "
+                          "metrics.jsonl); continue it with --run.resume=auto, replace it with "
+                          "--run.overwrite=true, or choose a new --run.dir")
+    return found
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -87,8 +146,6 @@ def seed_everything(seed: int) -> None:
 
 def amp_setup(amp: str, device: torch.device):
     """(autocast context factory, GradScaler or None): bf16 on CUDA by default, fp32 on CPU."""
-    if amp not in ("auto", "bf16", "fp16", "none"):
-        raise ConfigError(f"train.amp={amp!r}; valid: auto, bf16, fp16, none")
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
     if amp == "none":
@@ -133,45 +190,33 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def reconstruction_loss(recon, x, normalizer, cfg: Config) -> dict[str, torch.Tensor]:
-    t, parts = cfg.train, {}
-    if t.mse_weight:
-        parts["mse"] = t.mse_weight * F.mse_loss(recon, x)
-    if t.l1_weight:
-        parts["l1"] = t.l1_weight * F.l1_loss(recon, x)
-    if t.ssim_weight:
-        dn, dn_hat = normalizer.denormalize(x), normalizer.denormalize(recon)
-        parts["ssim"] = t.ssim_weight * (1 - ssim(dn, dn_hat).mean())
-    return parts
-
-
 class Trainer:
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.env: DistEnv = DistEnv()
-        self.device = resolve_device(cfg.run.device, self.env)
-        self.env = init_distributed(self.device)
+        self.cfg, t = cfg, cfg.train
+        self.env = setup(cfg.run.device)  # rank, world size and this process's device, once
+        self.device = self.env.torch_device
         self.run_dir = Path(cfg.run.dir)
+        self.stale_outputs = check_run_dir(self.run_dir, cfg)  # before anything is written
         seed_everything(cfg.run.seed + self.env.rank)
-        if cfg.train.deterministic:
+        if t.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.train_ds = open_dataset(cfg.data, "train")
-        self.val_ds = open_dataset(cfg.data, "validation")
-        self.normalizer = self.train_ds.normalizer
-        self.model = build_model(cfg).to(self.device)
-        if self.device.type == "cuda" and cfg.train.channels_last:
+        self.source = DataSource(cfg.data)
+        self.train_ds, self.val_ds = self.source.dataset("train"), self.source.dataset("validation")
+        self.model = build_model(cfg, *load_stats(cfg.data.stats, self.source.all_bands))
+        self.model.to(self.device)
+        if self.device.type == "cuda" and t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt, self.sched = build_optimizer(self.model, cfg)
-        self.autocast, self.scaler = amp_setup(cfg.train.amp, self.device)
-        self.levels = level_counts(self.model, cfg.train.eval_levels)
+        self.autocast, self.scaler = amp_setup(t.amp, self.device)
+        self.depths = eval_depths(self.model, t.eval_depths)
         self.net = self._wrap(self.model)
         self.sampler = ResumableSampler(self.train_ds, self.env.world_size, self.env.rank,
                                         cfg.run.seed)
         self.loader = self._train_loader()
-        self.ckpts = CheckpointManager(self.run_dir, keep_last=cfg.train.keep_last)
+        self.ckpts = CheckpointManager(self.run_dir, keep_last=t.keep_last)
+        self.schedule = Schedule(t)
         self.pos = Position()
-        self.rate = bpp_index(self.model.latent_shape()[1] * self.model.latent_shape()[2],
-                              self.model.quantizer.num_levels, self.model.quantizer.codebook_size)
+        self.saved_step = -1  # the step of the newest checkpoint this process wrote
 
     def _wrap(self, model):
         net = model
@@ -202,7 +247,7 @@ class Trainer:
             "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": capture_rng_state(), "position": vars(self.pos).copy(),
-            "config": to_dict(self.cfg), "normalization": self.normalizer.to_dict(),
+            "config": to_dict(self.cfg),
         }
 
     def load_state(self, state: dict) -> None:
@@ -222,40 +267,77 @@ class Trainer:
             found = self.ckpts.latest_valid(map_location=self.device)
             if found is None:
                 log.info("no checkpoint in %s yet: starting fresh", self.run_dir)
-                return
-            path, state = found
+                path, state = None, None
+            else:
+                path, state = found
         else:
-            path, state = Path(how), load_checkpoint(how, map_location=self.device)
-        self.load_state(state)
-        if self.env.is_main:
+            path, state = Path(how), read_checkpoint(how, map_location=self.device)
+        if state is not None:
+            self.load_state(state)
+            self.saved_step = self.pos.step
+            log.info("resumed from %s at step %d", path, self.pos.step)
+        if self.env.is_main:  # records past the checkpoint are logged again
             drop_records_after(self.run_dir / "metrics.jsonl", self.pos.step)
-        log.info("resumed from %s at step %d", path, self.pos.step)
 
-    # ---- steps ---------------------------------------------------------------------------
-    def train_step(self, batches: list[dict]) -> dict[str, float]:
-        parts_sum: dict[str, float] = {}
+    def prepare_run_dir(self) -> None:
+        """Rank 0 clears an overwritten run and writes the resolved config."""
+        if self.env.is_main:
+            try:
+                for path in self.stale_outputs:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                dump_yaml(self.cfg, self.run_dir / "config.yaml")
+            except OSError as err:
+                raise DataError(f"cannot write to run folder {self.run_dir}: {err.strerror}; "
+                                "choose a writable --run.dir") from err
+        if self.env.enabled:
+            torch.distributed.barrier()
+
+    # ---- one step ------------------------------------------------------------------------
+    def batch_to_device(self, batch: dict) -> torch.Tensor:
+        x = batch["image"].to(self.device, non_blocking=True)  # (B, C, H, W) digital numbers
+        if self.cfg.train.augment:
+            x = augment(x)
+        if self.device.type == "cuda" and self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def loss_parts(self, x: torch.Tensor, out) -> dict[str, torch.Tensor]:
+        t, recon, parts = self.cfg.train, out.recon.float(), {}
+        if t.mse_weight:
+            parts["mse"] = t.mse_weight * F.mse_loss(recon, out.target)
+        if t.l1_weight:
+            parts["l1"] = t.l1_weight * F.l1_loss(recon, out.target)
+        if t.ssim_weight:
+            dn_hat = self.model.to_dn(recon)
+            parts["ssim"] = t.ssim_weight * (1 - ssim(x, dn_hat, offset=self.offsets).mean())
+        return {**parts, **{k: v.float() for k, v in out.losses.items()}}
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return self.model.normalize.offsets()
+
+    def train_step(self, batches: list[dict], stats: bool) -> dict[str, torch.Tensor]:
+        """One optimizer step over `accumulate` batches; with `stats`, the step's mean loss
+        parts and PSNR as tensors (read on log steps only: reading them syncs the device)."""
+        sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(batches):
-            x = batch["image"].to(self.device, non_blocking=True)  # (B, C, H, W)
-            if self.cfg.train.augment:
-                x = augment(x)
-            if self.device.type == "cuda" and self.cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            sync = i == len(batches) - 1 or not self.env.enabled
-            with (contextlib.nullcontext() if sync else self.net.no_sync()), self.autocast():
+            x = self.batch_to_device(batch)
+            last = i == len(batches) - 1
+            no_sync = self.env.enabled and not last
+            with (self.net.no_sync() if no_sync else contextlib.nullcontext()), self.autocast():
                 out = self.net(x)
-                parts = {**reconstruction_loss(out.recon.float(), x, self.normalizer, self.cfg),
-                         **{k: v.float() for k, v in out.losses.items()}}
+                parts = self.loss_parts(x, out)
                 loss = sum(parts.values()) / len(batches)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / len(batches)
+            if stats:
+                parts["loss"] = sum(parts.values())
+                dn_hat = self.model.to_dn(out.recon.detach())
+                parts["psnr"] = psnr(x, dn_hat, offset=self.offsets).mean()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach() / len(batches)
         self._optimizer_step()
-        parts_sum["loss"] = sum(parts_sum.values())
-        with torch.no_grad():
-            dn = self.normalizer.denormalize(x)
-            parts_sum["psnr"] = float(psnr(dn, self.normalizer.denormalize(out.recon.float()))
-                                      .mean())
-        return parts_sum
+        return sums
 
     def _optimizer_step(self) -> None:
         if self.scaler:
@@ -284,11 +366,19 @@ class Trainer:
                     group = []
             self.pos.epoch, self.pos.consumed = self.pos.epoch + 1, 0
 
-    # ---- eval, checkpoint ----------------------------------------------------------------
-    def run_eval(self, tracker) -> dict[str, float]:
-        loader = eval_loader(self.val_ds, self.cfg, self.env, self.device)
-        metrics = evaluate(self.model, loader, self.normalizer, self.val_ds.bands, self.device,
-                           self.levels, self.cfg.train.eval_batches, self.autocast)
+    # ---- logging, eval, checkpoint -------------------------------------------------------
+    def log_train(self, tracker: Tracker, sums: dict, meter: Throughput, bar: tqdm) -> None:
+        values = {f"train/{k}": float(v) for k, v in sums.items()}
+        values.update({"train/lr": self.sched.get_last_lr()[0],
+                       "train/bpp_index": self.model.bpp_index(),
+                       "train/patches_per_s": meter.rate()})
+        tracker.log(values, self.pos.step)
+        bar.set_postfix(loss=f"{values['train/loss']:.4f}", psnr=f"{values['train/psnr']:.2f}")
+
+    def run_eval(self, tracker: Tracker) -> dict[str, float]:
+        loader = eval_loader(self.val_ds, self.cfg, self.env)
+        metrics = evaluate(self.model, loader, self.device, self.depths,
+                           self.cfg.train.eval_batches, self.autocast)
         metrics = {f"val/{k}": v for k, v in metrics.items()}
         tracker.log(metrics, self.pos.step)
         if self.env.is_main:
@@ -303,16 +393,34 @@ class Trainer:
             return {}
         x = torch.stack([self.val_ds[i]["image"] for i in range(n)]).to(self.device)
         self.model.eval()
-        recon = self.model(x).recon.float()
+        dn_hat = self.model.to_dn(self.model(x).recon)
         self.model.train()
-        dn, dn_hat = self.normalizer.denormalize(x), self.normalizer.denormalize(recon)
-        return {f"val/{k}": v for k, v in render_panel(dn, dn_hat, self.val_ds.bands).items()}
+        return {f"val/{k}": v for k, v in render_panel(x, dn_hat, self.model.bands).items()}
 
     def checkpoint(self, metric: float | None = None) -> None:
         if self.env.is_main:
             self.ckpts.save(self.pos.step, self.state(), metric=metric)
+        self.saved_step = self.pos.step
         if self.env.enabled:
             torch.distributed.barrier()
+
+    def eval_and_checkpoint(self, tracker: Tracker) -> dict[str, float] | None:
+        """Evaluation steps also checkpoint (best.pt follows val/psnr)."""
+        if self.schedule.evaluates(self.pos.step):
+            metrics = self.run_eval(tracker)
+            self.checkpoint(metrics.get("val/psnr"))
+            return metrics
+        if self.schedule.checkpoints(self.pos.step):
+            self.checkpoint()
+        return None
+
+    def preempted(self, stop: StopFlag) -> bool:
+        """Any rank signalled: checkpoint (unless this step already did) and stop."""
+        if not all_reduce_max(float(stop.requested), self.device):
+            return False
+        if self.saved_step != self.pos.step:
+            self.checkpoint()
+        return True
 
     @torch.no_grad()
     def rank_divergence(self) -> float:
@@ -325,59 +433,52 @@ class Trainer:
 
     # ---- main loop -----------------------------------------------------------------------
     def fit(self) -> int:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         self.maybe_resume()
+        self.prepare_run_dir()
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            dump_yaml(cfg, self.run_dir / "config.yaml")
             log.info("%s", self.model.summary())
-        tracker = make_tracker(cfg.run.tracker, self.run_dir, to_dict(cfg), cfg.run.project,
-                               self.env.rank, cfg.run.name or self.run_dir.name)
-        stop = StopFlag()
+        tracker = make_tracker(self.cfg.run.tracker, self.run_dir, to_dict(self.cfg),
+                               self.cfg.run.project, self.env.rank,
+                               self.cfg.run.name or self.run_dir.name)
+        stop, meter, status, metrics = StopFlag(), Throughput(), 0, {}
         bar = tqdm(total=t.steps, initial=self.pos.step, disable=not self.env.is_main,
                    unit="step", dynamic_ncols=True)
-        metrics: dict[str, float] = {}
-        status, tic, seen = 0, time.perf_counter(), 0
         try:
             for group in self.batches():
                 if self.pos.step >= t.steps:
                     break
-                parts = self.train_step(group)
+                sums = self.train_step(group, self.schedule.logs(self.pos.step + 1))
                 self.pos.step += 1
-                seen += sum(len(b["name"]) for b in group) * self.env.world_size
+                meter.add(sum(len(b["name"]) for b in group) * self.env.world_size)
                 bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", psnr=f"{parts['psnr']:.2f}",
-                                bpp=f"{self.rate:.3f}")
-                if self.pos.step % t.log_every == 0:
-                    rate = seen / (time.perf_counter() - tic)
-                    tracker.log({**{f"train/{k}": v for k, v in parts.items()},
-                                 "train/lr": self.sched.get_last_lr()[0],
-                                 "train/bpp_index": self.rate,
-                                 "train/patches_per_s": rate}, self.pos.step)
-                last = self.pos.step >= t.steps
-                if self.pos.step % t.eval_every == 0 or last:
-                    metrics = self.run_eval(tracker)
-                    self.checkpoint(metrics.get("val/psnr"))
-                elif self.pos.step % t.checkpoint_every == 0:
-                    self.checkpoint()
-                if all_reduce_max(float(stop.requested), self.device) and not last:
-                    if self.pos.step % t.checkpoint_every and self.pos.step % t.eval_every:
-                        self.checkpoint()
+                if sums:
+                    self.log_train(tracker, sums, meter, bar)
+                metrics = self.eval_and_checkpoint(tracker) or metrics
+                if self.pos.step < t.steps and self.preempted(stop):
                     status = EXIT_PREEMPTED
                     break
+                meter.restart()
         finally:
             bar.close()
+        self.finish(tracker, status, metrics)
+        return status
+
+    def finish(self, tracker: Tracker, status: int, metrics: dict) -> None:
         if self.env.enabled:
             tracker.log({"ddp/max_param_diff": self.rank_divergence()}, self.pos.step)
         if status == 0 and self.env.is_main:
             tracker.summary(metrics)
             print(format_table(metrics, title=f"final ({self.pos.step} steps)"))
         tracker.close()
-        return status
 
 
 def train(cfg: Config) -> int:
+    trainer = None
     try:
-        return Trainer(cfg).fit()
+        trainer = Trainer(cfg)
+        return trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.source.close()
         cleanup()

@@ -15,22 +15,18 @@ import pytest
 import rasterio
 import torch
 
-from tests.data.encode_helpers import break_patch, read_lmdb, run_cli
+from tests.data.encode_helpers import (
+    assert_same,
+    break_patch,
+    one_line_error,
+    read_lmdb,
+    run_cli,
+)
 from tests.fakes import patch_names, write_fake_s1_tree, write_fake_tree, write_tiff
 from vqae.data.bands import HYSPECNET_BANDS
 from vqae.data.encode import EncodeOptions, collect_jobs, encode, skipped_path
 
 PATCH = patch_names(3)[1]  # the patch the bad-input tests damage
-
-
-def assert_same(got: dict, want: dict) -> None:
-    assert got.keys() == want.keys()
-    for key, bands in want.items():
-        assert got[key].keys() == bands.keys(), key
-        for band, array in bands.items():
-            stored = got[key][band]
-            assert (stored.dtype, stored.shape) == (array.dtype, array.shape), (key, band)
-            np.testing.assert_array_equal(stored, array, err_msg=f"{key} {band}")
 
 
 # --- real data ------------------------------------------------------------------------------
@@ -127,7 +123,7 @@ def test_bad_patch_stops_with_the_file_named(tmp_path, capsys, how):
     bad = break_patch(tmp_path / "s2", PATCH, how)
     rc = run_cli("encode", "--bigearthnet-s2-root", tmp_path / "s2", tmp_path / "out")
     assert rc == 2
-    err = capsys.readouterr().err
+    err = one_line_error(capsys.readouterr().err, "encode")
     assert str(bad) in err and "--skip-bad" in err
     assert PATCH not in read_lmdb(tmp_path / "out")
 
@@ -191,7 +187,7 @@ def test_needs_a_root(tmp_path, capsys):
 
 
 def test_readers_give_identical_tensors_from_lmdb_and_geotiffs(tmp_path):
-    from vqae.config import S2_BANDS
+    from vqae.data.bands import S2_BANDS
     from vqae.data.readers import GeoTiffDataset, LmdbDataset
 
     write_fake_tree(tmp_path / "s2", n=3, layout="v2")
@@ -200,5 +196,5 @@ def test_readers_give_identical_tensors_from_lmdb_and_geotiffs(tmp_path):
     encoded = LmdbDataset(tmp_path / "out", bands=S2_BANDS)
     assert encoded.names == tiffs.names
     for i in range(len(tiffs)):
-        a, b = tiffs[i]["image"], encoded[i]["image"]  # (12, 120, 120) normalized floats
+        a, b = tiffs[i]["image"], encoded[i]["image"]  # (12, 120, 120) float digital numbers
         assert a.shape == (12, 120, 120) and torch.equal(a, b)

@@ -11,7 +11,7 @@ from tests.lmdb_util import write_lmdb
 from vqae.cli import main
 from vqae.config import DataConfig
 from vqae.data.readers import LmdbDataset
-from vqae.data.source import open_dataset
+from vqae.data.source import DataSource
 from vqae.errors import DataError
 
 
@@ -38,7 +38,7 @@ def test_missing_band_names_patch_band_and_path(tmp_path):
     name = next(iter(written))
     (tmp_path / name / f"{name}_B8A.tif").unlink()
     with pytest.raises(DataError) as exc:
-        open_dataset(DataConfig(path=str(tmp_path))).read_dn(0)
+        DataSource(DataConfig(path=str(tmp_path))).dataset().read_dn(0)
     msg = str(exc.value)
     assert name in msg and "B8A" in msg and f"{name}/{name}_B8A.tif" in msg
 
@@ -57,7 +57,7 @@ def test_band_of_unexpected_shape(tmp_path):
     name = next(iter(written))
     write_tiff(tmp_path / name / f"{name}_B05.tif", np.zeros((50, 50), np.uint16))
     with pytest.raises(DataError, match=r"band B05 has shape \(50, 50\).*expected \(60, 60\)"):
-        open_dataset(DataConfig(path=str(tmp_path))).read_dn(0)
+        DataSource(DataConfig(path=str(tmp_path))).dataset().read_dn(0)
 
 
 def test_path_that_is_not_an_lmdb(tmp_path):
@@ -65,7 +65,7 @@ def test_path_that_is_not_an_lmdb(tmp_path):
     with pytest.raises(DataError, match="is not an LMDB"):
         LmdbDataset(tmp_path / "x", bands=["B02"])
     with pytest.raises(DataError, match="is not an LMDB"):
-        open_dataset(DataConfig(path=str(tmp_path / "x"), format="lmdb"))
+        DataSource(DataConfig(path=str(tmp_path / "x"), format="lmdb")).dataset()
 
 
 def test_missing_lmdb_key(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from tests.fakes import patch_names, write_fake_tree
 from vqae.config import DataConfig
-from vqae.data.source import open_dataset
+from vqae.data.source import DataSource
 from vqae.data.splits import SNOW_CLOUD_FILE, hash_split, read_split_table
 from vqae.errors import ConfigError
 
@@ -41,9 +41,9 @@ def test_dataset_split_from_parquet(tmp_path):
     names = patch_names(5)
     write_parquet(tmp_path / "metadata.parquet", names[:4], ["train", "train", "validation", "test"])
     cfg = DataConfig(path=str(tmp_path / "t"), splits=str(tmp_path / "metadata.parquet"))
-    assert open_dataset(cfg, "train").names == names[:2]
-    assert open_dataset(cfg, "val").names == [names[2]]
-    assert len(open_dataset(cfg)) == 4  # patches absent from the metadata are left out
+    assert DataSource(cfg).dataset("train").names == names[:2]
+    assert DataSource(cfg).dataset("val").names == [names[2]]
+    assert len(DataSource(cfg).dataset()) == 4  # patches absent from the metadata are left out
 
 
 def test_v1_csv_splits(tmp_path):
@@ -53,11 +53,11 @@ def test_v1_csv_splits(tmp_path):
     (tmp_path / "val.csv").write_text(names[2] + "\n")
     (tmp_path / "test.csv").write_text(names[3] + "\n")
     cfg = DataConfig(path=str(tmp_path / "t"), splits=str(tmp_path))
-    assert open_dataset(cfg, "test").names == [names[3]]
+    assert DataSource(cfg).dataset("test").names == [names[3]]
 
 
 def test_real_sample_splits(sample_dir):
-    sizes = {s: len(open_dataset(DataConfig(), s)) for s in ("train", "validation", "test")}
+    sizes = {s: len(DataSource(DataConfig()).dataset(s)) for s in ("train", "validation", "test")}
     assert sum(sizes.values()) == 24 and min(sizes.values()) > 0
-    no_snow = open_dataset(DataConfig(exclude_snow_cloud=True))
+    no_snow = DataSource(DataConfig(exclude_snow_cloud=True)).dataset()
     assert len(no_snow) == 18

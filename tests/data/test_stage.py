@@ -4,9 +4,12 @@ import tarfile
 import pytest
 
 from tests.fakes import write_fake_tree
+from vqae.cli import main
 from vqae.config import DataConfig
-from vqae.data.source import open_dataset
+from vqae.data import stage
+from vqae.data.source import DataSource
 from vqae.data.stage import MARKER, stage_archive
+from vqae.errors import DataError
 
 
 def make_archive(tmp_path, n=3):
@@ -18,10 +21,15 @@ def make_archive(tmp_path, n=3):
     return archive, written
 
 
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
 def _stage(args):
     archive, dest = args
-    import vqae.data.stage as stage
-
     calls = []
     real = stage._extract
     stage._extract = lambda a, d: (calls.append(1), real(a, d))
@@ -49,22 +57,95 @@ def test_concurrent_stagers_extract_exactly_once(tmp_path):
 def test_archive_data_path_is_staged_automatically(tmp_path):
     archive, written = make_archive(tmp_path)
     cfg = DataConfig(path=str(archive), scratch=str(tmp_path / "scratch"))
-    ds = open_dataset(cfg)
+    ds = DataSource(cfg).dataset()
     assert sorted(ds.names) == sorted(written)
     assert (tmp_path / "scratch" / "vqae-staged" / "patches" / MARKER).is_file()
 
 
-def test_incomplete_staging_is_redone(tmp_path):
-    archive, written = make_archive(tmp_path)
+def test_interrupted_staging_is_redone_but_user_files_are_refused(tmp_path):
+    archive, _ = make_archive(tmp_path)
     dest = tmp_path / "d"
-    (dest / "junk").mkdir(parents=True)  # a killed earlier run: no marker
+    dest.mkdir()  # empty: a killed run leaves only its own DEST.partial beside it
+    (tmp_path / "d.partial" / "source_a").mkdir(parents=True)
     stage_archive(archive, dest)
-    assert not (dest / "junk").exists() and (dest / MARKER).is_file()
+    assert (dest / MARKER).is_file() and not (tmp_path / "d.partial").exists()
+
+    mine = tmp_path / "mine"
+    (mine / "junk").mkdir(parents=True)
+    with pytest.raises(DataError, match="not empty"):
+        stage_archive(archive, mine)
+    assert (mine / "junk").is_dir() and not (mine / MARKER).exists()
+
+
+def test_cli_refuses_folder_holding_a_file(capsys, tmp_path):
+    archive, _ = make_archive(tmp_path)
+    dest = tmp_path / "results"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("keep me")
+    code, err = run_cli(capsys, "stage", archive, dest)
+    assert code == 2 and str(dest) in err and "choose another DEST" in err
+    assert (dest / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("dest", [".", ".."])
+def test_cli_refuses_current_and_parent_folder(capsys, tmp_path, monkeypatch, dest):
+    archive, _ = make_archive(tmp_path)
+    cwd = tmp_path / "work" / "here"
+    cwd.mkdir(parents=True)
+    (cwd / "sentinel.txt").write_text("here")
+    (cwd.parent / "sentinel.txt").write_text("parent")
+    monkeypatch.chdir(cwd)
+    code, err = run_cli(capsys, "stage", archive, dest)
+    assert code == 2 and "current folder" in err
+    assert (cwd / "sentinel.txt").read_text() == "here"
+    assert (cwd.parent / "sentinel.txt").read_text() == "parent"
+
+
+def test_refuses_ancestor_of_cwd(tmp_path, monkeypatch):
+    archive, _ = make_archive(tmp_path)
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    with pytest.raises(DataError, match="current folder or one of its parents"):
+        stage_archive(archive, tmp_path / "a")
+    assert cwd.is_dir() and not (tmp_path / "a" / MARKER).exists()
+
+
+def test_staging_of_another_archive_is_refused_same_one_reused(tmp_path, monkeypatch):
+    archive, _ = make_archive(tmp_path)
+    other = tmp_path / "other" / archive.name
+    other.parent.mkdir()
+    other.write_bytes(archive.read_bytes())
+    dest = tmp_path / "d"
+    stage_archive(archive, dest)
+    with pytest.raises(DataError, match="another archive") as exc:
+        stage_archive(other, dest)
+    assert str(dest) in str(exc.value) and str(archive.resolve()) in str(exc.value)
+
+    def no_extract(a, d):
+        raise AssertionError("re-extracted a finished staging")
+
+    monkeypatch.setattr(stage, "_extract", no_extract)
+    assert stage_archive(archive, dest) == dest
+
+
+def test_dest_that_is_a_file_is_refused(tmp_path):
+    archive, _ = make_archive(tmp_path)
+    dest = tmp_path / "d"
+    dest.write_text("a file")
+    with pytest.raises(DataError, match="is a file"):
+        stage_archive(archive, dest)
+    assert dest.read_text() == "a file" and not (tmp_path / "d.partial").exists()
+
+
+def test_existing_lock_file_is_not_truncated(tmp_path):
+    archive, _ = make_archive(tmp_path)
+    (tmp_path / "d.lock").write_text("someone's")
+    stage_archive(archive, tmp_path / "d")
+    assert (tmp_path / "d.lock").read_text() == "someone's"
 
 
 def test_missing_and_corrupt_archive(tmp_path):
-    from vqae.errors import DataError
-
     with pytest.raises(DataError, match="does not exist"):
         stage_archive(tmp_path / "none.tar.gz", tmp_path / "d")
     bad = tmp_path / "bad.tar.gz"

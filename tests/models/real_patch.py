@@ -1,4 +1,4 @@
-"""One real BigEarthNet S2 patch as a normalized (12, 120, 120) tensor, read with rasterio."""
+"""One real BigEarthNet S2 patch as (12, 120, 120) digital numbers, read with rasterio."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-from vqae.config import S2_BANDS
+from vqae.data.bands import S2_BANDS
 
 
 def s2_root() -> Path:
@@ -36,7 +36,7 @@ def read_band(folder: Path, band: str) -> torch.Tensor:
 
 
 def real_patch() -> torch.Tensor:
-    """(12, 120, 120) per-band standardized; skips (or fails with VQAE_REQUIRE_DATA=1) if absent."""
+    """(12, 120, 120) float32 DN; skips (or fails with VQAE_REQUIRE_DATA=1) if absent."""
     root = s2_root()
     folder = first_patch_dir(root) if root.is_dir() else None
     if folder is None:
@@ -44,6 +44,4 @@ def real_patch() -> torch.Tensor:
         if os.environ.get("VQAE_REQUIRE_DATA") == "1":
             pytest.fail(message + "; VQAE_REQUIRE_DATA=1 requires it")
         pytest.skip(message)
-    x = torch.stack([read_band(folder, band) for band in S2_BANDS])  # (12, 120, 120)
-    mean, std = x.mean(dim=(1, 2), keepdim=True), x.std(dim=(1, 2), keepdim=True)
-    return (x - mean) / std.clamp_min(1e-6)
+    return torch.stack([read_band(folder, band) for band in S2_BANDS])  # (12, 120, 120)

@@ -1,4 +1,5 @@
-"""Autoencoder: shapes for every factor, build_model from config, summary, overfitting a real patch."""
+"""Autoencoder: shapes for every factor, build_model from config, normalization inside the model,
+summary, overfitting a real patch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from tests.models.real_patch import real_patch
 from vqae.config import Config
-from vqae.errors import ConfigError
+from vqae.data.stats import BIGEARTHNET_S2_STATS
 from vqae.models import Autoencoder, build_model
 
 
@@ -18,8 +19,15 @@ def tiny_config(**quantizer) -> Config:
     cfg = Config()
     cfg.model = dataclasses.replace(cfg.model, widths=[8, 16], blocks_per_stage=1, latent_dim=8,
                                     groups=4)
-    cfg.quantizer = dataclasses.replace(cfg.quantizer, **{"codebook_size": 32, "levels": 2, **quantizer})
+    depth = 2 if quantizer.get("name") == "rvq" else 1
+    cfg.quantizer = dataclasses.replace(cfg.quantizer, **{"codebook_size": 32, "depth": depth,
+                                                          **quantizer})
     return cfg
+
+
+def dn(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Random digital numbers around typical S2 reflectances."""
+    return 200 + 3000 * torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 CASES = [("vq", 2, 60), ("vq", 4, 30), ("vq", 8, 15), ("vq", 16, 8), ("rvq", 16, 8), ("fsq", 8, 15)]
@@ -31,52 +39,60 @@ def test_shapes_for_every_factor(name, factor, side):
     cfg = tiny_config(name=name)
     cfg.model.downsample = factor
     model = build_model(cfg)
-    x = torch.randn(1, 12, 120, 120)
+    x = dn(1, 12, 120, 120)
     out = model(x)
-    levels = 2 if name == "rvq" else 1
-    assert out.recon.shape == x.shape
-    assert out.indices.shape == (1, levels, side, side) and out.indices.dtype == torch.long
-    assert out.perplexity.shape == (levels,)
+    depth = 2 if name == "rvq" else 1
+    assert out.recon.shape == x.shape and out.target.shape == x.shape
+    assert out.indices.shape == (1, depth, side, side) and out.indices.dtype == torch.long
+    assert out.counts.shape == (depth, model.quantizer.codebook_size)
     assert all(v.ndim == 0 for v in out.losses.values())
-    assert model.latent_shape() == (levels, side, side)
+    assert model.latent_shape() == (depth, side, side)
     model.eval()
     indices = model.encode(x)
-    assert torch.equal(model.decode(indices), model(x).recon)
+    assert torch.equal(model.decode(indices), model.to_dn(model(x).recon))
 
 
-def test_in_bands_follow_data_bands_and_s1():
+def test_model_channels_follow_data_bands_and_s1():
     cfg = tiny_config()
     cfg.data.bands = ["B02", "B03", "B04"]
     cfg.data.s1 = True
-    cfg.model.in_bands = 99  # overridden by the data section
     model = build_model(cfg)
-    assert model(torch.randn(1, 5, 120, 120)).recon.shape == (1, 5, 120, 120)
+    assert model.bands == ["B02", "B03", "B04", "VV", "VH"]
+    assert model(dn(1, 5, 120, 120)).recon.shape == (1, 5, 120, 120)
 
 
-def test_rvq_n_q_is_passed_through():
+def test_normalization_lives_in_the_model_and_its_state_dict():
+    cfg = tiny_config()
+    cfg.data.bands = ["B02", "B08"]
+    cfg.data.subtract_offset = True
+    model = build_model(cfg, mean=[400.0, 2000.0], std=[500.0, 1000.0])
+    x = torch.tensor([1400.0, 3000.0]).view(1, 2, 1, 1).expand(1, 2, 120, 120)
+    target = model(x).target  # (x - 1000 offset - mean) / std
+    assert torch.allclose(target[0, :, 0, 0], torch.tensor([0.0, 0.0]))
+    assert torch.allclose(model.to_dn(target), x)  # offset added back: DN as stored
+    state = model.state_dict()
+    assert {"normalize.mean", "normalize.std", "normalize.offset"} <= state.keys()
+    fresh = build_model(cfg)  # built-in BigEarthNet stats until the checkpoint's are loaded
+    assert fresh.normalize.mean.flatten()[0] == pytest.approx(BIGEARTHNET_S2_STATS["B02"][0])
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh(x).target, target)
+
+
+def test_rvq_depth_is_passed_through():
     model = build_model(tiny_config(name="rvq")).eval()
-    x = torch.randn(1, 12, 120, 120)
-    assert model(x, n_q=1).indices.shape[1] == 1
-    assert model.encode(x, n_q=1).shape == (1, 1, 15, 15)
+    x = dn(1, 12, 120, 120)
+    assert model(x, depth=1).indices.shape[1] == 1
+    assert model.encode(x, depth=1).shape == (1, 1, 15, 15)
+    with pytest.raises(ValueError, match="depth 3 outside 1..2"):
+        model(x, depth=3)
 
 
 def test_summary_has_parameter_count_and_latent_shape():
     model = build_model(tiny_config(name="rvq"))
     text = model.summary()
     assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in text
-    assert "2 level(s) x 15 x 15" in text and "K=32" in text
-
-
-@pytest.mark.parametrize("section, key, value, valid", [
-    ("quantizer", "name", "lfq", "vq, rvq, fsq"),
-    ("model", "downsample", 3, "2, 4, 8, 16"),
-    ("model", "activation", "tanh", "silu, gelu, relu"),
-])
-def test_config_errors_name_valid_values(section, key, value, valid):
-    cfg = tiny_config()
-    setattr(getattr(cfg, section), key, value)
-    with pytest.raises(ConfigError, match=valid):
-        build_model(cfg)
+    assert "depth 2 x 15 x 15" in text and "K=32" in text
+    assert model.bpp_index() == pytest.approx(2 * 15 * 15 * 5 / 14400)
 
 
 def test_no_batchnorm_anywhere():
@@ -87,7 +103,7 @@ def test_no_batchnorm_anywhere():
 
 @pytest.mark.slow
 def test_tiny_autoencoder_overfits_one_real_patch():
-    x = real_patch()[None]  # (1, 12, 120, 120)
+    x = real_patch()[None]  # (1, 12, 120, 120) digital numbers
     torch.manual_seed(0)
     cfg = tiny_config(codebook_size=64)
     cfg.model = dataclasses.replace(cfg.model, widths=[8], downsample=2)  # ~80 steps to 10x
@@ -96,7 +112,7 @@ def test_tiny_autoencoder_overfits_one_real_patch():
     first = last = None
     for _ in range(250):
         out = model(x)
-        loss = F.mse_loss(out.recon, x) + sum(out.losses.values())
+        loss = F.mse_loss(out.recon, out.target) + sum(out.losses.values())
         optim.zero_grad()
         loss.backward()
         optim.step()

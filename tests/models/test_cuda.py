@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tests.models.test_autoencoder import tiny_config
 from vqae.config import QuantizerConfig
-from vqae.models import QUANTIZERS, build_model
+from vqae.models import QUANTIZERS, build_model, quantizer_kwargs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -21,9 +21,10 @@ pytestmark = [
 @pytest.mark.parametrize("name", ["vq", "rvq", "fsq"])
 def test_quantizer_bf16_autocast_on_gpu_matches_fp32_cpu(name):
     torch.manual_seed(0)
-    cfg = QuantizerConfig(name=name, codebook_size=64, levels=3, kmeans_init=False)
-    cpu = QUANTIZERS[name].from_config(cfg, 16).eval()
-    gpu = QUANTIZERS[name].from_config(cfg, 16).eval()
+    cfg = QuantizerConfig(name=name, codebook_size=64, depth=3 if name == "rvq" else 1,
+                          kmeans_init=False)
+    cpu = QUANTIZERS[name](16, **quantizer_kwargs(cfg)).eval()
+    gpu = QUANTIZERS[name](16, **quantizer_kwargs(cfg)).eval()
     gpu.load_state_dict(cpu.state_dict())
     gpu.cuda()
     z = torch.randn(4, 16, 15, 15).bfloat16()  # the same bf16 values on both devices
@@ -47,12 +48,12 @@ def test_autoencoder_bf16_autocast_on_gpu_matches_fp32_cpu():
     gpu = build_model(cfg).eval()
     gpu.load_state_dict(cpu.state_dict())
     gpu.cuda()
-    x = torch.randn(2, 12, 120, 120)
+    x = 3000 * torch.rand(2, 12, 120, 120)  # digital numbers
     expected = cpu(x)
     x_gpu = x.cuda()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         got = gpu(x_gpu)
-        loss = F.mse_loss(got.recon.float(), x_gpu) + sum(got.losses.values())
+        loss = F.mse_loss(got.recon.float(), got.target) + sum(got.losses.values())
     loss.backward()
     assert got.recon.shape == expected.recon.shape
     assert (got.indices.cpu() == expected.indices).float().mean() > 0.9  # bf16 convs shift a few

@@ -16,10 +16,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # identical initial codebooks, as a DDP broadcast would give
-        # a high dead threshold forces re-seeding every step; dropout leaves some levels empty
-        vq = VectorQuantizer(8, codebook_size=16, kmeans_init=True, dead_threshold=0.8)
-        rvq = ResidualVQ(8, levels=3, dropout=True, codebook_size=16, dead_threshold=0.8)
-        grad_vq = VectorQuantizer(8, codebook_size=16, ema=False, dead_threshold=0.8)
+        # a high revive threshold forces re-seeding every step; dropout leaves some stages empty
+        vq = VectorQuantizer(8, codebook_size=16, kmeans_init=True, revive_threshold=0.8)
+        rvq = ResidualVQ(8, depth=3, dropout=True, codebook_size=16, revive_threshold=0.8)
+        grad_vq = VectorQuantizer(8, codebook_size=16, ema=False, revive_threshold=0.8)
         torch.manual_seed(100 + rank)  # different data and dropout draws per rank
         indices = []
         for _ in range(STEPS):

@@ -1,4 +1,5 @@
-"""Behaviour every quantizer shares: straight-through gradients, encode/decode, perplexity."""
+"""Behaviour every quantizer shares: the contract, straight-through gradients, encode/decode,
+code histograms."""
 
 from __future__ import annotations
 
@@ -6,17 +7,18 @@ import pytest
 import torch
 
 from vqae.config import QuantizerConfig
-from vqae.errors import ConfigError
-from vqae.models import FSQ, QUANTIZERS, ResidualVQ, VectorQuantizer
+from vqae.metrics import perplexity, usage
+from vqae.models import FSQ, QUANTIZERS, Quantizer, ResidualVQ, VectorQuantizer, quantizer_kwargs
 
 DIM = 8
 
 
 def make(name: str, **overrides) -> torch.nn.Module:
-    cfg = QuantizerConfig(name=name, codebook_size=32, levels=3, fsq_levels=[4, 3, 3])
+    cfg = QuantizerConfig(name=name, codebook_size=32, depth=3 if name == "rvq" else 1,
+                          levels=[4, 3, 3])
     for key, value in overrides.items():
         setattr(cfg, key, value)
-    return QUANTIZERS[name].from_config(cfg, DIM)
+    return QUANTIZERS[name](DIM, **quantizer_kwargs(cfg))
 
 
 def latents(seed: int = 0, batch: int = 4, side: int = 6) -> torch.Tensor:
@@ -66,32 +68,34 @@ def test_decode_of_encode_equals_quantized_in_eval(name, codebook_dim):
     out = quantizer(z)
     indices = quantizer.encode(z)
     assert indices.dtype == torch.long
-    assert indices.shape == (4, quantizer.num_levels, 6, 6)
+    assert indices.shape == (4, quantizer.depth, 6, 6)
     assert torch.equal(indices, out.indices)
     assert torch.equal(quantizer.decode(indices), out.quantized)
 
 
 @pytest.mark.parametrize("name", ["vq", "rvq", "fsq"])
-def test_perplexity_within_one_and_codebook_size(name):
+def test_code_histogram_counts_every_position(name):
     torch.manual_seed(0)
     quantizer = make(name)
     for seed in range(3):
         out = quantizer(latents(seed))
-        assert out.perplexity.shape == (quantizer.num_levels,)
-        assert ((out.perplexity >= 1 - 1e-5) & (out.perplexity <= quantizer.codebook_size)).all()
-        assert ((out.usage > 0) & (out.usage <= 1)).all()
+        assert out.counts.shape == (quantizer.depth, quantizer.codebook_size)
+        assert (out.counts.sum(dim=1) == 4 * 6 * 6).all()  # no dropout: every row, every stage
+        p = perplexity(out.counts)
+        assert ((p >= 1 - 1e-5) & (p <= quantizer.codebook_size)).all()
+        assert ((usage(out.counts) > 0) & (usage(out.counts) <= 1)).all()
 
 
 def test_perplexity_is_one_for_a_single_code():
     quantizer = VectorQuantizer(DIM, codebook_size=16, kmeans_init=False).eval()
     out = quantizer(torch.zeros(2, DIM, 3, 3))
-    assert out.perplexity.item() == pytest.approx(1.0)
+    assert perplexity(out.counts).item() == pytest.approx(1.0)
 
 
-def test_codebook_sizes_and_levels():
-    assert make("vq").codebook_size == 32 and make("vq").num_levels == 1
-    assert make("rvq").codebook_size == 32 and make("rvq").num_levels == 3
-    assert make("fsq").codebook_size == 36 and make("fsq").num_levels == 1
+def test_codebook_sizes_and_depths():
+    assert make("vq").codebook_size == 32 and make("vq").depth == 1
+    assert make("rvq").codebook_size == 32 and make("rvq").depth == 3
+    assert make("fsq").codebook_size == 36 and make("fsq").depth == 1
 
 
 def test_gradient_codebook_gets_codebook_loss_gradient():
@@ -120,14 +124,21 @@ def test_quantizer_math_stays_fp32_under_autocast():
 
 
 def test_unknown_distance_names_valid_ones():
-    with pytest.raises(ConfigError, match="l2, cosine"):
+    with pytest.raises(ValueError, match="l2, cosine"):
         make("vq", distance="manhattan")
 
 
-def test_rvq_n_q_out_of_range_names_the_fix():
-    with pytest.raises(ValueError, match="quantizer.levels"):
-        make("rvq")(latents(), n_q=4)
+@pytest.mark.parametrize("name", ["vq", "rvq", "fsq"])
+def test_depth_out_of_range_is_refused(name):
+    quantizer = make(name)
+    with pytest.raises(ValueError, match=f"outside 1..{quantizer.depth}"):
+        quantizer(latents(), depth=quantizer.depth + 1)
 
 
-def test_residual_vq_is_registered():
+def test_every_quantizer_follows_the_contract_and_the_config_names_them_all():
     assert QUANTIZERS["rvq"] is ResidualVQ
+    assert all(issubclass(cls, Quantizer) for cls in QUANTIZERS.values())
+    from dataclasses import fields
+
+    choices = {f.name: f.metadata.get("choices") for f in fields(QuantizerConfig)}["name"]
+    assert set(choices) == set(QUANTIZERS)

@@ -1,9 +1,10 @@
-"""VectorQuantizer codebook learning: EMA update, dead-code revival, k-means initialisation."""
+"""VectorQuantizer codebook learning: EMA update, rare-code revival, k-means initialisation."""
 
 from __future__ import annotations
 
 import torch
 
+from vqae.metrics import perplexity
 from vqae.models import VectorQuantizer
 
 
@@ -15,7 +16,7 @@ def rows_as_latent(rows: list[list[float]]) -> torch.Tensor:
 def test_ema_update_matches_hand_computation():
     decay, eps = 0.9, 1e-5
     vq = VectorQuantizer(2, codebook_size=3, decay=decay, eps=eps, kmeans_init=False,
-                         dead_threshold=0.0)
+                         revive_threshold=0.0)
     embed = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
     vq.embed.copy_(embed)
     vq.embed_sum.copy_(embed)  # cluster_size starts at 1, so embed_sum == embed
@@ -48,11 +49,11 @@ def two_clusters(seed: int) -> torch.Tensor:
     return rows_as_latent((centres + 0.3 * torch.randn(64, 2, generator=gen)).tolist())
 
 
-def test_dead_codes_are_revived_from_encoder_outputs():
+def test_rare_codes_are_revived_from_encoder_outputs():
     torch.manual_seed(0)
-    vq = VectorQuantizer(2, codebook_size=4, decay=0.5, kmeans_init=False, dead_threshold=0.5)
+    vq = VectorQuantizer(2, codebook_size=4, decay=0.5, kmeans_init=False, revive_threshold=0.5)
     far = torch.tensor([[0.0, 0.0], [100.0, 100.0], [200.0, 200.0], [300.0, 300.0]])
-    vq.embed.copy_(far)  # every row picks code 0: codes 1..3 are dead
+    vq.embed.copy_(far)  # every row picks code 0: codes 1..3 are never used
     vq.embed_sum.copy_(far)
     first = vq(two_clusters(0))
     assert first.indices.unique().tolist() == [0]
@@ -60,7 +61,7 @@ def test_dead_codes_are_revived_from_encoder_outputs():
     for seed in range(1, 6):
         out = vq(two_clusters(seed))
     assert out.indices.unique().numel() >= 2  # revived codes now take part
-    assert out.perplexity.item() > 1.5
+    assert perplexity(out.counts).item() > 1.5
 
 
 def test_kmeans_init_lands_on_cluster_centres():
@@ -69,7 +70,7 @@ def test_kmeans_init_lands_on_cluster_centres():
     gen = torch.Generator().manual_seed(1)
     rows = centres[torch.arange(400) % 4] + 0.1 * torch.randn(400, 2, generator=gen)
     vq = VectorQuantizer(2, codebook_size=4, kmeans_init=True, kmeans_iters=10,
-                         dead_threshold=0.0)
+                         revive_threshold=0.0)
     vq(rows_as_latent(rows.tolist()))
     assert bool(vq.initted)
     distance = torch.cdist(centres, vq.embed)  # (4 true, 4 codes)
@@ -77,7 +78,7 @@ def test_kmeans_init_lands_on_cluster_centres():
     assert sorted(distance.argmin(dim=1).tolist()) == [0, 1, 2, 3]  # one code per cluster
 
 
-def test_dead_code_count_is_exposed():
-    vq = VectorQuantizer(2, codebook_size=4, kmeans_init=False, dead_threshold=0.5)
+def test_rare_code_count_is_exposed():
+    vq = VectorQuantizer(2, codebook_size=4, kmeans_init=False, revive_threshold=0.5)
     vq.cluster_size.copy_(torch.tensor([10.0, 10.0, 0.01, 0.0]))
-    assert vq.dead_codes().tolist() == [2]
+    assert vq.rare_codes().tolist() == [2]

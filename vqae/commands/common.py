@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vqae.config import Config, load_config
+from vqae.config import Config, absolute_paths, load_config
 
 ACCEPTS_OVERRIDES = True
 
@@ -17,8 +17,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Defaults <- --config files <- --section.key=value overrides <- --data."""
+    """Defaults <- --config files <- --section.key=value overrides <- --data; data paths made
+    absolute, so the config saved with a run works from any folder."""
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.path={args.data}")
-    return load_config(args.config, overrides)
+    return absolute_paths(load_config(args.config, overrides))

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="patches per write transaction (default: 64)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
-                      help="complete an interrupted OUT: keep its patches, add the missing ones")
+                      help="complete an interrupted OUT (killed, or its disk was full): keep its "
+                      "patches, add the missing ones")
     mode.add_argument("--overwrite", action="store_true",
                       help="replace an existing OUT (it stays intact until the new one is done)")
     parser.add_argument("--skip-bad", action="store_true",

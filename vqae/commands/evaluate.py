@@ -1,4 +1,4 @@
-"""`vqae evaluate CKPT [--data PATH] [--split test]`: metrics table and JSON of a checkpoint."""
+"""`vqae evaluate CKPT [--data PATH] [--split test|all]`: metrics table and JSON of a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ from __future__ import annotations
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by `vqae train`")
     parser.add_argument("--data", help="data path; default: the one in the checkpoint's config")
-    parser.add_argument("--split", default="test", help="train, validation or test")
+    parser.add_argument("--splits", help="split metadata for --data (metadata.parquet or a "
+                        "folder of v1 CSVs); default: none, so splits come from a name hash")
+    parser.add_argument("--split", help="train, validation, test, or all (every patch); "
+                        "default: test")
     parser.add_argument("--out", help="write the metrics JSON here")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--levels", type=int, nargs="*", default=None,
-                        help="extra RVQ level counts to evaluate (an RD sweep)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--depths", type=int, nargs="*", default=None,
+                        help="RVQ depths to evaluate besides the full one (an RD sweep)")
 
 
 def run(args) -> int:
     from vqae.evaluate import run_evaluate
 
-    run_evaluate(args.checkpoint, args.data, args.split, args.out, args.device, args.levels)
+    run_evaluate(args.checkpoint, args.data, args.split, args.out, args.device, args.depths,
+                 args.splits)
     return 0

@@ -6,7 +6,7 @@ import numpy as np
 from tabulate import tabulate
 
 from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args
-from vqae.data.source import open_dataset
+from vqae.data.source import DataSource
 
 __all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "run"]
 
@@ -18,13 +18,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    for split in ("train", "validation", "test"):
-        print(f"{split}: {len(open_dataset(cfg.data, split, normalize=False))} patches")
-    ds = open_dataset(cfg.data, None, normalize=False)
+    with DataSource(cfg.data) as source:
+        for split in ("train", "validation", "test"):
+            print(source.describe(split))
+        show(source.dataset(), args.limit)
+    return 0
+
+
+def show(ds, limit: int) -> None:
     rows = []
-    for i in range(min(args.limit, len(ds))):
+    for i in range(min(limit, len(ds))):
         x = ds.read_dn(i)  # (C, 120, 120)
         lo, hi = x.min(axis=(1, 2)), x.max(axis=(1, 2))
         rows.append([ds.names[i], f"{lo.min():.0f}..{hi.max():.0f}", int(np.isnan(x).sum())])
     print(tabulate(rows, headers=["patch", "DN range (all bands)", "NaN"]))
-    return 0

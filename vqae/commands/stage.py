@@ -7,7 +7,8 @@ from vqae.data.stage import stage_archive
 
 def add_arguments(parser) -> None:
     parser.add_argument("archive", help=".tar / .tar.gz / .tgz of a BigEarthNet GeoTIFF tree")
-    parser.add_argument("dest", help="folder to extract into (node-local disk)")
+    parser.add_argument("dest", help="folder to extract into (node-local disk): new, empty, or "
+                        "an earlier staging of the same archive; anything else is refused")
 
 
 def run(args) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from vqae.config import S2_BANDS
 from vqae.errors import ConfigError, DataError
 
+# The S2 band order used everywhere (BigEarthNet has no B10).
+S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 PATCH_SIZE = 120  # pixels of the 10 m grid of a 1200 m BigEarthNet patch
 S1_BANDS = ["VV", "VH"]
 HYSPECNET_BANDS = [f"B{i}" for i in range(1, 225)]  # EnMAP L2A, 224 bands at 128x128
@@ -44,3 +45,8 @@ def check_native_shape(array, band: str, patch: str, source: object) -> None:
             f"patch {patch} band {band} has shape {tuple(array.shape)} in {source}, expected "
             f"({size}, {size}) for a 1200 m BigEarthNet patch"
         )
+
+
+def band_offsets(bands: list[str], subtract_offset: bool) -> list[float]:
+    """Per-band offset the model removes before normalizing: the L2A offset on S2 bands."""
+    return [float(L2A_OFFSET) if subtract_offset and b in S2_BANDS else 0.0 for b in bands]

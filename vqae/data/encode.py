@@ -2,8 +2,8 @@
 
 key = patch name (utf-8); value = safetensors bytes of {band: array} at native size and stored
 dtype. Worker processes read and serialize whole patches; the parent is the only writer and
-commits batches of whole patches, so a killed run leaves only complete entries and `resume`
-skips them.
+commits batches of whole patches, so a killed run, or one whose disk fills up, leaves only
+complete entries and `resume` skips them; `overwrite` builds OUT.tmp and swaps it in at the end.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from safetensors.numpy import save as st_save
 from tqdm import tqdm
 
-from vqae.config import S2_BANDS
-from vqae.data.bands import S1_BANDS
+from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
 from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
+from vqae.data.lmdb_store import REENCODE, LmdbStore, is_lmdb
 from vqae.errors import DataError
 
 SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
@@ -135,15 +135,37 @@ def chunked(jobs: list[Job], size: int = 8) -> list[list[Job]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
+class OutWriteError(DataError):
+    """OUT cannot be written: its disk is full, failing or read-only."""
+
+
+def present_keys(out: Path) -> set[str]:
+    """Keys already in OUT (resume), each checked to be utf-8 with a safetensors header, so
+    that a damaged LMDB is reported, not completed."""
+    if not is_lmdb(out):
+        return set()
+    keys = set()
+    with LmdbStore(out) as store:  # closed before the writer opens the same file
+        for key, value in store.items():
+            store.band_names(key, value)
+            keys.add(key)
+    return keys
+
+
 class LmdbWriter:
-    """The single writer: one transaction per batch, map size doubled when it fills up."""
+    """The single writer: one transaction per batch, map size doubled when it fills up.
+
+    A full disk is not MapFullError: with writemap off, pages are written at commit, and a
+    short write there surfaces as a plain lmdb.Error (EIO or ENOSPC); the transaction is
+    aborted whole, so the batches committed before stay readable.
+    """
 
     def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE):
-        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False)
-
-    def keys(self) -> set[bytes]:
-        with self.env.begin() as txn:
-            return set(txn.cursor().iternext(keys=True, values=False))
+        self.path = path
+        try:
+            self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False)
+        except lmdb.Error as err:
+            raise self._failed(err) from err
 
     def write(self, items: list[tuple[bytes, bytes]]) -> None:
         while items:
@@ -153,7 +175,22 @@ class LmdbWriter:
                         txn.put(key, value)
                 return
             except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                self._grow()
+            except lmdb.Error as err:
+                raise self._failed(err) from err
+
+    def _grow(self) -> None:
+        try:
+            self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        except lmdb.Error as err:
+            raise self._failed(err) from err
+
+    def _failed(self, err: lmdb.Error) -> DataError:
+        if isinstance(err, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)):
+            return DataError(f"LMDB {self.path} is damaged ({type(err).__name__}: {err}); "
+                             f"{REENCODE}")
+        return OutWriteError(f"cannot write LMDB {self.path}: {err} (is its disk full or "
+                             "read-only?)")
 
     def close(self) -> None:
         self.env.close()
@@ -167,6 +204,14 @@ def _is_nonempty(out: Path) -> bool:
     return out.is_dir() and any(out.iterdir())
 
 
+def _mkdir(path: Path, exist_ok: bool) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as err:
+        raise DataError(f"cannot create the folder {path} ({err.strerror}); choose an OUT on a "
+                        "writable disk") from err
+
+
 def prepare_out(out: Path, resume: bool, overwrite: bool) -> Path:
     """The folder to write: OUT itself, or OUT.tmp when replacing an existing LMDB."""
     if resume and overwrite:
@@ -174,7 +219,7 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise DataError(f"OUT {out} is a file; OUT must be a folder to hold the LMDB")
     if not _is_nonempty(out):
-        out.mkdir(parents=True, exist_ok=True)
+        _mkdir(out, exist_ok=True)
         return out
     others = sorted(p.name for p in out.iterdir() if p.name not in LMDB_FILES)
     if (resume or overwrite) and (others or not (out / "data.mdb").exists()):
@@ -187,7 +232,7 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> Path:
     if overwrite:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed --overwrite
-        tmp.mkdir(parents=True)
+        _mkdir(tmp, exist_ok=False)
         return tmp
     raise DataError(
         f"OUT {out} already exists and is not empty; pass --resume to complete it, "
@@ -238,31 +283,45 @@ def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
 
 
 def write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
+    """OUT.skipped.tsv, written whole or not at all (a temporary file renamed over it)."""
     path = skipped_path(out)
-    if not skipped:
-        path.unlink(missing_ok=True)  # a list from an earlier run would be stale
-        return
+    tmp = path.with_name(path.name + ".tmp")
     lines = ["patch\treason"] + [f"{k}\t{' '.join(r.split())}" for k, r in skipped]
-    path.write_text("\n".join(lines) + "\n")
+    try:
+        if not skipped:
+            path.unlink(missing_ok=True)  # a list from an earlier run would be stale
+            return
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot update {path} ({err.strerror}); the LMDB {out} is complete; "
+                        "free space or fix that path, then rerun with --resume --skip-bad to "
+                        "write the list of skipped patches") from err
 
 
-def _bad_patch_hint(err: BadPatchError, out: Path, replacing: bool) -> DataError:
+def _failure_hint(err: DataError, out: Path, replacing: bool) -> DataError:
+    """One line: what failed, what became of OUT, and how to go on."""
     if replacing:
-        return DataError(f"{err}\n{out} was left unchanged; fix or remove that patch, "
-                         "or pass --skip-bad")
-    return DataError(f"{err}\nthe patches before it are saved in {out}; fix or remove that "
-                     "patch and rerun with --resume, or pass --skip-bad")
+        kept, again = f"{out} was left unchanged", "--overwrite"
+    else:
+        kept, again = f"the patches committed before are kept in {out}", "--resume"
+    if isinstance(err, BadPatchError):
+        fix = f"fix or remove that patch and rerun with {again}, or pass --skip-bad"
+    else:
+        fix = f"free space on its disk or move it to a writable one, then rerun with {again}"
+    return DataError(f"{err}; {kept}; {fix}")
 
 
 def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
          opts: EncodeOptions) -> EncodeReport:
     report = EncodeReport()
     with chunk_mapper(opts.workers) as imap:
+        done = present_keys(target) if resume else set()
+        todo = [j for j in jobs if j.key not in done]
+        report.present = len(jobs) - len(todo)
         writer = LmdbWriter(target, map_size)
         try:
-            done = writer.keys() if resume else set()
-            todo = [j for j in jobs if j.key.encode("utf-8") not in done]
-            report.present = len(jobs) - len(todo)
             _write_all(imap, todo, writer, opts, report)
         finally:
             writer.close()
@@ -281,8 +340,8 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
     except BaseException as err:
         if target != out:
             shutil.rmtree(target, ignore_errors=True)  # OUT itself was never touched
-        if isinstance(err, BadPatchError):
-            raise _bad_patch_hint(err, out, target != out) from err
+        if isinstance(err, (BadPatchError, OutWriteError)):
+            raise _failure_hint(err, out, target != out) from err
         raise
     if target != out:
         replace_lmdb(target, out)

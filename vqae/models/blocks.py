@@ -7,14 +7,12 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqae.errors import ConfigError
-
 ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
 
 
 def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise ConfigError(f"model.activation '{name}' unknown; valid: {', '.join(ACTIVATIONS)}")
+        raise ValueError(f"activation {name!r} unknown; valid: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 

@@ -1,28 +1,53 @@
-"""Model construction from the config: quantizers picked by name from a plain dict."""
+"""Model construction: the one place that maps the config to constructor keyword arguments."""
 
 from __future__ import annotations
 
-from vqae.config import Config
-from vqae.errors import ConfigError
+from collections.abc import Sequence
+
+from vqae.config import Config, QuantizerConfig
+from vqae.data.bands import S1_BANDS, band_offsets
+from vqae.data.stats import band_mean_std, builtin_stats
 from vqae.models.autoencoder import Autoencoder, Decoder, Encoder
 from vqae.models.fsq import FSQ
+from vqae.models.normalize import Normalize
+from vqae.models.quantizer import Quantizer
 from vqae.models.rvq import ResidualVQ
 from vqae.models.vq import VectorQuantizer
 
-# a new quantizer is one class with from_config(cfg.quantizer, dim) plus one entry here
-QUANTIZERS: dict[str, type] = {"vq": VectorQuantizer, "rvq": ResidualVQ, "fsq": FSQ}
+# a new quantizer is one class plus one entry here and in quantizer_kwargs
+QUANTIZERS: dict[str, type[Quantizer]] = {"vq": VectorQuantizer, "rvq": ResidualVQ, "fsq": FSQ}
+VQ_KEYS = ("codebook_size", "codebook_dim", "distance", "ema", "decay", "eps", "beta",
+           "kmeans_init", "kmeans_iters", "revive_threshold", "rotation_trick")
 
 
-def build_model(cfg: Config) -> Autoencoder:
-    """Autoencoder for cfg; in_bands follows the data bands (+2 for S1 VV, VH)."""
-    m, q = cfg.model, cfg.quantizer
-    if q.name not in QUANTIZERS:
-        raise ConfigError(f"quantizer.name '{q.name}' unknown; valid: {', '.join(QUANTIZERS)}")
-    in_bands = len(cfg.data.bands) + (2 if cfg.data.s1 else 0)
+def quantizer_kwargs(q: QuantizerConfig) -> dict:
+    if q.name == "fsq":
+        return {"levels": list(q.levels)}
+    kwargs = {key: getattr(q, key) for key in VQ_KEYS}
+    if q.name == "rvq":
+        kwargs.update(depth=q.depth, shared_codebook=q.shared_codebook, dropout=q.dropout)
+    return kwargs
+
+
+def model_bands(cfg: Config) -> list[str]:
+    """The model's channels: the data's S2 bands, then VV, VH with data.s1."""
+    return list(cfg.data.bands) + (S1_BANDS if cfg.data.s1 else [])
+
+
+def build_model(cfg: Config, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> Autoencoder:
+    """Autoencoder for cfg; normalization statistics default to the built-in BigEarthNet ones
+    (a checkpoint's state_dict replaces them when a trained model is loaded)."""
+    m = cfg.model
+    bands = model_bands(cfg)
+    if mean is None or std is None:
+        mean, std = band_mean_std(builtin_stats(), bands, "built-in BigEarthNet stats")
+    normalize = Normalize(bands, mean, std, band_offsets(bands, cfg.data.subtract_offset))
     args = (m.widths, m.downsample, m.blocks_per_stage, m.latent_dim, m.groups, m.activation)
     return Autoencoder(
-        Encoder(in_bands, *args),
-        QUANTIZERS[q.name].from_config(q, m.latent_dim),
-        Decoder(in_bands, *args),
+        normalize,
+        Encoder(len(bands), *args),
+        QUANTIZERS[cfg.quantizer.name](m.latent_dim, **quantizer_kwargs(cfg.quantizer)),
+        Decoder(len(bands), *args),
         image_size=m.image_size,
     )

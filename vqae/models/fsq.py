@@ -11,17 +11,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vqae.config import QuantizerConfig
-from vqae.models.quantizer import QuantizerOutput, code_stats, flatten, fp32, unflatten
+from vqae.models.quantizer import Quantizer, QuantizerOutput, flatten, fp32, unflatten
 
 
-class FSQ(nn.Module):
-    num_levels = 1
+class FSQ(Quantizer):
+    depth = 1
 
-    def __init__(self, dim: int, levels: list[int] | tuple[int, ...] = (8, 5, 5, 5)):
+    def __init__(self, dim: int, *, levels: list[int] | tuple[int, ...] = (8, 5, 5, 5)):
         super().__init__()
         if not levels or min(levels) < 2:
-            raise ValueError(f"FSQ levels must each be >= 2, got {list(levels)}; set quantizer.fsq_levels")
+            raise ValueError(f"FSQ levels must each be >= 2, got {list(levels)}")
         self.dim, self.codebook_size = dim, math.prod(levels)
         inner = len(levels)
         self.project_in = nn.Linear(dim, inner) if dim != inner else nn.Identity()
@@ -32,10 +31,6 @@ class FSQ(nn.Module):
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), dim=0)
         self.register_buffer("basis", basis, persistent=False)  # mixed-radix digit weights
 
-    @classmethod
-    def from_config(cls, cfg: QuantizerConfig, dim: int) -> FSQ:
-        return cls(dim, cfg.fsq_levels)
-
     def bound(self, h: Tensor) -> Tensor:
         """Squash to (-L/2, L/2) so rounding gives exactly L values (offset by 1/2 for even L)."""
         half = (self.levels - 1) * (1 + 1e-3) / 2
@@ -43,21 +38,20 @@ class FSQ(nn.Module):
         shift = torch.atanh(offset / half)
         return torch.tanh(h + shift) * half - offset
 
-    def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
+    def forward(self, z: Tensor, depth: int | None = None) -> QuantizerOutput:
         """z (B, D, *S) -> quantized (B, D, *S), indices (B, 1, *S)."""
+        self.check_depth(depth)
         with fp32(z.device):
             bounded = self.bound(self.project_in(flatten(z)))  # (N, d)
             rounded = torch.round(bounded).detach()
             codes = (rounded + (bounded - bounded.detach())) / self.half_width  # value exact
             idx = self._to_index(rounded)
             out = self.project_out(codes)
-        perplexity, usage = code_stats(torch.bincount(idx, minlength=self.codebook_size))
         return QuantizerOutput(
             quantized=unflatten(out, z.shape).to(z.dtype),
             indices=unflatten(idx[:, None], z.shape),
             losses={},
-            perplexity=perplexity[None],
-            usage=usage[None],
+            counts=torch.bincount(idx, minlength=self.codebook_size)[None],
         )
 
     def _to_index(self, rounded: Tensor) -> Tensor:
@@ -65,8 +59,9 @@ class FSQ(nn.Module):
         return (digits * self.basis).sum(dim=1)
 
     @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+    def encode(self, z: Tensor, depth: int | None = None) -> Tensor:
         """(B, D, *S) -> indices (B, 1, *S)."""
+        self.check_depth(depth)
         with fp32(z.device):
             idx = self._to_index(torch.round(self.bound(self.project_in(flatten(z)))))
         return unflatten(idx[:, None], z.shape)
@@ -79,7 +74,3 @@ class FSQ(nn.Module):
             codes = (digits.float() - self.half_width) / self.half_width
             rows = self.project_out(codes)
         return unflatten(rows, indices.shape)
-
-    def dead_codes(self) -> Tensor:
-        """FSQ has no learned codebook to die; kept for a uniform codebook-health interface."""
-        return torch.zeros(1, dtype=torch.long, device=self.basis.device)

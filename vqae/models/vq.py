@@ -10,10 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqae.config import QuantizerConfig
-from vqae.errors import ConfigError
 from vqae.models.kmeans import kmeans, nearest, sample_rows
-from vqae.models.quantizer import QuantizerOutput, code_stats, flatten, fp32, mse, unflatten
+from vqae.models.quantizer import Quantizer, QuantizerOutput, flatten, fp32, mse, unflatten
 from vqae.models.sync import all_reduce_sum
 
 DISTANCES = ("l2", "cosine")
@@ -35,19 +33,13 @@ def rotate_to(h: Tensor, q: Tensor) -> Tensor:
     return out + (q - out).detach()  # exact code values forward; rotation gradient backward
 
 
-def vq_kwargs(cfg: QuantizerConfig) -> dict:
-    """VectorQuantizer keyword arguments from the quantizer config (shared with ResidualVQ)."""
-    names = ("codebook_size", "codebook_dim", "distance", "ema", "decay", "eps", "beta",
-             "kmeans_init", "kmeans_iters", "dead_threshold", "rotation_trick")
-    return {name: getattr(cfg, name) for name in names}
-
-
-class VectorQuantizer(nn.Module):
-    num_levels = 1
+class VectorQuantizer(Quantizer):
+    depth = 1
 
     def __init__(
         self,
         dim: int,
+        *,
         codebook_size: int = 1024,
         codebook_dim: int = 0,
         distance: str = "l2",
@@ -57,15 +49,15 @@ class VectorQuantizer(nn.Module):
         beta: float = 0.25,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
-        dead_threshold: float = 0.03,
+        revive_threshold: float = 0.03,
         rotation_trick: bool = False,
     ):
         super().__init__()
         if distance not in DISTANCES:
-            raise ConfigError(f"quantizer.distance '{distance}' unknown; valid: {', '.join(DISTANCES)}")
+            raise ValueError(f"distance {distance!r} unknown; valid: {', '.join(DISTANCES)}")
         self.dim, self.codebook_size = dim, codebook_size
         self.cosine, self.ema, self.decay, self.eps, self.beta = distance == "cosine", ema, decay, eps, beta
-        self.kmeans_iters, self.dead_threshold = kmeans_iters, dead_threshold
+        self.kmeans_iters, self.revive_threshold = kmeans_iters, revive_threshold
         self.rotation_trick = rotation_trick
         inner = codebook_dim or dim
         self.project_in = nn.Linear(dim, inner) if codebook_dim else nn.Identity()
@@ -82,26 +74,21 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("initted", torch.tensor(not kmeans_init))
 
-    @classmethod
-    def from_config(cls, cfg: QuantizerConfig, dim: int) -> VectorQuantizer:
-        return cls(dim, **vq_kwargs(cfg))
-
     def codes(self) -> Tensor:
         """(K, d) fp32 code vectors as used for lookup (unit length with cosine distance)."""
         embed = self.embed.float()
         return F.normalize(embed, dim=1) if self.cosine else embed
 
-    def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
+    def forward(self, z: Tensor, depth: int | None = None) -> QuantizerOutput:
         """z (B, D, *S) -> quantized (B, D, *S), indices (B, 1, *S)."""
+        self.check_depth(depth)
         with fp32(z.device):
             out, idx, losses, counts = self.quantize_rows(flatten(z))
-        perplexity, usage = code_stats(counts)
         return QuantizerOutput(
             quantized=unflatten(out, z.shape).to(z.dtype),
             indices=unflatten(idx[:, None], z.shape),
             losses=losses,
-            perplexity=perplexity[None],
-            usage=usage[None],
+            counts=counts[None],
         )
 
     def quantize_rows(self, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
@@ -136,8 +123,9 @@ class VectorQuantizer(nn.Module):
         return q.detach() + (h - h.detach())
 
     @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+    def encode(self, z: Tensor, depth: int | None = None) -> Tensor:
         """(B, D, *S) -> indices (B, 1, *S)."""
+        self.check_depth(depth)
         with fp32(z.device):
             idx = self.encode_rows(flatten(z))
         return unflatten(idx[:, None], z.shape)
@@ -168,7 +156,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, h: Tensor, idx: Tensor, counts: Tensor) -> None:
-        """EMA of counts (always, for usage and dead codes) and of sums (EMA codebooks)."""
+        """EMA of counts (always, for usage and revival) and of sums (EMA codebooks)."""
         counts = counts.float()
         if self.ema:
             sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, h)  # (K, d)
@@ -180,7 +168,7 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.lerp_(counts, 1 - self.decay)
         if self.ema:
             self.embed.copy_(self.embed_sum / self._smoothed_sizes()[:, None])
-        self._revive_dead(h)
+        self._revive_rare(h)
 
     def _smoothed_sizes(self) -> Tensor:
         """Laplace-smoothed cluster sizes: no division by ~0 for codes nobody picks."""
@@ -188,27 +176,27 @@ class VectorQuantizer(nn.Module):
         total = size.sum()
         return (size + self.eps) / (total + k * self.eps) * total
 
-    def dead_mask(self) -> Tensor:
-        """(K,) codes whose EMA usage is below dead_threshold times the uniform share 1/K."""
+    def rare_mask(self) -> Tensor:
+        """(K,) codes whose EMA usage is below revive_threshold times the uniform share 1/K."""
         share = self.cluster_size / self.cluster_size.sum().clamp_min(1e-12)
-        return share < self.dead_threshold / self.codebook_size
+        return share < self.revive_threshold / self.codebook_size
 
-    def dead_codes(self) -> Tensor:
-        """(1,) number of dead codes by the EMA usage."""
-        return self.dead_mask().sum()[None]
+    def rare_codes(self) -> Tensor:
+        """(1,) number of codes the EMA usage marks for revival."""
+        return self.rare_mask().sum()[None]
 
     @torch.no_grad()
-    def _revive_dead(self, h: Tensor) -> None:
-        """Re-seed dead codes from current rows (rank 0's, broadcast) at the uniform usage."""
-        if self.dead_threshold <= 0:
+    def _revive_rare(self, h: Tensor) -> None:
+        """Re-seed rare codes from current rows (rank 0's, broadcast) at the uniform usage."""
+        if self.revive_threshold <= 0:
             return
-        dead = self.dead_mask()  # identical on all ranks: cluster_size is all-reduced
-        n_dead = int(dead.sum())
-        if n_dead == 0:
+        rare = self.rare_mask()  # identical on all ranks: cluster_size is all-reduced
+        n_rare = int(rare.sum())
+        if n_rare == 0:
             return
-        seeds = sample_rows(h, n_dead, fallback=self.embed.data[dead].float())  # (n_dead, d)
+        seeds = sample_rows(h, n_rare, fallback=self.embed.data[rare].float())  # (n_rare, d)
         size = self.cluster_size.sum() / self.codebook_size
-        self.embed.data[dead] = seeds.to(self.embed.dtype)
-        self.cluster_size[dead] = size
+        self.embed.data[rare] = seeds.to(self.embed.dtype)
+        self.cluster_size[rare] = size
         if self.ema:
-            self.embed_sum[dead] = seeds * size
+            self.embed_sum[rare] = seeds * size
