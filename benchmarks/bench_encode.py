@@ -30,11 +30,11 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from tabulate import tabulate
 
-from vqae.config import S2_BANDS, DataConfig
+from vqae.config import DataConfig
+from vqae.data.bands import S2_BANDS
 from vqae.data.discover import find_patches
 from vqae.data.encode import EncodeOptions, collect_jobs, encode
-from vqae.data.readers import open_env
-from vqae.data.source import open_dataset
+from vqae.data.source import DataSource
 
 
 def default_archive() -> Path:
@@ -136,11 +136,12 @@ def rate(fn, n: int, min_seconds: float = 1.0) -> float:
 
 
 def bench_readers(root: Path, lmdb_path: Path, repeats: int) -> None:
-    tiffs = open_dataset(DataConfig(path=str(root), format="geotiff"))
-    fast = open_dataset(DataConfig(path=str(lmdb_path), format="lmdb"))
+    tiffs = DataSource(DataConfig(path=str(root), format="geotiff")).dataset()
+    source = DataSource(DataConfig(path=str(lmdb_path), format="lmdb"))
+    fast = source.dataset()
     assert tiffs.names == fast.names
     assert np.array_equal(tiffs[0]["image"].numpy(), fast[0]["image"].numpy())
-    env = open_env(str(lmdb_path))  # the reader's own handle: one per process and path
+    env = source.store.env()  # the reader's own handle: one per process and database
     keys = [n.encode() for n in fast.names]
 
     def ceiling(i: int) -> None:

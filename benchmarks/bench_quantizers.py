@@ -2,7 +2,7 @@
 
 Matched settings: dim 64, K 1024, EMA decay 0.99, commitment weight 0.25, no k-means, no dead-code
 replacement, plain straight-through (their rotation trick off), training mode, batch 32 of 15x15
-and 30x30 latents, RVQ with 8 levels. Both libraries run in this one process, interleaved, and
+and 30x30 latents, RVQ of depth 8. Both libraries run in this one process, interleaved, and
 each figure is the median of repeated runs. Each library gets its native layout: ours
 (B, D, h, w), theirs (B, h*w, D).
 
@@ -22,13 +22,13 @@ import torch
 
 from vqae.models import ResidualVQ, VectorQuantizer
 
-DIM, K, DECAY, BETA, BATCH, LEVELS = 64, 1024, 0.99, 0.25, 32, 8
+DIM, K, DECAY, BETA, BATCH, DEPTH = 64, 1024, 0.99, 0.25, 32, 8
 
 
 def ours(kind: str) -> torch.nn.Module:
     kw = {"codebook_size": K, "decay": DECAY, "beta": BETA, "kmeans_init": False,
-          "dead_threshold": 0.0}
-    return VectorQuantizer(DIM, **kw) if kind == "vq" else ResidualVQ(DIM, levels=LEVELS, **kw)
+          "revive_threshold": 0.0}
+    return VectorQuantizer(DIM, **kw) if kind == "vq" else ResidualVQ(DIM, depth=DEPTH, **kw)
 
 
 def theirs(kind: str) -> torch.nn.Module:
@@ -36,7 +36,7 @@ def theirs(kind: str) -> torch.nn.Module:
 
     kw = {"dim": DIM, "codebook_size": K, "decay": DECAY, "commitment_weight": BETA,
           "kmeans_init": False, "threshold_ema_dead_code": 0, "rotation_trick": False}
-    return vqp.VectorQuantize(**kw) if kind == "vq" else vqp.ResidualVQ(num_quantizers=LEVELS, **kw)
+    return vqp.VectorQuantize(**kw) if kind == "vq" else vqp.ResidualVQ(num_quantizers=DEPTH, **kw)
 
 
 def step_ours(model: torch.nn.Module, z: torch.Tensor) -> None:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for side in (15, 30):
             a, b = measure(kind, side, args.device, args.repeats)
             total_a, total_b = total_a + a, total_b + b
-            label = kind if kind == "vq" else f"rvq x{LEVELS}"
+            label = kind if kind == "vq" else f"rvq x{DEPTH}"
             print(f"{label:<10}{f'{side}x{side}':>10}{a * 1e3:>10.1f}{b * 1e3:>11.1f}{a / b:>8.3f}")
     print(f"ratio ours/theirs (all cases, summed medians): {total_a / total_b:.3f}")
     return 0

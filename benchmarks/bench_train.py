@@ -4,7 +4,7 @@ Both variants drive the same `vqae.train.Trainer` (same model, optimizer, augmen
 `train_step`; the only difference is where each batch comes from:
 
   * LMDB loader: `trainer.batches()`, i.e. the training DataLoader over the LMDB (workers read,
-    decode, resample and normalize patches while the model trains);
+    decode and resample patches while the model trains);
   * in memory: a pre-built list of batches of the same shape (real patches read once up front,
     so the model does exactly the same work and only the loader cost differs).
 
@@ -104,7 +104,7 @@ def run_steps(trainer: Trainer, groups, steps: int) -> float:
     start, seen = time.perf_counter(), 0
     for _ in range(steps):
         group = next(groups)
-        trainer.train_step(group)
+        trainer.train_step(group, stats=False)
         seen += sum(len(b["name"]) for b in group)
     sync(trainer.device)
     return seen / (time.perf_counter() - start)

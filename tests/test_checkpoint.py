@@ -148,3 +148,47 @@ def test_best_is_a_hard_link_where_supported(tmp_path):
     mgr = CheckpointManager(tmp_path)
     mgr.save(1, _state(1), metric=1.0)
     assert os.path.samefile(mgr.best_path, mgr.path_for(1))
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = CheckpointManager(tmp_path).save(1, _state(1), metric=1.0)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the group, like any output
+
+
+def test_read_checkpoint_and_load_model_name_the_file(tmp_path):
+    from vqae.checkpoint import load_model, read_checkpoint
+    from vqae.config import Config, to_dict
+    from vqae.errors import DataError
+    from vqae.models import build_model
+
+    with pytest.raises(DataError, match="does not exist"):
+        read_checkpoint(tmp_path / "none.pt")
+    torn = tmp_path / "torn.pt"
+    save_checkpoint(torn, _state(1))
+    torn.write_bytes(torn.read_bytes()[:200])
+    with pytest.raises(DataError, match=f"checkpoint {torn} is unreadable"):
+        read_checkpoint(torn)
+    save_checkpoint(tmp_path / "other.pt", {"weights": 1})
+    with pytest.raises(DataError, match=r"lacks \['config', 'model'\]"):
+        read_checkpoint(tmp_path / "other.pt")
+    cfg = Config()
+    cfg.model.widths = [8]
+    model = build_model(cfg)
+    save_checkpoint(tmp_path / "ok.pt", {"model": model.state_dict(), "config": to_dict(cfg)})
+    loaded, loaded_cfg = load_model(tmp_path / "ok.pt")
+    assert loaded_cfg == cfg and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 model.state_dict().values()))
+    wrong = to_dict(cfg)
+    wrong["model"]["widths"] = [16]
+    save_checkpoint(tmp_path / "wrong.pt", {"model": model.state_dict(), "config": wrong})
+    with pytest.raises(DataError, match="weights do not fit"):
+        load_model(tmp_path / "wrong.pt")
+    wrong["model"]["widths"] = [0]
+    save_checkpoint(tmp_path / "bad.pt", {"model": model.state_dict(), "config": wrong})
+    with pytest.raises(DataError, match="config this version cannot use"):
+        load_model(tmp_path / "bad.pt")

@@ -84,3 +84,14 @@ def test_readme_commands_parse_as_written():
         name, module, args = parse(argv)
         if getattr(module, "ACCEPTS_OVERRIDES", False):
             config_from_args(args)  # config files exist and every override is valid
+
+
+def test_ci_runs_the_readme_commands_as_written():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme, ci = (repo / "README.md").read_text(), (repo / ".ci" / "run").read_text()
+    first = "pip install torch==2.13.0 -e . && vqae train --config configs/debug.yaml"
+    tests = 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -q'
+    for command in (first, tests):
+        assert command in readme and command in ci.splitlines()

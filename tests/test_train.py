@@ -1,5 +1,6 @@
 """End to end training on the real sample: logging, checkpoints, exact resume, signals, DDP."""
 
+import json
 import os
 import signal
 import subprocess
@@ -154,12 +155,37 @@ def test_evaluate_command_rebuilds_model_from_checkpoint(sample_dir, tmp_path, c
     out = tmp_path / "test.json"
     assert main(["evaluate", str(run / "checkpoints" / "best.pt"), "--split", "test",
                  "--out", str(out), "--device", "cpu"]) == 0
-    import json
-
     metrics = json.loads(out.read_text())
-    assert metrics["patches"] == 8 and 0 < metrics["psnr"] < 100
+    assert metrics["patches"] == 8 and metrics["split"] == "test" and 0 < metrics["psnr"] < 100
     assert metrics["bpp_index"] == pytest.approx(15 * 15 * 5 / 14400)
+    assert "evaluating split 'test' from the split metadata: 8 of 24" in capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_a_new_folder_whole_or_by_hash_and_from_any_folder(
+        tmp_path, capsys, caplog, monkeypatch):
+    from tests.fakes import write_fake_tree
+
+    write_fake_tree(tmp_path / "tiffs", n=12)
+    write_fake_tree(tmp_path / "new", n=36, seed=3)
+    monkeypatch.chdir(tmp_path)
+    assert main(train_args(tmp_path / "run", "--train.steps=2", "--train.eval_every=2",
+                           "--run.tracker=none", "--data", "tiffs",  # a relative path
+                           "--data.split_ratios=[2,1,1]", "--data.batch_size=2")) == 0
+    ckpt = str(tmp_path / "run" / "checkpoints" / "best.pt")
+    monkeypatch.chdir(REPO)  # the saved config holds the data path absolute
+    assert main(["evaluate", ckpt, "--split", "validation", "--device", "cpu"]) == 0
+    assert "of 12 patches of " + str(tmp_path / "tiffs") in capsys.readouterr().out
+    assert main(["evaluate", ckpt, "--data", str(tmp_path / "new"), "--split", "all",
+                 "--out", str(tmp_path / "all.json")]) == 0
+    assert "evaluating all 36 patches" in capsys.readouterr().out
+    assert json.loads((tmp_path / "all.json").read_text())["patches"] == 36
+    assert main(["evaluate", ckpt, "--data", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "split 'test' chosen by name hash" in out and "of 36 patches" in out
+    assert "no split metadata and no --split" in caplog.text
 
 
 def test_cuda_request_without_gpu_is_an_error(tmp_path, capsys):
@@ -167,3 +193,25 @@ def test_cuda_request_without_gpu_is_an_error(tmp_path, capsys):
         pytest.skip("a GPU is present")
     assert main(train_args(tmp_path / "r", "--run.device=cuda", "--train.steps=1")) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_throughput_clock_stops_outside_training_steps(monkeypatch):
+    from vqae.train import Throughput
+
+    now = iter([0.0, 2.0, 100.0, 104.0])  # step 0..2 s, eval until 100 s, step 100..104 s
+    monkeypatch.setattr("vqae.train.time.perf_counter", lambda: next(now))
+    meter = Throughput()
+    meter.add(10)
+    meter.restart()
+    meter.add(20)
+    assert meter.rate() == pytest.approx(30 / 6)
+
+
+def test_schedule_logs_evaluates_and_checkpoints_on_the_last_step():
+    from vqae.config import TrainConfig
+    from vqae.train import Schedule
+
+    s = Schedule(TrainConfig(steps=10, log_every=4, eval_every=6, checkpoint_every=5))
+    assert [n for n in range(1, 11) if s.logs(n)] == [4, 8, 10]
+    assert [n for n in range(1, 11) if s.evaluates(n)] == [6, 10]
+    assert [n for n in range(1, 11) if s.checkpoints(n)] == [5, 10]

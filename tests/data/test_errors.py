@@ -95,3 +95,15 @@ def test_archive_with_unsafe_member(capsys, tmp_path, member):
     code, err = run_cli(capsys, "stage", str(archive), str(tmp_path / "dest"))
     assert code == 2 and "unsafe member" in err
     assert not (tmp_path / "dest").exists() and not (tmp_path / "escape.tif").exists()
+
+
+@pytest.mark.parametrize("how", ["start", "middle", "key", "value"])
+def test_damaged_lmdb_is_one_line_for_the_readers(capsys, tmp_path, how):
+    from tests.data.encode_helpers import damage_lmdb
+
+    written = write_fake_tree(tmp_path / "t", n=3)
+    db = write_lmdb(tmp_path / "db", written)
+    damage_lmdb(db, how, next(iter(written)))
+    code, err = run_cli(capsys, "stats", "--data", str(db))
+    assert code == 2 and str(db) in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1, err

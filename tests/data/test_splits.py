@@ -25,6 +25,34 @@ def test_hash_split_is_stable_and_follows_ratios():
         hash_split("x", [1, 1])
 
 
+# Pinned (name -> split): a change of hash function, byte order or Python's hash seed would move
+# patches between splits of existing runs, and this test is what notices.
+PINNED = {
+    ("S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_0_0", (0.8, 0.1, 0.1)): "train",
+    ("patch_7", (0.8, 0.1, 0.1)): "validation",
+    ("b", (0.8, 0.1, 0.1)): "test",
+    ("patch_7", (1, 1, 1)): "test",
+    ("a", (1, 1, 1)): "validation",
+    ("d", (1, 1, 1)): "train",
+}
+
+
+@pytest.mark.parametrize("name, ratios", list(PINNED))
+def test_hash_split_values_are_pinned(name, ratios):
+    assert hash_split(name, list(ratios)) == PINNED[(name, ratios)]
+
+
+def test_hash_split_is_the_same_in_another_process():
+    import subprocess
+    import sys
+
+    code = ("from vqae.data.splits import hash_split; "
+            "print(hash_split('patch_7', [1, 1, 1]), hash_split('a', [1, 1, 1]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "12345", "PATH": ""})
+    assert out.stdout.split() == ["test", "validation"]
+
+
 def test_v2_parquet_with_and_without_snow_cloud(tmp_path):
     names = patch_names(6)
     write_parquet(tmp_path / "metadata.parquet", names[:4], ["train", "train", "validation", "test"])

@@ -1,7 +1,7 @@
 """VectorQuantizer: a K x d codebook learned by EMA or by gradient, straight-through gradients.
 
 Hot path per step: one addmm + argmin for distances, one gather for the codes, one bincount and
-one index_add_ for the EMA statistics (no (N, K) one-hot matrices, no einops).
+one index_add_ for the EMA statistics (no (N, K) one-hot matrices).
 """
 
 from __future__ import annotations
