@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("preview", "list the patches of a dataset and the value range of each band"),
     "encode": ("encode", "encode GeoTIFF trees (BigEarthNet S1/S2, HySpecNet-11k) into an LMDB"),
     "verify-encoded": ("verify_encoded", "compare an encoded LMDB with its source GeoTIFFs"),
+    "config": ("config", "print the resolved config (or one key) that train would use"),
+    "job-status": ("job_status", "record a launched job's state in <run dir>/status.json"),
 }
 
 

@@ -329,8 +329,9 @@ def load_config(files: list[str] | None = None, overrides: list[str] | None = No
     """Defaults <- each YAML file in order <- each `section.key=value` override."""
     cfg = Config()
     for f in files or []:
+        diff = read_yaml(f)
         try:
-            cfg = _merge(cfg, read_yaml(f), "")
+            cfg = _merge(cfg, diff, "")
         except ConfigError as err:
             raise ConfigError(f"{f}: {err}") from err
     for text in overrides or []:

@@ -108,7 +108,9 @@ def _init_group(env: DistEnv) -> None:
         if "SLURM_JOB_NODELIST" not in os.environ:
             raise ConfigError("several processes but no MASTER_ADDR: start with torchrun or srun")
         os.environ["MASTER_ADDR"] = first_host(os.environ["SLURM_JOB_NODELIST"])
-    os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", 0)) % 1000))
+    # one port per job, so jobs sharing a node don't collide (ids 1000 apart did, with % 1000)
+    job = int(os.environ.get("SLURM_JOB_ID", 0))
+    os.environ.setdefault("MASTER_PORT", str(15000 + job % 40000))
     backend = "nccl" if env.device.startswith("cuda") else "gloo"
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
 

@@ -48,7 +48,7 @@ def test_stage_extracts_once_with_marker(tmp_path):
 def test_concurrent_stagers_extract_exactly_once(tmp_path):
     archive, _ = make_archive(tmp_path, n=6)
     dest = tmp_path / "scratch" / "patches"
-    with mp.get_context("fork").Pool(4) as pool:
+    with mp.get_context("spawn").Pool(4) as pool:  # no fork of a threaded pytest process
         extractions = pool.map(_stage, [(archive, dest)] * 4)
     assert sum(extractions) == 1
     assert (dest / MARKER).is_file()

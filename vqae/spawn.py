@@ -1,0 +1,249 @@
+"""`spawner.py SWEEP.yaml --deploy slurm|tmux [--dry-run] [--max-parallel M]` and `--status`.
+
+Slurm: ONE job array (`sbatch --array=<jobs to run>%M slurm_launcher`) whose task i takes line
+i+1 of `<sweep folder>/jobs.tsv`. tmux: a tmuxp workspace with a window per job, loaded
+detached under a unique session name; a job waits for one of M slot locks before it trains.
+Each job records `<sweep folder>/<job>/status.json`; a rerun skips jobs that are done and
+resumes the others (`--run.resume=auto`). Imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from tabulate import tabulate
+
+from vqae.errors import ConfigError, VqaeError
+from vqae.jobstatus import read_status, write_status
+from vqae.sweep import JOBS_FILE, Job, Sweep, expand, load_sweep, write_jobs
+
+ACTIVE = ("queued", "running", "requeued")  # a requeued Slurm job is pending again
+
+
+def index_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (Slurm's --array syntax)."""
+    parts, start = [], None
+    for i, n in enumerate(indices):
+        if start is None:
+            start = n
+        if i + 1 == len(indices) or indices[i + 1] != n + 1:
+            parts.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ",".join(parts)
+
+
+def jobs_to_run(jobs: list[Job], force: bool) -> list[int]:
+    """Indices of the jobs that are not done; refuses queued/running ones unless forced."""
+    states = [read_status(job.run_dir).get("state") for job in jobs]
+    active = [job.name for job, state in zip(jobs, states) if state in ACTIVE]
+    if active and not force:
+        raise ConfigError(f"job(s) {', '.join(active)} are queued or running per their "
+                          "status.json; check with --status, wait, or pass --force to deploy "
+                          "them again")
+    return [i for i, state in enumerate(states) if state != "done"]
+
+
+def show_jobs(sweep: Sweep, jobs: list[Job], todo: list[int]) -> None:
+    rows = [(i, job.name, "run" if i in todo else "done (skipped)", job.run_dir)
+            for i, job in enumerate(jobs)]
+    print(f"sweep {sweep.name}: {len(jobs)} jobs, {len(todo)} to run")
+    print(tabulate(rows, headers=["#", "job", "action", "run folder"]))
+
+
+# ---- Slurm --------------------------------------------------------------------------------
+
+def sbatch_command(sweep: Sweep, folder: Path, todo: list[int], max_parallel: int,
+                   launcher: Path, extra: str) -> list[str]:
+    return ["sbatch", "--parsable", f"--array={index_ranges(todo)}%{max_parallel}",
+            f"--job-name={sweep.name}", f"--output={folder / 'logs'}/%x-%A_%a.out",
+            f"--export=ALL,VQAE_JOBS_FILE={folder / JOBS_FILE}", *shlex.split(extra),
+            str(launcher)]
+
+
+def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
+    archive = os.environ.get("VQAE_DATA_ARCHIVE")
+    if archive and not Path(archive).is_file():
+        raise ConfigError(f"VQAE_DATA_ARCHIVE={archive} does not exist; point it at the "
+                          ".tar/.tar.gz on shared storage, or unset it")
+    if not args.launcher.is_file():
+        raise ConfigError(f"Slurm launcher {args.launcher} not found; pass --launcher PATH")
+    folder = Path(sweep.folder).absolute()
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    cmd = sbatch_command(sweep, folder, todo, args.max_parallel, args.launcher, args.sbatch)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux"
+                          ) from None
+    if done.returncode != 0:
+        raise ConfigError(f"sbatch refused the array: {' '.join(done.stderr.split())}")
+    array_id = done.stdout.strip().split(";")[0]
+    for i in todo:
+        write_status(jobs[i].run_dir, "queued", job=jobs[i].name, slurm_job=f"{array_id}_{i}")
+    print(f"submitted job array {array_id} ({len(todo)} tasks, at most {args.max_parallel} "
+          f"at once); logs in {folder / 'logs'}")
+    return 0
+
+
+# ---- tmux ---------------------------------------------------------------------------------
+
+JOB_SCRIPT = """#!/usr/bin/env bash
+# Job {name} of sweep {sweep}, written by spawner.py: waits for a free slot (at most
+# {slots} jobs of this session run at once), trains, and records its status.
+cd {cwd}
+exec 9>>{slot}
+flock 9
+export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{threads}}}  # the cores shared by the jobs at once
+vqae=({python} -m vqae)
+"${{vqae[@]}}" job-status {run_dir} running --job {name} --tmux-window {window}
+"${{vqae[@]}}" train {args} 2>&1 | tee -a {log}
+rc=${{PIPESTATUS[0]}}
+"${{vqae[@]}}" job-status {run_dir} --exit-code "$rc" --job {name}
+exit "$rc"
+"""
+
+
+def session_name(sweep: Sweep) -> str:
+    """Unique per deploy: tmuxp silently does nothing for a session name that exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{sweep.name}-{stamp}-{os.getpid()}")
+
+
+def job_script(sweep: Sweep, job: Job, slot: Path, slots: int, window: str) -> str:
+    q = shlex.quote
+    return JOB_SCRIPT.format(
+        name=q(job.name), sweep=sweep.name, slots=slots, cwd=q(os.getcwd()), slot=q(str(slot)),
+        python=q(sys.executable), run_dir=q(str(job.run_dir)), window=q(window),
+        threads=max(1, (os.cpu_count() or 1) // slots),
+        args=shlex.join(job.args), log=q(str(job.run_dir / "train.log")))
+
+
+def tmux_workspace(sweep: Sweep, jobs: list[Job], todo: list[int], max_parallel: int,
+                   session: str) -> dict:
+    folder = Path(sweep.folder).absolute()
+    scripts, slots = folder / "scripts", folder / "slots"
+    scripts.mkdir(parents=True, exist_ok=True)
+    slots.mkdir(exist_ok=True)
+    windows = []
+    for k, i in enumerate(todo):
+        job = jobs[i]
+        script = scripts / f"{job.name}.sh"
+        script.write_text(job_script(sweep, job, slots / f"slot-{k % max_parallel}.lock",
+                                     max_parallel, f"{session}:{job.name}"))
+        # the window runs the script itself: tmuxp's send-keys to a shell waited up to a minute
+        # for a prompt on a machine without a terminal
+        windows.append({"window_name": job.name,
+                        "window_shell": f"bash {shlex.quote(str(script))}", "panes": ["pane"]})
+    return {"session_name": session, "start_directory": os.getcwd(), "windows": windows}
+
+
+def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
+    session = session_name(sweep)
+    workspace = tmux_workspace(sweep, jobs, todo, args.max_parallel, session)
+    path = Path(sweep.folder).absolute() / "tmux" / f"{session}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(workspace, sort_keys=False))
+    socket = ["-L", args.tmux_socket] if args.tmux_socket else []
+    cmd = ["tmuxp", "load", "-d", "-y", "--no-progress", *socket, str(path)]
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    for i in todo:
+        write_status(jobs[i].run_dir, "queued", job=jobs[i].name,
+                     tmux_window=f"{session}:{jobs[i].name}")
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ConfigError("tmuxp not found: pip install tmuxp (and install tmux)") from None
+    if done.returncode != 0:
+        raise ConfigError(f"tmuxp could not load {path}: {' '.join(done.stderr.split())}")
+    attach = shlex.join(["tmux", *socket, "attach", "-t", session])
+    print(f"tmux session {session}: {len(todo)} windows, at most {args.max_parallel} running "
+          f"at once; watch with `{attach}`")
+    return 0
+
+
+# ---- status -------------------------------------------------------------------------------
+
+def last_step(run_dir: Path) -> str:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 4096))
+        lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    match = re.search(r'"step": (\d+)', lines[-1]) if lines else None
+    return match.group(1) if match else ""
+
+
+def show_status(sweep: Sweep, jobs: list[Job]) -> int:
+    rows = []
+    for job in jobs:
+        s = read_status(job.run_dir)
+        rows.append((job.name, s.get("state", "not started"), s.get("exit_code", ""),
+                     last_step(job.run_dir), s.get("start") or "", s.get("end") or "",
+                     s.get("slurm_job") or s.get("tmux_window") or ""))
+    print(tabulate(rows, headers=["job", "state", "exit", "step", "start", "end", "where"]))
+    counts = {}
+    for row in rows:
+        counts[row[1]] = counts.get(row[1], 0) + 1
+    print(f"sweep {sweep.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0
+
+
+# ---- entry point --------------------------------------------------------------------------
+
+def build_parser(launcher: Path) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spawner.py", description=__doc__.splitlines()[0])
+    p.add_argument("sweep", type=Path, help="sweep YAML (configs/sweeps/*.yaml)")
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--deploy", choices=("slurm", "tmux"), help="where to run the jobs")
+    action.add_argument("--status", action="store_true", help="table of the jobs' status")
+    p.add_argument("--dry-run", action="store_true",
+                   help="write the jobs file and scripts, print the command, submit nothing")
+    p.add_argument("--max-parallel", type=int, metavar="M",
+                   help="jobs running at once (default: the sweep's max_parallel)")
+    p.add_argument("--force", action="store_true", help="deploy queued/running jobs again")
+    p.add_argument("--sbatch", default="", metavar="OPTIONS",
+                   help='extra sbatch options, e.g. "-p gpu -A myproject --time=12:00:00"')
+    p.add_argument("--launcher", type=Path, default=launcher, help="the sbatch script")
+    p.add_argument("--tmux-socket", metavar="NAME", help="tmux -L socket name")
+    return p
+
+
+def run(args) -> int:
+    sweep = load_sweep(args.sweep)
+    jobs = expand(sweep)
+    if args.status:
+        return show_status(sweep, jobs)
+    args.max_parallel = args.max_parallel or sweep.max_parallel
+    if args.max_parallel < 1:
+        raise ConfigError("--max-parallel must be at least 1")
+    todo = jobs_to_run(jobs, args.force)
+    write_jobs(jobs, Path(sweep.folder).absolute())
+    show_jobs(sweep, jobs, todo)
+    if not todo:
+        print("every job is done; nothing to deploy")
+        return 0
+    return (deploy_slurm if args.deploy == "slurm" else deploy_tmux)(sweep, jobs, todo, args)
+
+
+def main(argv: list[str] | None = None, launcher: Path | None = None) -> int:
+    default = launcher or Path(__file__).resolve().parents[1] / "slurm_launcher"
+    args = build_parser(default).parse_args(argv)
+    try:
+        return run(args)
+    except VqaeError as err:
+        print(f"spawner.py: error: {err}", file=sys.stderr)
+        return err.exit_code
