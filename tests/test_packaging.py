@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv", "lmdb": "python-lmdb"}
+CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv", "lmdb": "python-lmdb",
+               "matplotlib": "matplotlib-base"}
 
 
 def bounds(spec: str) -> tuple[str, str]:

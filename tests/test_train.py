@@ -68,8 +68,12 @@ def assert_same_weights(a: dict, b: dict):
 @pytest.mark.slow
 def test_short_run_learns_and_logs_everything(sample_dir, tmp_path, wandb_env):
     run = tmp_path / "run"
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)]
     assert main(train_args(run, "--train.steps=24", "--train.eval_every=4",
                            "--run.tracker=wandb")) == 0
+    # training catches SIGTERM/SIGUSR1 only while it runs (a forked pool worker of a process
+    # that trained before must still die on SIGTERM)
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)] == handlers
     records = read_jsonl(run / "metrics.jsonl")
     evals = [r for r in records if "val/psnr" in r]
     assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]

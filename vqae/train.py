@@ -9,6 +9,7 @@ import math
 import random
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,23 @@ class ResumableSampler(DistributedSampler):
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGUSR1; the loop checkpoints at the next step boundary and exits."""
+    """Set by SIGTERM / SIGUSR1 while training; the loop checkpoints at the next step boundary
+    and exits. A context manager: the previous handlers come back afterwards, so a process that
+    trains and then goes on (a test, a notebook, a fork) still dies on SIGTERM."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopFlag:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
         log.warning("received %s: checkpointing at the next step", signal.Signals(signum).name)
@@ -432,7 +444,7 @@ class Trainer:
         return float((hi - lo).abs().max())
 
     # ---- main loop -----------------------------------------------------------------------
-    def fit(self) -> int:
+    def fit(self, stop: StopFlag) -> int:
         t = self.cfg.train
         self.maybe_resume()
         self.prepare_run_dir()
@@ -441,9 +453,10 @@ class Trainer:
         tracker = make_tracker(self.cfg.run.tracker, self.run_dir, to_dict(self.cfg),
                                self.cfg.run.project, self.env.rank,
                                self.cfg.run.name or self.run_dir.name)
-        stop, meter, status, metrics = StopFlag(), Throughput(), 0, {}
+        meter, status, metrics = Throughput(), 0, {}
         bar = tqdm(total=t.steps, initial=self.pos.step, disable=not self.env.is_main,
-                   unit="step", dynamic_ncols=True)
+                   unit="step", dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file, not a bar
         try:
             for group in self.batches():
                 if self.pos.step >= t.steps:
@@ -470,15 +483,20 @@ class Trainer:
         if status == 0 and self.env.is_main:
             tracker.summary(metrics)
             print(format_table(metrics, title=f"final ({self.pos.step} steps)"))
+            from vqae.codec.pipeline import fit_after_training  # the codec's prior, rank 0
+
+            fit_after_training(self.model, self.train_ds, self.ckpts, self.state, self.pos.step,
+                               self.cfg, self.device)
         tracker.close()
 
 
 def train(cfg: Config) -> int:
     trainer = None
-    try:
-        trainer = Trainer(cfg)
-        return trainer.fit()
-    finally:
-        if trainer is not None:
-            trainer.source.close()
-        cleanup()
+    with StopFlag() as stop:  # from the start: a signal while data and model load is no crash
+        try:
+            trainer = Trainer(cfg)
+            return trainer.fit(stop)
+        finally:
+            if trainer is not None:
+                trainer.source.close()
+            cleanup()

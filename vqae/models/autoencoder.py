@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqae.codec.prior import Prior
 from vqae.metrics import bpp_index
 from vqae.models.blocks import Downsample, Upsample, activation, norm, stage
 from vqae.models.normalize import Normalize
@@ -89,11 +90,15 @@ class Decoder(nn.Module):
 
 class Autoencoder(nn.Module):
     def __init__(self, normalize: Normalize, encoder: Encoder, quantizer: Quantizer,
-                 decoder: Decoder, image_size: int = 120):
+                 decoder: Decoder, image_size: int = 120, prior: Prior | None = None):
         super().__init__()
         self.normalize, self.encoder, self.quantizer, self.decoder = (
             normalize, encoder, quantizer, decoder)
         self.image_size = image_size
+        # the codec's entropy model over the indices: uniform until `vqae fit-prior` fits it
+        if prior is None:
+            prior = Prior(quantizer.depth, quantizer.codebook_size)
+        self.prior = prior
 
     @property
     def bands(self) -> list[str]:

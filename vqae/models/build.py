@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vqae.codec.prior import Prior
 from vqae.config import Config, QuantizerConfig
 from vqae.data.bands import S1_BANDS, band_offsets
 from vqae.data.stats import band_mean_std, builtin_stats
@@ -44,10 +45,12 @@ def build_model(cfg: Config, mean: Sequence[float] | None = None,
         mean, std = band_mean_std(builtin_stats(), bands, "built-in BigEarthNet stats")
     normalize = Normalize(bands, mean, std, band_offsets(bands, cfg.data.subtract_offset))
     args = (m.widths, m.downsample, m.blocks_per_stage, m.latent_dim, m.groups, m.activation)
+    quantizer = QUANTIZERS[cfg.quantizer.name](m.latent_dim, **quantizer_kwargs(cfg.quantizer))
     return Autoencoder(
         normalize,
         Encoder(len(bands), *args),
-        QUANTIZERS[cfg.quantizer.name](m.latent_dim, **quantizer_kwargs(cfg.quantizer)),
+        quantizer,
         Decoder(len(bands), *args),
         image_size=m.image_size,
+        prior=Prior(quantizer.depth, quantizer.codebook_size),
     )

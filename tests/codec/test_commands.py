@@ -1,0 +1,144 @@
+"""`vqae fit-prior`, `vqae compress`, `vqae decompress` end to end on tiny models and data."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from tests.data.encode_helpers import one_line_error, read_lmdb
+from vqae.checkpoint import load_checkpoint, load_model
+from vqae.cli import main
+from vqae.codec.api import Codec, band_arrays
+from vqae.data.bands import NATIVE_SIZE
+from vqae.data.source import DataSource
+
+
+def vqae(*args) -> int:
+    return main([str(a) for a in args] + ["--no-progress"])
+
+
+def read_tiffs(folder, patch, bands):
+    out = {}
+    for band in bands:
+        with rasterio.open(folder / patch / f"{patch}_{band}.tif") as src:
+            out[band] = src.read(1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def compressed(tiny_ckpt, fake_patches, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vqz") / "out"
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out) == 0
+    return out
+
+
+def test_fit_prior_writes_into_the_checkpoint(tiny_ckpt, fake_patches, tmp_path, capsys):
+    raw = tmp_path / "raw.pt"
+    shutil.copy(tiny_ckpt, raw)
+    state = load_checkpoint(raw)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("prior.")}
+    torch.save(state, raw)
+    assert vqae("fit-prior", raw, "--data", fake_patches, "--split", "all", "-o",
+                tmp_path / "fitted.pt") == 0
+    assert "bits/index" in capsys.readouterr().out
+    assert bool(load_model(tmp_path / "fitted.pt")[0].prior.fitted)
+    assert vqae("fit-prior", raw, "--data", fake_patches, "--split", "all") == 0  # in place
+    assert bool(load_model(raw)[0].prior.fitted)
+
+
+def test_compress_files_manifest_and_overwrite(tiny_ckpt, fake_patches, compressed, tmp_path):
+    files = sorted(compressed.glob("*.vqz"))
+    assert len(files) == 8 and (compressed / "manifest.json").is_file()
+    out = tmp_path / "again"
+    shutil.copytree(compressed, out)
+    (out / "stale.vqz").write_bytes(b"old")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--overwrite", "--depth",
+                "1") == 0
+    assert sorted(p.name for p in out.glob("*.vqz")) == [f.name for f in files]
+    assert all(len(f.read_bytes()) < len((compressed / f.name).read_bytes())
+               for f in out.glob("*.vqz"))
+
+
+def test_decompressed_pixels_equal_model_decode_to_the_last_dn(tiny_ckpt, compressed, tmp_path):
+    assert vqae("decompress", compressed, "-o", tmp_path / "dec") == 0
+    model, _ = load_model(tiny_ckpt)
+    codec = Codec(model, str(tiny_ckpt))
+    for file in sorted(compressed.glob("*.vqz"))[:3]:
+        patch = file.name[:-4]
+        indices = torch.from_numpy(codec.decode_indices(file.read_bytes(), str(file)))[None]
+        with torch.no_grad():
+            dn = model.decode(indices)[0]  # (C, 120, 120) fp32
+        want = torch.round(dn).clamp(0, 65535).to(torch.int32).numpy()  # the stated rule
+        got = read_tiffs(tmp_path / "dec", patch, model.bands)
+        for c, band in enumerate(model.bands):
+            assert got[band].dtype == np.uint16
+            np.testing.assert_array_equal(got[band].astype(np.int32), want[c], err_msg=band)
+
+
+def test_depth_prefix_decodes_like_a_shallow_file(tiny_ckpt, fake_patches, compressed, tmp_path):
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "d1", "--depth", "1") == 0
+    assert vqae("decompress", tmp_path / "d1", "-o", tmp_path / "a") == 0
+    assert vqae("decompress", compressed, "-o", tmp_path / "b", "--depth", "1") == 0
+    patch = min(compressed.glob("*.vqz")).name[:-4]
+    a, b = read_tiffs(tmp_path / "a", patch, ["B02"]), read_tiffs(tmp_path / "b", patch, ["B02"])
+    np.testing.assert_array_equal(a["B02"], b["B02"])
+
+
+def test_native_output_reencodes_with_vqae_encode(compressed, tmp_path):
+    assert vqae("decompress", compressed, "-o", tmp_path / "nat", "--native") == 0
+    patch = min(compressed.glob("*.vqz")).name[:-4]
+    tiffs = read_tiffs(tmp_path / "nat", patch, ["B01", "B05", "B02"])
+    assert {b: a.shape[0] for b, a in tiffs.items()} == {b: NATIVE_SIZE[b] for b in tiffs}
+    assert main(["encode", "--bigearthnet-s2-root", str(tmp_path / "nat"),
+                 str(tmp_path / "enc.lmdb"), "--workers", "1", "--no-progress"]) == 0
+    stored = read_lmdb(tmp_path / "enc.lmdb")
+    assert len(stored) == 8
+    np.testing.assert_array_equal(stored[patch]["B05"], tiffs["B05"])
+    from vqae.config import DataConfig
+
+    with DataSource(DataConfig(path=str(tmp_path / "enc.lmdb"))) as source:
+        assert source.dataset("all")[0]["image"].shape == (12, 120, 120)
+
+
+def test_lmdb_of_bitstreams_decompresses_to_a_rico_hdl_lmdb(tiny_ckpt, fake_patches, tmp_path):
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "bits.lmdb") == 0
+    assert (tmp_path / "bits.lmdb" / "data.mdb").is_file()
+    assert vqae("decompress", tmp_path / "bits.lmdb", "-o", tmp_path / "dn.lmdb") == 0
+    stored = read_lmdb(tmp_path / "dn.lmdb")
+    assert len(stored) == 8
+    some = next(iter(stored.values()))
+    assert some["B09"].shape == (20, 20) and some["B09"].dtype == np.uint16
+    from vqae.config import DataConfig
+
+    with DataSource(DataConfig(path=str(tmp_path / "dn.lmdb"))) as source:
+        assert len(source.dataset("all")) == 8
+
+
+def test_band_arrays_round_half_to_even_and_clamp():
+    dn = np.array([[[-3.0, 0.5, 1.5, 70000.0]]], dtype=np.float32)  # (1, 1, 4)
+    got = band_arrays(dn, ["B02"])["B02"]
+    np.testing.assert_array_equal(got, [[0, 0, 2, 65535]])
+
+
+def test_cli_errors_are_one_line_naming_the_file(compressed, tiny_ckpt, fake_patches, tmp_path,
+                                                 capsys):
+    damaged = tmp_path / "bad"
+    damaged.mkdir()
+    src = min(compressed.glob("*.vqz"))
+    data = bytearray(src.read_bytes())
+    data[-2] ^= 0xFF
+    (damaged / src.name).write_bytes(bytes(data))
+    capsys.readouterr()
+    assert vqae("decompress", damaged, "-o", tmp_path / "x", "--ckpt", tiny_ckpt) == 2
+    message = one_line_error(capsys.readouterr().err, "decompress")
+    assert src.name in message and "CRC32" in message
+    assert vqae("decompress", damaged, "-o", tmp_path / "y") == 2  # no manifest, no --ckpt
+    assert "--ckpt" in one_line_error(capsys.readouterr().err, "decompress")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", compressed) == 2
+    assert "--overwrite" in one_line_error(capsys.readouterr().err, "compress")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "z", "--depth", "9") == 2
+    assert "--depth 9" in one_line_error(capsys.readouterr().err, "compress")

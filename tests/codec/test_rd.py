@@ -1,0 +1,69 @@
+"""JPEG 2000 through imagecodecs, BD-rate, and `vqae rd` outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from vqae.cli import main
+from vqae.codec import jpeg2000
+from vqae.codec.bdrate import bd_rate, front, rate_at
+from vqae.config import DataConfig
+from vqae.data.source import DataSource
+
+
+@pytest.fixture(scope="module")
+def patch(fake_patches):
+    with DataSource(DataConfig(path=str(fake_patches))) as source:
+        ds = source.dataset("all")
+        x = ds[0]["image"].numpy()  # (12, 120, 120)
+        return ds, x, ds.load_raw(ds.names[0], ds.s2_bands)
+
+
+def test_jpeg2000_is_lossless_when_asked(patch):
+    ds, x, raw = patch
+    _, recon = jpeg2000.code_patch("stack", x, raw, ds.s2_bands, None, ds.flag)
+    np.testing.assert_array_equal(recon, x)
+    _, recon = jpeg2000.code_patch("bands", x, raw, ds.s2_bands, None, ds.flag)
+    np.testing.assert_array_equal(recon, x)  # native bands, upsampled as the reader does
+
+
+def test_jpeg2000_lower_quality_costs_fewer_bytes(patch):
+    ds, x, raw = patch
+    for mode in jpeg2000.MODES:
+        sizes = [jpeg2000.code_patch(mode, x, raw, ds.s2_bands, q, ds.flag)[0] for q in (40, 70)]
+        assert sizes[0] < sizes[1]
+
+
+def test_bd_rate_of_a_curve_at_half_the_rate_is_minus_50_percent():
+    anchor = [(r, 10 * np.log10(r) + 30) for r in (0.1, 0.2, 0.4, 0.8)]
+    test = [(r / 2, q) for r, q in anchor]
+    res = bd_rate(test, anchor)
+    assert res.percent == pytest.approx(-50.0) and (res.low, res.high) == (anchor[0][1],
+                                                                           anchor[-1][1])
+    assert bd_rate([(1.0, 50.0), (2.0, 60.0)], anchor) is None  # no overlap
+    assert bd_rate(test[:2], anchor[:2]).percent == pytest.approx(-50.0)  # 3 dB shared
+    assert bd_rate([(0.1, 25.0), (0.2, 25.2)], anchor) is None  # a 0.2 dB sliver
+    assert front([(1, 30), (2, 29), (3, 35)]) == [(1, 30), (3, 35)]
+    assert rate_at(anchor, anchor[1][1]) == pytest.approx(0.2)
+    assert rate_at(anchor, 80.0) is None
+
+
+def test_rd_writes_table_json_and_plot(tiny_ckpt, fake_patches, tmp_path, capsys):
+    out = tmp_path / "rd"
+    assert main(["rd", "--ckpt", str(tiny_ckpt), "--data", str(fake_patches), "--out", str(out),
+                 "--max-patches", "2", "--jpeg2000-quality", "45", "60", "--no-progress"]) == 0
+    assert (out / "rd.png").stat().st_size > 1000
+    with open(out / "rd.csv") as f:
+        rows = list(csv.DictReader(f))
+    wanted = {"codec", "setting", "bpp_coded", "bpppb", "psnr", "ssim", "sam", "psnr/B02"}
+    assert wanted <= set(rows[0])
+    codecs = {r["codec"] for r in rows}
+    assert {"tiny", "jpeg2000-bands", "jpeg2000-stack", "jpeg2000-best"} <= codecs
+    assert [r["setting"] for r in rows if r["codec"] == "tiny"] == ["depth1", "depth2", "depth3"]
+    result = json.loads((out / "rd.json").read_text())
+    assert result["patches"] == 2 and "tiny" in result["bd_rate"]
+    assert "BD-rate tiny vs JPEG 2000" in capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""A trained model as a codec: index grids <-> `.vqz` bytes, and indices <-> digital numbers.
+
+Only the encoder's nearest-code search may run on a GPU: it moves rate and quality, never
+decodability. Entropy coding runs on the CPU from the prior's integer tables, so a file decodes
+to the same indices on every machine. Pixels: `model.decode(indices)` of the patch alone
+(batch of one, fp32) rounded half to even and clamped to [0, 65535] for S2 bands (uint16, as
+stored); S1 bands stay float32. The indices are the same on every machine; the network's float
+output is the same on one machine and device, and may differ in the last DN across devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vqae.codec import bitstream, entropy
+from vqae.codec.prior import UP
+from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1
+from vqae.errors import DataError
+
+UINT16_MAX = 65535
+
+
+def fingerprint(model: torch.nn.Module) -> bytes:
+    """Hash of every tensor of the state_dict (weights, codebooks, prior, normalization)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{t.numel()}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.digest()[: bitstream.FINGERPRINT_BYTES]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes  # the whole .vqz file
+    ideal_bits: float  # information content of the indices under the prior
+    header_bytes: int
+
+
+class Codec:
+    """A model's codec: CPU prior tables and fingerprint, built once. `source` names the model
+    (its checkpoint) in errors."""
+
+    def __init__(self, model, source: str = "the model"):
+        self.model, self.source = model, source
+        self.tables = model.prior.tables()
+        self.fingerprint = fingerprint(model)
+        self.depth, self.h, self.w = model.latent_shape()
+        self.bands = tuple(model.bands)
+
+    def require_fitted(self) -> None:
+        if not bool(self.model.prior.fitted):
+            raise DataError(f"{self.source} has no fitted prior; run `vqae fit-prior "
+                            f"{self.source}` first (or train it with this vqae version)")
+
+    def header(self, depth: int) -> bitstream.Header:
+        size = self.model.image_size
+        return bitstream.Header(self.fingerprint, size, size, self.depth, depth, self.bands)
+
+    # ---- indices <-> bytes ---------------------------------------------------------------
+    def encode_indices(self, indices: np.ndarray) -> Encoded:
+        """indices (depth, h, w) of one patch, depth <= the model's -> the .vqz file."""
+        indices = np.asarray(indices, dtype=np.int64)
+        assert indices.shape[1:] == (self.h, self.w) and 1 <= len(indices) <= self.depth
+        payloads, bits = [], 0.0
+        for s in range(len(indices)):
+            rows = self.tables.row_ids(indices, s).ravel()  # (h*w,) table row per position
+            probs = self.tables.probs[s][rows]  # (h*w, K)
+            payloads.append(entropy.encode(indices[s].ravel(), probs))
+            bits += entropy.ideal_bits(indices[s].ravel(), probs)
+        header = self.header(len(indices))
+        data = bitstream.write(header, payloads)
+        return Encoded(data, bits, len(header.pack()))
+
+    def decode_indices(self, data: bytes, name: str, depth: int | None = None) -> np.ndarray:
+        """A file's bytes -> indices (n, h, w): its first `depth` stages (all by default), or
+        fewer where the file was cut between chunks."""
+        return self.decode_file(data, name, depth)[0]
+
+    def decode_file(self, data: bytes, name: str,
+                    depth: int | None = None) -> tuple[np.ndarray, bitstream.Header]:
+        """(indices (n, h, w), the file's header); see decode_indices."""
+        parsed = bitstream.read(data, name, depth)
+        self.check_header(parsed.header, name)
+        out = np.zeros((len(parsed.payloads), self.h, self.w), dtype=np.int64)
+        for s, payload in enumerate(parsed.payloads):
+            self._decode_stage(out, s, payload, name)
+        return out, parsed.header
+
+    def check_header(self, header: bitstream.Header, name: str) -> None:
+        if header.fingerprint != self.fingerprint:
+            raise DataError(f"{name} was compressed with another model (fingerprint "
+                            f"{header.fingerprint.hex()}, {self.source} has "
+                            f"{self.fingerprint.hex()}); decompress it with the checkpoint "
+                            "that compressed it (--ckpt)")
+        assert header.bands == self.bands and header.model_depth == self.depth
+
+    def _decode_stage(self, out: np.ndarray, s: int, payload: bytes, name: str) -> None:
+        try:
+            dec = entropy.Decoder(payload)
+            if self.tables.context[s] == UP:  # each row's context is the row above: row by row
+                for y in range(self.h):
+                    rows = self.tables.row_ids(out, s)[y]  # (w,)
+                    out[s, y] = dec.decode(self.tables.probs[s][rows])
+            else:
+                rows = self.tables.row_ids(out, s).ravel()  # (h*w,)
+                out[s] = dec.decode(self.tables.probs[s][rows]).reshape(self.h, self.w)
+            intact = dec.exhausted()
+        except (ValueError, RuntimeError, AssertionError) as err:
+            raise DataError(f"{name}: RVQ stage {s} does not decode ({err}); the file is "
+                            "damaged") from err
+        if not intact:
+            raise DataError(f"{name}: RVQ stage {s} decodes with data left over; the file is "
+                            "damaged or was written by another coder")
+
+    # ---- pixels <-> indices --------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, x: torch.Tensor, depth: int | None = None) -> np.ndarray:
+        """(B, C, H, W) digital numbers on the model's device -> indices (B, depth, h, w)."""
+        return self.model.encode(x, depth).cpu().numpy()
+
+    @torch.no_grad()
+    def decode_images(self, indices: np.ndarray, device: torch.device) -> np.ndarray:
+        """indices (B, n, h, w) -> model.decode in digital numbers (B, C, H, W) float32.
+
+        One patch at a time: convolution kernels pick their algorithm by batch size, and a
+        file must decode to the same pixels whichever files share its batch."""
+        idx = torch.from_numpy(np.ascontiguousarray(indices)).to(device)  # (B, n, h, w)
+        return np.stack([self.model.decode(idx[i : i + 1])[0].float().cpu().numpy()
+                         for i in range(len(idx))])
+
+
+def band_arrays(dn: np.ndarray, bands: tuple[str, ...] | list[str],
+                native: bool = False) -> dict[str, np.ndarray]:
+    """One patch's decoded (C, H, W) float32 -> {band: array as stored}: S2 bands rounded half
+    to even and clamped to uint16; with `native`, area-averaged to each band's native size."""
+    out = {}
+    for band, plane in zip(bands, dn):
+        if is_s1(band):
+            out[band] = plane.astype(np.float32)
+            continue
+        plane = np.clip(np.rint(plane), 0, UINT16_MAX)  # (H, W), integral values
+        if native:
+            plane = np.clip(np.rint(area_downsample(plane, NATIVE_SIZE[band])), 0, UINT16_MAX)
+        out[band] = plane.astype(np.uint16)
+    return out
+
+
+def area_downsample(plane: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) -> (size, size) block means, H a multiple of size (a 10 m grid to 20 m or 60 m)."""
+    if plane.shape[0] != PATCH_SIZE or plane.shape[0] % size:
+        raise DataError(f"native band sizes need {PATCH_SIZE}x{PATCH_SIZE} patches, the model "
+                        f"decodes {plane.shape[0]}x{plane.shape[1]}; drop --native")
+    f = plane.shape[0] // size
+    return plane.astype(np.float64).reshape(size, f, size, f).mean(axis=(1, 3))

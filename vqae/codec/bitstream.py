@@ -1,0 +1,180 @@
+"""The `.vqz` container: a header, then one length-prefixed, CRC32-checked chunk per RVQ stage.
+
+Layout (all integers little-endian; docs/format.md has the full table):
+
+    magic b"\\x89VQZ" | version u8 | fingerprint 8 bytes | height u16 | width u16 |
+    model depth u8 | stored depth u8 | bands | header CRC32 u32
+    then per stored stage: payload length (LEB128 varint) | payload CRC32 u32 | payload
+
+bands: 0xFF and a u16 mask over BAND_CODES when the bands keep that order (every S2 subset
+in the project's order: 3 bytes), else a count u8 and one u8 code per band.
+
+Chunks are in stage order, so any prefix of whole chunks is a valid file at fewer stages. Every
+failure is a DataError naming the file; nothing decodes silently wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from vqae.data.bands import S1_BANDS, S2_BANDS
+from vqae.errors import DataError
+
+MAGIC = b"\x89VQZ"
+VERSION = 1
+FINGERPRINT_BYTES = 8
+BAND_CODES = S2_BANDS + S1_BANDS  # a band is stored as its position in this list
+_FIXED = struct.Struct("<4sB8sHHBBB")  # magic .. band count (or MASKED)
+MASKED = 0xFF  # the bands follow as a u16 mask
+
+
+@dataclass(frozen=True)
+class Header:
+    fingerprint: bytes  # FINGERPRINT_BYTES of the model's hash
+    height: int  # image size in pixels
+    width: int
+    model_depth: int  # the model's RVQ stages
+    depth: int  # stages this file was written with
+    bands: tuple[str, ...]
+
+    def pack(self) -> bytes:
+        unknown = [b for b in self.bands if b not in BAND_CODES]
+        if unknown:
+            raise DataError(f"bands {unknown} have no .vqz code; known: {' '.join(BAND_CODES)}")
+        body = _FIXED.pack(MAGIC, VERSION, self.fingerprint, self.height, self.width,
+                           self.model_depth, self.depth, MASKED)[:-1] + pack_bands(self.bands)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+
+def pack_bands(bands: tuple[str, ...]) -> bytes:
+    codes = [BAND_CODES.index(b) for b in bands]
+    if codes == sorted(set(codes)):
+        return struct.pack("<BH", MASKED, sum(1 << c for c in codes))
+    return bytes([len(codes), *codes])
+
+
+def bands_size(data: bytes) -> int | None:
+    """Bytes of the bands field that starts at the last fixed byte, None if cut before it."""
+    if len(data) < _FIXED.size:
+        return None
+    count = data[_FIXED.size - 1]
+    return 3 if count == MASKED else 1 + count
+
+
+def unpack_bands(field: bytes) -> tuple[int, ...] | None:
+    """Band codes of a bands field, None when they are impossible (a damaged header)."""
+    if field[0] == MASKED:
+        (mask,) = struct.unpack_from("<H", field, 1)
+        codes = tuple(c for c in range(len(BAND_CODES)) if mask >> c & 1)
+        return codes if codes and mask < 1 << len(BAND_CODES) else None
+    codes = tuple(field[1:])
+    return codes if codes and max(codes) < len(BAND_CODES) else None
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def write(header: Header, payloads: list[bytes]) -> bytes:
+    """The file: header, then each stage's payload as a chunk."""
+    assert len(payloads) == header.depth
+    parts = [header.pack()]
+    for payload in payloads:
+        parts += [varint(len(payload)), struct.pack("<I", zlib.crc32(payload)), payload]
+    return b"".join(parts)
+
+
+@dataclass
+class Parsed:
+    header: Header
+    payloads: list[bytes]  # the complete chunks read (a prefix of the stages)
+    header_bytes: int
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """(value, next position), or None when the data ends inside the varint."""
+    value = shift = 0
+    while pos < len(data):
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+        if shift > 35:
+            return None
+    return None
+
+
+def parse_header(data: bytes, name: str) -> tuple[Header, int]:
+    """(header, position of the first chunk); a DataError naming `name` if it is not one."""
+    if not data:
+        raise DataError(f"{name} is empty (0 bytes), not a .vqz file; compress the patch again")
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise DataError(f"{name} is not a .vqz file (no VQZ magic); pass a file written by "
+                        "`vqae compress`")
+    if len(data) > len(MAGIC) and data[len(MAGIC)] != VERSION:
+        raise DataError(f"{name} is .vqz format version {data[len(MAGIC)]}; this vqae reads "
+                        f"version {VERSION}: decompress it with the vqae that wrote it")
+    end = _FIXED.size - 1 + (bands_size(data) or 1)
+    if len(data) < end + 4:
+        raise DataError(f"{name} is truncated inside its header ({len(data)} bytes); re-copy "
+                        "the file or compress the patch again")
+    (crc,) = struct.unpack_from("<I", data, end)
+    if zlib.crc32(data[:end]) != crc:
+        raise DataError(f"{name}: the header fails its CRC32 check (the file is damaged); "
+                        "re-copy the file or compress the patch again")
+    _, _, fp, height, width, model_depth, depth, _ = _FIXED.unpack_from(data)
+    codes = unpack_bands(data[_FIXED.size - 1 : end])
+    if codes is None or not 1 <= depth <= model_depth:
+        raise DataError(f"{name}: the header holds impossible values (bands or depth); "
+                        "the file is damaged")
+    bands = tuple(BAND_CODES[c] for c in codes)
+    return Header(fp, height, width, model_depth, depth, bands), end + 4
+
+
+def read(data: bytes, name: str, depth: int | None = None) -> Parsed:
+    """Header and the first `depth` chunks (all stored ones by default) of a file's bytes.
+
+    A file that ends between chunks yields the chunks before the cut; one that ends inside a
+    chunk or whose chunk fails its CRC raises a DataError naming the file and the stage.
+    """
+    header, pos = parse_header(data, name)
+    want = header.depth if depth is None else min(depth, header.depth)
+    payloads: list[bytes] = []
+    while len(payloads) < want and pos < len(data):
+        stage = len(payloads)
+        payload, pos = _read_chunk(data, pos, name, stage, header.depth)
+        payloads.append(payload)
+    if not payloads:
+        raise DataError(f"{name} holds a header but no stage (cut before the first chunk); "
+                        "re-copy the file or compress the patch again")
+    if len(payloads) == header.depth and pos < len(data):
+        raise DataError(f"{name} has {len(data) - pos} bytes after its last chunk (damaged or "
+                        "two files joined); re-copy the file or compress the patch again")
+    return Parsed(header, payloads, header_bytes=len(header.pack()))
+
+
+def _read_chunk(data: bytes, pos: int, name: str, stage: int, total: int) -> tuple[bytes, int]:
+    where = f"{name}: chunk {stage + 1} of {total} (RVQ stage {stage})"
+    fix = (f"re-copy the file, or decode the complete stages before it with --depth {stage}"
+           if stage else "re-copy the file or compress the patch again")
+    got = _read_varint(data, pos)
+    if got is None or got[1] + 4 > len(data):
+        raise DataError(f"{where} is truncated inside its chunk header; {fix}")
+    length, pos = got
+    (crc,) = struct.unpack_from("<I", data, pos)
+    start, end = pos + 4, pos + 4 + length
+    if end > len(data):
+        raise DataError(f"{where} is truncated: {length} payload bytes expected, "
+                        f"{len(data) - start} present; {fix}")
+    payload = data[start:end]
+    if zlib.crc32(payload) != crc:
+        raise DataError(f"{where} fails its CRC32 check (the file is damaged); {fix}")
+    return payload, end

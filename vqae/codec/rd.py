@@ -1,0 +1,224 @@
+"""`vqae rd`: rate-distortion of models and JPEG 2000 on the same patches.
+
+Every model is measured at every RVQ depth through the real `.vqz` bytes (coded, decoded and
+checked to give back the indices, pixels rounded to uint16 as `vqae decompress` writes them);
+JPEG 2000 per native band and as one multi-component stack over a sweep of qualities. Metrics
+are DESIGN.md's (`vqae.metrics`), with the first model's per-band offset. Writes rd.csv,
+rd.json and rd.png to OUT and prints the table and each model's BD-rate against the best JPEG
+2000 curve (the front of both modes), plus, for each model point, the JPEG 2000 rate at the same
+PSNR (which still compares a model whose depths span less PSNR than a BD-rate needs).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+from tqdm import tqdm
+
+from vqae.codec import jpeg2000
+from vqae.codec.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
+from vqae.codec.pipeline import load, open_data, pick_device
+from vqae.data.bands import is_s1
+from vqae.errors import DataError
+from vqae.metrics import MetricAccumulator
+
+log = logging.getLogger(__name__)
+BEST = "jpeg2000-best"
+
+
+@dataclass
+class Setting:
+    """One point of a curve: bytes, ideal bits and distortion accumulated over the patches."""
+
+    acc: MetricAccumulator
+    bytes: int = 0
+    ideal_bits: float | None = None  # models only: information content under the prior
+
+
+@dataclass
+class Sweep:
+    bands: list[str]
+    offsets: torch.Tensor
+    points: dict[tuple[str, str], Setting] = field(default_factory=dict)
+
+    def add(self, codec: str, setting: str, x: torch.Tensor, recon: torch.Tensor, nbytes: int,
+            ideal_bits: float | None = None) -> None:
+        """x, recon (B, C, H, W) digital numbers; nbytes: all B files together."""
+        point = self.points.setdefault(
+            (codec, setting), Setting(MetricAccumulator(self.bands, 1, self.offsets)))
+        point.acc.update(x, recon)
+        point.bytes += nbytes
+        if ideal_bits is not None:
+            point.ideal_bits = (point.ideal_bits or 0.0) + ideal_bits
+
+    def rows(self, pixels: int) -> list[dict]:
+        out = []
+        for (codec, setting), p in self.points.items():
+            n = p.acc.num_patches
+            bpp = 8.0 * p.bytes / (n * pixels)
+            row = {"codec": codec, "setting": setting, "patches": n, "bytes": p.bytes,
+                   "bpp_coded": bpp, "bpppb": bpp / len(self.bands),
+                   "bpp_entropy": None if p.ideal_bits is None else p.ideal_bits / (n * pixels)}
+            row.update(p.acc.compute())
+            out.append(row)
+        return out
+
+
+def model_label(ckpt: str, taken: set[str]) -> str:
+    """runs/<run>/checkpoints/best.pt -> <run>/best; a file elsewhere -> its stem."""
+    path = Path(ckpt)
+    label = (f"{path.parent.parent.name}/{path.stem}" if path.parent.name == "checkpoints"
+             else path.stem)
+    base, i = label, 2
+    while label in taken:
+        label, i = f"{base}#{i}", i + 1
+    taken.add(label)
+    return label
+
+
+@torch.no_grad()
+def measure_model(sweep: Sweep, label: str, codec, x: torch.Tensor, names: list[str],
+                  device: torch.device) -> None:
+    """Every depth of one model on a batch, through the bytes of real files."""
+    grids = codec.encode_images(x.to(device))  # (B, depth, h, w), greedy: prefixes = shallower
+    for d in range(1, grids.shape[1] + 1):
+        files = [codec.encode_indices(g[:d]) for g in grids]
+        back = np.stack([codec.decode_indices(f.data, n) for f, n in zip(files, names)])
+        assert np.array_equal(back, grids[:, :d]), "indices changed through the file"
+        dn = codec.decode_images(back, device)  # (B, C, H, W) float32
+        recon = torch.from_numpy(jpeg2000.to_uint16(dn).astype(np.float32))
+        sweep.add(label, f"depth{d}", x, recon, sum(len(f.data) for f in files),
+                  sum(f.ideal_bits for f in files))
+
+
+def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor,
+                     qualities: list[float]) -> None:
+    """Both JPEG 2000 modes at every quality on one patch x (C, H, W)."""
+    raw = ds.load_raw(ds.names[index], ds.s2_bands)
+    image = x.numpy()
+    for mode in jpeg2000.MODES:
+        for q in qualities:
+            n, recon = jpeg2000.code_patch(mode, image, raw, ds.s2_bands, q, ds.flag)
+            sweep.add(f"jpeg2000-{mode}", f"q{q:g}", x[None], torch.from_numpy(recon)[None], n)
+
+
+def best_jpeg2000(rows: list[dict]) -> list[dict]:
+    """The front of both JPEG 2000 modes: at each rate, the better of the two."""
+    j2k = [r for r in rows if r["codec"].startswith("jpeg2000-")]
+    keep = set(front([(r["bpppb"], r["psnr"]) for r in j2k]))
+    best = [dict(r, codec=BEST, setting=f"{r['codec'][9:]} {r['setting']}") for r in j2k
+            if (r["bpppb"], r["psnr"]) in keep]
+    return sorted(best, key=lambda r: r["bpppb"])
+
+
+def curve(rows: list[dict], codec: str) -> list[tuple[float, float]]:
+    return [(r["bpppb"], r["psnr"]) for r in rows if r["codec"] == codec]
+
+
+def add_equal_quality_rates(rows: list[dict], labels: list[str]) -> None:
+    """Each model point: the best JPEG 2000 bpppb at the same PSNR, and the rate change."""
+    anchor = curve(rows, BEST)
+    for row in rows:
+        if row["codec"] in labels:
+            rate = rate_at(anchor, row["psnr"])
+            row["jpeg2000_bpppb_same_psnr"] = rate
+            row["rate_vs_jpeg2000"] = None if rate is None else row["bpppb"] / rate - 1.0
+
+
+def bd_rates(rows: list[dict], labels: list[str]) -> dict[str, dict]:
+    anchor = curve(rows, BEST)
+    out = {}
+    for label in labels:
+        res = bd_rate(curve(rows, label), anchor)
+        out[label] = ({"percent": None, "psnr_range": None} if res is None else
+                      {"percent": res.percent, "psnr_range": [res.low, res.high]})
+        out[label]["model_psnr"] = list(psnr_span(curve(rows, label)))
+        out[label]["jpeg2000_psnr"] = list(psnr_span(anchor)) if anchor else None
+    return out
+
+
+def describe_bd(label: str, bd: dict) -> str:
+    if bd["percent"] is None:
+        return (f"BD-rate {label} vs JPEG 2000: the PSNR ranges share less than {MIN_SPAN} dB "
+                f"(model {bd['model_psnr'][0]:.2f}-{bd['model_psnr'][1]:.2f} dB, JPEG 2000 "
+                f"{bd['jpeg2000_psnr'][0]:.2f}-{bd['jpeg2000_psnr'][1]:.2f} dB)")
+    low, high = bd["psnr_range"]
+    return (f"BD-rate {label} vs JPEG 2000 (best of bands/stack): {bd['percent']:+.1f}% "
+            f"over PSNR {low:.2f}-{high:.2f} dB")
+
+
+def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
+           qualities: list[float] | None = None, batch_size: int = 8, max_patches: int = 0,
+           progress: bool = True) -> dict:
+    device = pick_device(device_name)
+    models, taken = [], set()
+    for ckpt in ckpts:
+        _, cfg, codec = load(ckpt, device)
+        models.append((model_label(ckpt, taken), codec, cfg))
+    bands = check_bands(models, ckpts)
+    qualities = list(qualities or jpeg2000.DEFAULT_QUALITIES)
+    first = models[0][1].model
+    sweep = Sweep(bands, first.normalize.offsets().cpu())
+    with open_data(models[0][2], data) as source:
+        print(f"rate-distortion on {source.describe(split)}")
+        ds = source.dataset(split)
+        count = min(len(ds), max_patches) if max_patches else len(ds)
+        for start in tqdm(range(0, count, batch_size), desc="rd", disable=not progress):
+            items = [ds[i] for i in range(start, min(start + batch_size, count))]
+            x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
+            names = [it["name"] for it in items]
+            for label, codec, _ in models:
+                measure_model(sweep, label, codec, x, names, device)
+            for i, patch in enumerate(x):
+                measure_jpeg2000(sweep, ds, start + i, patch, qualities)
+        description = source.describe(split)
+    rows = sweep.rows(first.image_size ** 2)
+    rows += best_jpeg2000(rows)
+    return write_outputs(Path(out), rows, [m[0] for m in models], description, count, bands,
+                         qualities, ckpts)
+
+
+def check_bands(models, ckpts) -> list[str]:
+    bands = list(models[0][1].bands)
+    for (_, codec, _), ckpt in zip(models, ckpts):
+        if list(codec.bands) != bands:
+            raise DataError(f"{ckpt} codes bands {list(codec.bands)}, {ckpts[0]} codes {bands}; "
+                            "compare models of the same bands")
+    if any(is_s1(b) for b in bands):
+        raise DataError(f"{ckpts[0]} codes S1 bands; vqae rd compares S2 bands (uint16) only")
+    return bands
+
+
+def write_outputs(out: Path, rows: list[dict], labels: list[str], description: str,
+                  patches: int, bands: list[str], qualities: list[float],
+                  ckpts: list[str]) -> dict:
+    from vqae.codec.plot import plot_rd
+
+    out.mkdir(parents=True, exist_ok=True)
+    bd = bd_rates(rows, labels)
+    add_equal_quality_rates(rows, labels)
+    columns = ["codec", "setting", "patches", "bytes", "bpp_coded", "bpppb", "bpp_entropy",
+               "psnr", "ssim", "sam", "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000",
+               *(f"psnr/{b}" for b in bands)]
+    with open(out / "rd.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    result = {"data": description, "patches": patches, "checkpoints": dict(zip(labels, ckpts)),
+              "jpeg2000_qualities": qualities, "bd_rate": bd, "rows": rows}
+    (out / "rd.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_rd(rows, labels, out / "rd.png", description)
+    short = ["codec", "setting", "bpp_coded", "bpppb", "psnr", "ssim", "sam",
+             "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000"]
+    print(tabulate([[r.get(c) for c in short] for r in rows], headers=short, floatfmt=".4f"))
+    for label in labels:
+        print(describe_bd(label, bd[label]))
+    print(f"wrote {out / 'rd.csv'}, {out / 'rd.json'} and {out / 'rd.png'}")
+    return result

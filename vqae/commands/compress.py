@@ -1,0 +1,37 @@
+"""`vqae compress CKPT INPUT -o OUT [--depth n]`: patches -> entropy-coded `.vqz` bitstreams.
+
+INPUT is a patch folder, a GeoTIFF tree, an archive or an LMDB (every patch by default). OUT is
+a folder of `<patch>.vqz`, or with `--lmdb` (or a name ending in .lmdb) an LMDB of bitstreams
+keyed by patch name; either holds a manifest.json that `vqae decompress` reads. `--depth n`
+keeps the first n RVQ stages (the issue's `--levels`); a full-depth file cut after chunk n
+decodes like a depth-n file.
+"""
+
+from __future__ import annotations
+
+from vqae.commands.fit_prior import DEVICES
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="a checkpoint with a fitted prior (`vqae fit-prior`)")
+    parser.add_argument("input", help="GeoTIFF folder, .tar/.tar.gz archive or LMDB")
+    parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
+    parser.add_argument("--depth", type=int, help="RVQ stages to store (default: all)")
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where the encoder runs; entropy coding is always on the CPU")
+    parser.add_argument("--lmdb", action="store_true", help="write an LMDB of bitstreams")
+    parser.add_argument("--split", default="all",
+                        help="all (default: every patch), train, validation or test")
+    parser.add_argument("--batch-size", type=int, default=16, help="patches per batch")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier codec output in OUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from vqae.codec.pipeline import compress
+
+    compress(args.checkpoint, args.input, args.out, args.depth, args.device, args.lmdb,
+             args.split, args.batch_size, args.workers, args.overwrite, not args.no_progress)
+    return 0

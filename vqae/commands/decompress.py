@@ -1,0 +1,37 @@
+"""`vqae decompress IN -o DIR [--depth n] [--native]`: `.vqz` bitstreams -> digital numbers.
+
+IN is a .vqz file, a folder of them or an LMDB of bitstreams (the OUT of `vqae compress`, whose
+manifest.json names the checkpoint; else pass --ckpt). Output: uint16 GeoTIFFs per band in the
+BigEarthNet layout `DIR/<patch>/<patch>_B02.tif` at 120x120, or at each band's native size with
+--native (so `vqae encode --bigearthnet-s2-root DIR` takes them); from an LMDB, a rico-hdl LMDB
+(always native sizes). Pixels are model.decode(indices) of each patch alone, rounded half to
+even and clamped to uint16.
+"""
+
+from __future__ import annotations
+
+from vqae.commands.fit_prior import DEVICES
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", metavar="IN", help=".vqz file, folder of them, or LMDB")
+    parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
+    parser.add_argument("--ckpt", help="the checkpoint that compressed IN (default: the one "
+                        "named in IN's manifest.json)")
+    parser.add_argument("--depth", type=int,
+                        help="decode the first n RVQ stages (the issue's --levels; default: all)")
+    parser.add_argument("--native", action="store_true",
+                        help="each band at its native size (area averaging of the 120x120 "
+                        "decode: 60x60 for 20 m bands, 20x20 for 60 m bands)")
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where the decoder network runs (indices decode on the CPU)")
+    parser.add_argument("--overwrite", action="store_true", help="write over files in OUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from vqae.codec.pipeline import decompress
+
+    decompress(args.input, args.out, args.ckpt, args.depth, args.native, args.device,
+               args.overwrite, not args.no_progress)
+    return 0

@@ -1,0 +1,35 @@
+"""`vqae rd --ckpt A [--ckpt B ...] --data PATH [--split all] --out DIR`: rate-distortion of
+models (every RVQ depth, through real .vqz files) against JPEG 2000 on the same patches.
+
+Writes DIR/rd.csv, rd.json and rd.png (PSNR vs bpppb, log x) and prints each model's BD-rate
+against the better of JPEG 2000 per native band and as one multi-component stack (over the PSNR
+range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
+"""
+
+from __future__ import annotations
+
+from vqae.commands.fit_prior import DEVICES
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ckpt", action="append", required=True, metavar="CKPT",
+                        help="a checkpoint with a fitted prior; repeat for several models")
+    parser.add_argument("--data", required=True, help="GeoTIFF folder, archive or LMDB")
+    parser.add_argument("--split", default="all",
+                        help="all (default: every patch), train, validation or test")
+    parser.add_argument("--out", required=True, help="folder for rd.csv, rd.json, rd.png")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--jpeg2000-quality", type=float, nargs="+", metavar="DB",
+                        help="OpenJPEG target PSNRs (dB of the 16-bit range) to sweep")
+    parser.add_argument("--batch-size", type=int, default=8, help="patches per model batch")
+    parser.add_argument("--max-patches", type=int, default=0,
+                        help="use only the first N patches (0: all)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from vqae.codec.rd import run_rd
+
+    run_rd(args.ckpt, args.data, args.split, args.out, args.device, args.jpeg2000_quality,
+           args.batch_size, args.max_patches, not args.no_progress)
+    return 0
