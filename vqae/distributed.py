@@ -92,10 +92,18 @@ def plan(environ: Mapping[str, str], device: str, gpus: int) -> DistEnv:
     return DistEnv(rank, world, local, f"cuda:{local if gpus > 1 else 0}")
 
 
+def visible_gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def single_device(name: str = "auto") -> torch.device:
+    """The device of a one-process command (evaluate, the codec): auto, cpu or cuda."""
+    return plan({}, name, visible_gpus()).torch_device
+
+
 def setup(device: str = "auto") -> DistEnv:
     """Read the environment once, pin this process's GPU, join the process group if several."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    env = plan(os.environ, device, gpus)
+    env = plan(os.environ, device, visible_gpus())
     if env.device.startswith("cuda"):
         torch.cuda.set_device(env.torch_device)  # before anything else touches the GPU
     if env.enabled and not dist.is_initialized():

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from vqae.atomic import write_json
 from vqae.config import Config
 from vqae.data.readers import PatchDataset
-from vqae.data.source import ALL, DataSource
+from vqae.data.source import ALL, DataSource, point_at
 from vqae.data.splits import canonical_split
 from vqae.distributed import DistEnv
 from vqae.errors import ConfigError
@@ -88,16 +87,12 @@ def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None
                  device_name: str = "auto", depths: list[int] | None = None,
                  splits: str | None = None) -> dict:
     from vqae.checkpoint import load_model
-    from vqae.distributed import plan
+    from vqae.distributed import single_device
     from vqae.tracking import format_table
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    env = DistEnv(device=plan({}, device_name, gpus).device)
+    env = DistEnv(device=str(single_device(device_name)))
     model, cfg = load_model(ckpt, env.device)
-    if data:  # new data: the training run's split metadata does not describe it
-        cfg.data.path, cfg.data.splits = str(Path(data).absolute()), ""
-    if splits is not None:
-        cfg.data.splits = splits
+    cfg.data = point_at(cfg.data, data, splits)
     with DataSource(cfg.data) as source:
         split = choose_split(split, source)
         description = source.describe(split)
@@ -109,12 +104,6 @@ def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None
                **metrics}
     print(format_table(metrics, title=f"{description} - {ckpt}"))
     if out:
-        write_json(Path(out), metrics)
+        write_json(out, metrics)
     return metrics
 
-
-def write_json(path: Path, data: dict) -> None:
-    """Written whole or not at all (a temp file renamed over the target)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

@@ -7,9 +7,10 @@ tmux window), so a job that dies without a word still ends up failed. Imports no
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
+
+from vqae.atomic import write_json
 
 STATES = ("queued", "running", "done", "failed", "requeued")
 FILE = "status.json"
@@ -44,7 +45,5 @@ def write_status(run_dir: str | Path, state: str, **fields) -> dict:
     if state in ("done", "failed", "requeued"):
         status["end"] = now()
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, indent=2) + "\n")
-    tmp.replace(run_dir / FILE)
+    write_json(run_dir / FILE, status)
     return status

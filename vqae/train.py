@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from vqae.atomic import write_atomic
 from vqae.checkpoint import CheckpointManager, capture_rng_state, read_checkpoint, restore_rng_state
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.source import DataSource
@@ -130,9 +131,7 @@ def drop_records_after(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def check_run_dir(run_dir: Path, cfg: Config) -> list[Path]:

@@ -16,17 +16,11 @@ from vqae.codec import bitstream
 from vqae.codec.api import Codec, Encoded, band_arrays
 from vqae.codec.store import BitstreamSink, RicoLmdbSink, TiffSink, bitstream_source, read_manifest
 from vqae.data.lmdb_store import is_lmdb
-from vqae.data.source import ALL, DataSource
+from vqae.data.source import ALL, DataSource, point_at
+from vqae.distributed import single_device
 from vqae.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    from vqae.distributed import plan
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return torch.device(plan({}, name, gpus).device)
 
 
 def load(ckpt: str, device: torch.device):
@@ -48,8 +42,7 @@ def check_depth(depth: int | None, model) -> int:
 
 def open_data(cfg, data: str | None):
     """A DataSource over `data` (else the checkpoint's own data) with the model's bands."""
-    if data:  # new data: the training run's split metadata and format do not describe it
-        cfg.data.path, cfg.data.splits, cfg.data.format = str(Path(data).absolute()), "", "auto"
+    cfg.data = point_at(cfg.data, data)
     return DataSource(cfg.data)
 
 
@@ -61,7 +54,7 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, dev
     from vqae.checkpoint import read_checkpoint, save_checkpoint
     from vqae.codec.fit import fit_prior, report
 
-    device = pick_device(device_name)
+    device = single_device(device_name)
     model, cfg, _ = load(ckpt, device)
     state = read_checkpoint(ckpt)
     with open_data(cfg, data) as source:
@@ -133,7 +126,7 @@ def compress(ckpt: str, data: str, out: str, depth: int | None = None, device_na
              lmdb: bool = False, split: str | None = ALL, batch_size: int = 16, workers: int = 0,
              overwrite: bool = False, progress: bool = True) -> dict:
     """Compress every patch of `data` (of `split`) into OUT; returns the summary figures."""
-    device = pick_device(device_name)
+    device = single_device(device_name)
     model, cfg, codec = load(ckpt, device)
     codec.require_fitted()
     depth = check_depth(depth, model)
@@ -194,7 +187,7 @@ def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None =
     """Decode every bitstream of `data` into GeoTIFFs (or, from an LMDB, a rico-hdl LMDB)."""
     path = Path(data)
     names, records = bitstream_source(path)
-    device = pick_device(device_name)
+    device = single_device(device_name)
     model, _, codec = load(model_for(path, ckpt), device)
     depth = None if depth is None else check_depth(depth, model)
     to_lmdb = is_lmdb(path)

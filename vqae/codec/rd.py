@@ -12,7 +12,6 @@ PSNR (which still compares a model whose depths span less PSNR than a BD-rate ne
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,12 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
+from vqae.atomic import write_json
 from vqae.codec import jpeg2000
 from vqae.codec.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
-from vqae.codec.pipeline import load, open_data, pick_device
+from vqae.codec.pipeline import load, open_data
 from vqae.data.bands import is_s1
+from vqae.distributed import single_device
 from vqae.errors import DataError
 from vqae.metrics import MetricAccumulator
 
@@ -157,7 +158,7 @@ def describe_bd(label: str, bd: dict) -> str:
 def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
            qualities: list[float] | None = None, batch_size: int = 8, max_patches: int = 0,
            progress: bool = True) -> dict:
-    device = pick_device(device_name)
+    device = single_device(device_name)
     models, taken = [], set()
     for ckpt in ckpts:
         _, cfg, codec = load(ckpt, device)
@@ -213,7 +214,7 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], description: s
         writer.writerows(rows)
     result = {"data": description, "patches": patches, "checkpoints": dict(zip(labels, ckpts)),
               "jpeg2000_qualities": qualities, "bd_rate": bd, "rows": rows}
-    (out / "rd.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "rd.json", result)
     plot_rd(rows, labels, out / "rd.png", description)
     short = ["codec", "setting", "bpp_coded", "bpppb", "psnr", "ssim", "sam",
              "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000"]

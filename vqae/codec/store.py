@@ -8,13 +8,13 @@ A compressed folder or LMDB holds `manifest.json` (checkpoint path, model finger
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from vqae.atomic import write_atomic
 from vqae.data.encode import LmdbWriter, prepare_out, replace_lmdb
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.errors import DataError
@@ -49,12 +49,6 @@ def prepare_folder(out: Path, allowed: set[str], suffix: str, overwrite: bool) -
     for p in entries:
         p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

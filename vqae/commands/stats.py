@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from tabulate import tabulate
 
+from vqae.atomic import write_json
 from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args
 from vqae.data.bands import band_offsets
 from vqae.data.source import DataSource
@@ -33,9 +31,6 @@ def run(args) -> int:
     print(f"{stats['patches']} patches")
     print(tabulate(rows, headers=headers, floatfmt=".1f"))
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2))
-        tmp.replace(out)  # never a half-written stats file
-        print(f"wrote {out}")
+        write_json(args.out, stats)  # never a half-written stats file
+        print(f"wrote {args.out}")
     return 0

@@ -25,6 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from safetensors.numpy import save as st_save
 from tqdm import tqdm
 
+from vqae.atomic import write_atomic
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
@@ -285,16 +286,13 @@ def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
 def write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
     """OUT.skipped.tsv, written whole or not at all (a temporary file renamed over it)."""
     path = skipped_path(out)
-    tmp = path.with_name(path.name + ".tmp")
     lines = ["patch\treason"] + [f"{k}\t{' '.join(r.split())}" for k, r in skipped]
     try:
         if not skipped:
             path.unlink(missing_ok=True)  # a list from an earlier run would be stale
             return
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, "\n".join(lines) + "\n")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot update {path} ({err.strerror}); the LMDB {out} is complete; "
                         "free space or fix that path, then rerun with --resume --skip-bad to "
                         "write the list of skipped patches") from err

@@ -4,6 +4,7 @@ the patch list and (for an LMDB) the handle; `dataset(split)` hands out readers 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def detect_format(path: Path, fmt: str) -> str:
     if path.is_dir():
         return "geotiff"
     raise DataError(f"data path {path} is neither a folder of GeoTIFFs, an archive nor an LMDB")
+
+
+def point_at(cfg: DataConfig, path: str | None, splits: str | None = None) -> DataConfig:
+    """A checkpoint's data config for other data (evaluate, the codec): the training run's
+    split metadata and format do not describe a new folder, so they reset unless given."""
+    if path:
+        cfg = dataclasses.replace(cfg, path=str(Path(path).absolute()), splits="", format="auto")
+    return cfg if splits is None else dataclasses.replace(cfg, splits=splits)
 
 
 class DataSource:
