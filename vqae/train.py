@@ -486,6 +486,8 @@ class Trainer:
 
             fit_after_training(self.model, self.train_ds, self.ckpts, self.state, self.pos.step,
                                self.cfg, self.device)
+        if self.env.enabled:  # the other ranks wait: one that tears its gloo group down early aborts
+            torch.distributed.barrier()
         tracker.close()
 
 
