@@ -37,6 +37,17 @@ def test_contexts_are_chosen_by_held_out_bits():
     assert fits[2].best_by_kind[NONE] <= min(fits[2].best_by_kind.values()) + 1e-9
 
 
+def test_a_large_codebook_fits_a_marginal_without_context_tables():
+    """FSQ [8, 8, 8, 5, 5, 5] has 64,000 codes: (K + 1) x K context counts would need 61 GB."""
+    k = 64_000
+    idx = np.random.default_rng(0).integers(0, 50, (8, 1, 15, 15)) * 1000  # 50 codes in use
+    counts = IndexCounts(1, k, 15)
+    assert list(counts.n) == [(0, NONE)]
+    counts.add(idx)
+    tables, kinds, _, fits = fit_tables(counts)
+    assert kinds == [NONE] and fits[0].bits < np.log2(k) - 5
+
+
 def test_tables_are_integers_and_every_index_stays_codable():
     freqs, _, clusters, _ = fitted(structured_indices())
     assert freqs.dtype == np.int64 and freqs.min() >= 1

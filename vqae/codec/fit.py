@@ -34,10 +34,15 @@ STRENGTHS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)  # Dirichlet pull toward the sta
 CLUSTER_STRENGTH = 4.0  # smoothing of the row distributions while clustering
 KMEANS_ITERS = 8
 FLUSH_PATCHES = 2048  # index grids buffered before one counting pass
+# Context counts are (2, K + 1, K) int64 per stage and kind: 34 MB at K = 1024, 137 MB at 2048,
+# 61 GB at FSQ's 64,000. Larger codebooks get the stage marginal only.
+MAX_CONTEXT_CODES = 2048
 
 
-def candidate_kinds(stage: int, height: int) -> list[int]:
+def candidate_kinds(stage: int, height: int, codebook_size: int) -> list[int]:
     kinds = [NONE]
+    if codebook_size > MAX_CONTEXT_CODES:
+        return kinds
     if stage > 0:
         kinds.append(PARENT)
     if height > 1:
@@ -54,7 +59,10 @@ class IndexCounts:
 
     def __init__(self, depth: int, codebook_size: int, height: int):
         self.k = codebook_size
-        self.kinds = {s: candidate_kinds(s, height) for s in range(depth)}
+        self.kinds = {s: candidate_kinds(s, height, codebook_size) for s in range(depth)}
+        if codebook_size > MAX_CONTEXT_CODES:
+            log.info("K = %d codes > %d: no context tables, each stage's marginal only",
+                     codebook_size, MAX_CONTEXT_CODES)
         self.n = {(s, kind): np.zeros((2, n_symbols(kind, self.k), self.k), dtype=np.int64)
                   for s, kinds in self.kinds.items() for kind in kinds}
         self.patches = 0
