@@ -1,16 +1,22 @@
-"""Training throughput (patches/s): the real LMDB loader vs in-memory batches, in one process.
+"""Training throughput (patches/s): in-memory batches vs the LMDB loader, with the 20/60 m bands
+upsampled on the CPU (data.resample=cpu) or on the training device (data.resample=device).
 
-Both variants drive the same `vqae.train.Trainer` (same model, optimizer, augmentation, AMP) through
-`train_step`; the only difference is where each batch comes from:
+For each batch size (--batch-sizes, default 64 256) it builds two `vqae.train.Trainer`s from the
+same config, one per resample path, and drives their `train_step` from:
 
-  * LMDB loader: `trainer.batches()`, i.e. the training DataLoader over the LMDB (workers read,
-    decode and resample patches while the model trains);
-  * in memory: a pre-built list of batches of the same shape (real patches read once up front,
-    so the model does exactly the same work and only the loader cost differs).
+  * in memory: a few real batches read once, prepared (copied, upsampled) and kept on the device,
+    so the step does exactly the model's work and nothing else: the ceiling;
+  * loader, cpu / device resample: `trainer.batches()`, i.e. the training DataLoader over the LMDB
+    with its prefetcher (workers read and collate; the copy overlaps the step on CUDA);
+  * input only, cpu / device resample: the same batches, prepared on the device but not trained on:
+    what each input pipeline can deliver at most.
 
-The two run interleaved (--rounds rounds of --steps steps each, after --warmup steps), so load
-changes on a shared machine hit both alike; each figure is the median over rounds. The last
-line is the ratio LMDB / in-memory (goal on a GPU: >= 0.95, the loader never starves training).
+Before each loader measurement the batches already waiting in the worker queue are taken untimed
+(they were read while another variant ran). The variants run interleaved (--rounds rounds of --steps
+steps, after --warmup steps each; the two loader paths swap order every round), so load changes on
+a shared machine hit all alike; each figure is the median over rounds. Reported per variant: the
+ratio to in memory (goal on a GPU: loader >= 0.95), achieved TFLOP/s (forward + backward FLOPs of
+one step counted once with FlopCounterMode) and, on CUDA, the peak GPU memory allocated.
 
 Unless --no-readme-job, it first times the README's main job (minus install) on this machine:
 `python -m vqae train --config configs/debug.yaml --run.tracker=none --run.dir=<tmp>`.
@@ -20,7 +26,8 @@ when present), which is unpacked and written to a temporary LMDB with `vqae enco
 copies of a duplicate patch name are dropped), or "" for the 24-patch sample (its train split
 has only 8 patches). Splits are the hash of the patch name unless --data.splits is overridden.
 
-    python benchmarks/bench_train.py                              # debug model, CPU
+    python benchmarks/bench_train.py --no-readme-job --batch-sizes 4 16 --steps 3 --rounds 2 \
+        --warmup 1 --workers 1                                     # CPU, ~3 min
     python benchmarks/bench_train.py --config configs/base.yaml --device cuda --workers 8
 """
 
@@ -38,6 +45,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import default_collate
+from torch.utils.flop_counter import FlopCounterMode
 
 from vqae.config import load_config
 from vqae.train import Trainer
@@ -93,39 +102,129 @@ def time_readme_job(work: Path) -> float:
     return seconds
 
 
+VARIANTS = ("in memory", "loader, cpu resample", "loader, device resample",
+            "input only, cpu resample", "input only, device resample")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def run_steps(trainer: Trainer, groups, steps: int) -> float:
-    """Patches per second over `steps` optimizer steps, drawing groups from the iterator."""
+def run_steps(trainer: Trainer, groups, steps: int, train: bool = True) -> float:
+    """Patches per second over `steps` groups drawn from the iterator, trained on unless not
+    `train` (then only prepared on the device)."""
     sync(trainer.device)
     start, seen = time.perf_counter(), 0
     for _ in range(steps):
         group = next(groups)
-        trainer.train_step(group, stats=False)
+        if train:
+            trainer.train_step(group, stats=False)
         seen += sum(len(b["name"]) for b in group)
     sync(trainer.device)
     return seen / (time.perf_counter() - start)
 
 
+def drain(trainer: Trainer, groups) -> None:
+    """Take, untimed, the batches the workers read ahead while another variant ran."""
+    d = trainer.cfg.data
+    ready = 2 * d.num_workers  # the DataLoader's prefetch_factor (2) per worker
+    for _ in range(-(-ready // trainer.cfg.optim.accumulate)):
+        next(groups)
+
+
 def in_memory_groups(trainer: Trainer, n_batches: int):
-    """Cycle forever over n_batches real batches built once, shaped like the loader's."""
+    """Cycle forever over n_batches real batches, prepared once and kept on the device."""
     ds, cfg = trainer.train_ds, trainer.cfg
     bs, acc = cfg.data.batch_size, cfg.optim.accumulate
     batches = []
     for b in range(n_batches):
-        idx = [(b * bs + i) % len(ds) for i in range(bs)]
-        items = [ds[i] for i in idx]
-        image = torch.stack([it["image"] for it in items])
-        if trainer.device.type == "cuda" and cfg.data.pin_memory:
-            image = image.pin_memory()
-        batches.append({"image": image, "name": [it["name"] for it in items]})
+        batch = default_collate([ds[(b * bs + i) % len(ds)] for i in range(bs)])
+        batches.append({"image": trainer.input(batch), "name": batch["name"]})
     i = 0
     while True:
         yield [batches[(i + k) % n_batches] for k in range(acc)]
         i += acc
+
+
+def flops_per_patch(trainer: Trainer, groups) -> float:
+    """Forward + backward FLOPs of one training step, per patch (counted once)."""
+    group = next(groups)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(group, stats=False)
+    return counter.get_total_flops() / sum(len(b["name"]) for b in group)
+
+
+def make_trainer(args, overrides: list[str], data: str, work: Path, batch: int,
+                 resample: str) -> Trainer:
+    ov = [f"data.path={data}", f"run.device={args.device}", "run.tracker=none",
+          f"run.dir={work / f'bench-{resample}-{batch}'}", f"data.batch_size={batch}",
+          f"data.resample={resample}"]
+    if args.workers is not None:
+        ov.append(f"data.num_workers={args.workers}")
+    return Trainer(load_config([args.config], ov + overrides))
+
+
+def measure(trainer: Trainer, groups, steps: int, peaks: dict, name: str,
+            train: bool = True) -> float:
+    """One timed run; records the variant's peak GPU memory on CUDA."""
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    rate = run_steps(trainer, groups, steps, train)
+    if cuda:
+        peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated(trainer.device))
+    return rate
+
+
+def run_rounds(args, trainers: dict[str, Trainer], memory) -> tuple[dict, dict]:
+    """Median patches/s per variant over interleaved rounds, and the peak GPU bytes."""
+    loaders = {mode: t.batches() for mode, t in trainers.items()}
+    dev = trainers["device"]
+    for mode, t in trainers.items():  # k-means init, worker start-up, allocator
+        run_steps(t, loaders[mode], args.warmup)
+    run_steps(dev, memory, args.warmup)
+    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    peaks: dict[str, int] = {}
+    for r in range(args.rounds):
+        rates["in memory"].append(measure(dev, memory, args.steps, peaks, "in memory"))
+        for mode in (("cpu", "device") if r % 2 == 0 else ("device", "cpu")):
+            drain(trainers[mode], loaders[mode])
+            name = f"loader, {mode} resample"
+            rates[name].append(measure(trainers[mode], loaders[mode], args.steps, peaks, name))
+        for mode in ("cpu", "device"):
+            drain(trainers[mode], loaders[mode])
+            name = f"input only, {mode} resample"
+            rates[name].append(measure(trainers[mode], loaders[mode], args.steps, peaks, name,
+                                       train=False))
+    return {k: statistics.median(v) for k, v in rates.items()}, peaks
+
+
+def report(batch: int, med: dict, peaks: dict, flops: float) -> None:
+    print(f"\nbatch {batch}: median patches/s; forward + backward {flops / 1e9:.2f} GFLOP a patch")
+    print(f"  {'variant':30s} {'patches/s':>10s} {'/ in memory':>12s} {'TFLOP/s':>9s}"
+          + (f" {'peak GiB':>9s}" if peaks else ""))
+    for name, rate in med.items():
+        trained = not name.startswith("input")
+        line = (f"  {name:30s} {rate:10.1f} {rate / med['in memory']:12.3f} "
+                + (f"{flops * rate / 1e12:9.3f}" if trained else f"{'-':>9s}"))
+        if peaks:
+            line += f" {peaks[name] / 2**30:9.2f}"
+        print(line)
+
+
+def bench_batch_size(args, overrides: list[str], data: str, work: Path, batch: int) -> None:
+    trainers = {m: make_trainer(args, overrides, data, work, batch, m) for m in ("cpu", "device")}
+    dev, d = trainers["device"], trainers["device"].cfg.data
+    n_train = len(dev.train_ds)
+    print(f"\n== batch {batch} x accumulate {dev.cfg.optim.accumulate}: {n_train} train patches, "
+          f"{d.num_workers} loader workers, device {dev.device}, amp {dev.cfg.train.amp}")
+    memory = in_memory_groups(dev, max(1, min(8, n_train // batch)))
+    med, peaks = run_rounds(args, trainers, memory)
+    flops = flops_per_patch(dev, memory)  # after warm-up: the k-means init is not a step's work
+    report(batch, med, peaks, flops)
+    for t in trainers.values():
+        t.source.close()
 
 
 def main() -> None:
@@ -134,10 +233,10 @@ def main() -> None:
     parser.add_argument("--data", default=default_data(),
                         help="LMDB, .tar/.tar.gz of GeoTIFFs, or '' for the 24-patch sample")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round and variant")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each variant first")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     parser.add_argument("--workers", type=int, default=None, help="default: the config's")
     parser.add_argument("--no-readme-job", action="store_true",
                         help="skip timing `python -m vqae train --config configs/debug.yaml`")
@@ -150,44 +249,16 @@ def main() -> None:
           + (f"; {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
-        readme_s = None if args.no_readme_job else time_readme_job(work)
-        if readme_s is not None:
+        if not args.no_readme_job:
             print(f"README main job (vqae train, configs/debug.yaml, no install): "
-                  f"{readme_s:.1f} s wall", flush=True)
-
+                  f"{time_readme_job(work):.1f} s wall", flush=True)
         data = args.data
         if data and (data.endswith((".tar", ".tar.gz", ".tgz"))):
             data = str(archive_to_lmdb(Path(data), work, args.workers or 2))
-        ov = [f"data.path={data}", f"run.device={args.device}", "run.tracker=none",
-              f"run.dir={work / 'bench-run'}"]
-        if args.batch_size:
-            ov.append(f"data.batch_size={args.batch_size}")
-        if args.workers is not None:
-            ov.append(f"data.num_workers={args.workers}")
-        cfg = load_config([args.config], ov + [o.lstrip("-") for o in overrides])
-        trainer = Trainer(cfg)
-        d, n_train = cfg.data, len(trainer.train_ds)
-        print(f"config {args.config}: {trainer.model.summary()}")
-        print(f"data: {data or 'the 24-patch sample'} ({n_train} train patches), batch "
-              f"{d.batch_size} x accumulate {cfg.optim.accumulate}, {d.num_workers} loader "
-              f"workers, device {trainer.device}, amp {cfg.train.amp}")
-
-        loader = trainer.batches()
-        memory = in_memory_groups(trainer, max(1, min(8, n_train // d.batch_size)))
-        run_steps(trainer, loader, args.warmup)  # k-means init, worker start-up, allocator
-        run_steps(trainer, memory, args.warmup)
-        rates: dict[str, list[float]] = {"LMDB loader": [], "in-memory batches": []}
-        for _ in range(args.rounds):
-            rates["LMDB loader"].append(run_steps(trainer, loader, args.steps))
-            rates["in-memory batches"].append(run_steps(trainer, memory, args.steps))
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        print(f"\ntraining throughput, {args.steps} steps x {args.rounds} rounds each, "
-              "interleaved; median (all rounds)")
-        for k, v in rates.items():
-            print(f"  {k:18s} {med[k]:8.1f} patches/s   ("
-                  + ", ".join(f"{r:.1f}" for r in v) + ")")
-        ratio = med["LMDB loader"] / med["in-memory batches"]
-        print(f"ratio LMDB / in-memory: {ratio:.3f} (goal on GPU >= 0.95)")
+        print(f"config {args.config}, data {data or 'the 24-patch sample'}; {args.steps} steps x "
+              f"{args.rounds} rounds per variant, interleaved")
+        for batch in args.batch_sizes:
+            bench_batch_size(args, [o.lstrip("-") for o in overrides], data, work, batch)
 
 
 if __name__ == "__main__":

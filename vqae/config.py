@@ -46,6 +46,9 @@ class DataConfig:
     bands: list[str] = listed(S2_BANDS)  # S2 bands, in this order
     s1: bool = False  # append Sentinel-1 VV, VH (needs s1_name pairing from metadata.parquet)
     interpolation: str = choice("bicubic", "nearest", "bilinear", "area")  # 20/60 m upsampling
+    resample: str = choice("auto", "cpu", "device")  # where 20/60 m bands are upsampled: cpu =
+    # OpenCV per patch in the loader workers, device = torch on whole batches (uint16 transfer);
+    # auto = device on CUDA, cpu otherwise (and always cpu with data.s1)
     stats: str = ""  # per-band mean/std JSON from `vqae stats`; "" = built-in BigEarthNet values
     subtract_offset: bool = False  # the model removes the +1000 L2A offset (baseline >= 04.00)
     splits: str = ""  # metadata.parquet (v2) or folder of train/val/test CSVs (v1); "" = hash

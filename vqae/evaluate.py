@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vqae.atomic import write_json
 from vqae.config import Config
+from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.readers import PatchDataset
 from vqae.data.source import ALL, DataSource, point_at
 from vqae.data.splits import canonical_split
@@ -40,20 +41,22 @@ def eval_depths(model: Autoencoder, requested: list[int]) -> list[int | None]:
 
 
 @torch.no_grad()
-def evaluate(model: Autoencoder, loader: DataLoader, device: torch.device,
+def evaluate(model: Autoencoder, loader: DataLoader, inputs: DeviceInput,
              depths: list[int | None] = (None,), max_batches: int = 0,
              autocast=contextlib.nullcontext) -> dict[str, float]:
-    """Metrics of `model` on `loader`; keys `psnr`, ... at full depth, `depth<n>/psnr`, ... per n."""
+    """Metrics of `model` on `loader`, its batches brought to the device by `inputs`; keys
+    `psnr`, ... at full depth, `depth<n>/psnr`, ... per n."""
+    device = inputs.device
     was_training = model.training
     model.eval()
     offsets = model.normalize.offsets()
     accs = {n: MetricAccumulator(model.bands, model.quantizer.codebook_size, offsets)
             for n in depths}
     losses = torch.zeros(2, dtype=torch.float64, device=device)  # [sum mse, batches]
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(Prefetcher(loader, inputs)):
         if max_batches and i >= max_batches:
             break
-        x = batch["image"].to(device, non_blocking=True)  # (B, C, H, W) digital numbers
+        x = inputs(batch)  # (B, C, H, W) float32 digital numbers
         for n, acc in accs.items():
             with autocast():
                 out = model(x, depth=n)
@@ -93,12 +96,13 @@ def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None
     env = DistEnv(device=str(single_device(device_name)))
     model, cfg = load_model(ckpt, env.device)
     cfg.data = point_at(cfg.data, data, splits)
+    inputs = DeviceInput.for_config(cfg.data, env.torch_device)
     with DataSource(cfg.data) as source:
         split = choose_split(split, source)
         description = source.describe(split)
         print(f"evaluating {description}")
-        ds = source.dataset(split)
-        metrics = evaluate(model, eval_loader(ds, cfg, env), env.torch_device,
+        ds = source.dataset(split, native=inputs.native)
+        metrics = evaluate(model, eval_loader(ds, cfg, env), inputs,
                            eval_depths(model, depths or cfg.train.eval_depths))
     metrics = {"split": split if split == ALL else canonical_split(split), "patches": len(ds),
                **metrics}

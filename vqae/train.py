@@ -18,12 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from tqdm import tqdm
 
 from vqae.atomic import write_atomic
 from vqae.checkpoint import CheckpointManager, capture_rng_state, read_checkpoint, restore_rng_state
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
+from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.source import DataSource
 from vqae.data.stats import load_stats
 from vqae.distributed import all_reduce_max, cleanup, setup
@@ -193,12 +194,24 @@ def build_optimizer(model: torch.nn.Module, cfg: Config):
     return opt, sched
 
 
+def dihedral_maps(side: int, device: torch.device) -> torch.Tensor:
+    """(8, side * side): for transform r (rot90 by r % 4, then a flip of the width when r >= 4),
+    the flat source pixel of each output pixel."""
+    grid = torch.arange(side * side, device=device).view(side, side)
+    rotations = [torch.rot90(grid, r, dims=(0, 1)) for r in range(4)]
+    return torch.stack(rotations + [g.flip(1) for g in rotations]).flatten(1)
+
+
 def augment(x: torch.Tensor) -> torch.Tensor:
-    """Each patch gets one of the 8 flips/rotations of the square, drawn from torch's RNG."""
-    k = torch.randint(0, 8, (x.shape[0],)).tolist()
-    out = [torch.rot90(p, r % 4, dims=(1, 2)) for p, r in zip(x, k)]
-    out = [p.flip(2) if r >= 4 else p for p, r in zip(out, k)]
-    return torch.stack(out)
+    """Each patch gets one of the 8 flips/rotations of the square, drawn from torch's CPU RNG
+    (a resume replays the draws), applied to the whole batch in one gather."""
+    b, c, h, w = x.shape
+    assert h == w, "rotations need square patches"
+    k = torch.randint(0, 8, (b,))  # (B,) transform of each patch
+    if x.is_cuda:
+        k = k.pin_memory()  # an asynchronous copy: the host keeps queueing work ahead of the GPU
+    idx = dihedral_maps(h, x.device)[k.to(x.device, non_blocking=True)]  # (B, H*W)
+    return x.flatten(2).gather(2, idx[:, None].expand(b, c, h * w)).view_as(x)
 
 
 class Trainer:
@@ -212,7 +225,9 @@ class Trainer:
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         self.source = DataSource(cfg.data)
-        self.train_ds, self.val_ds = self.source.dataset("train"), self.source.dataset("validation")
+        self.input = DeviceInput.for_config(cfg.data, self.device)
+        self.train_ds = self.source.dataset("train", native=self.input.native)
+        self.val_ds = self.source.dataset("validation", native=self.input.native)
         self.model = build_model(cfg, *load_stats(cfg.data.stats, self.source.all_bands))
         self.model.to(self.device)
         if self.device.type == "cuda" and t.channels_last:
@@ -230,14 +245,15 @@ class Trainer:
         self.saved_step = -1  # the step of the newest checkpoint this process wrote
 
     def _wrap(self, model):
-        net = model
-        if self.env.enabled:
-            q = self.cfg.quantizer
-            net = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,  # the quantizer keeps its EMA codebooks in sync itself
-                find_unused_parameters=q.dropout and not q.ema)
-        return torch.compile(net) if self.cfg.train.compile else net
+        if self.cfg.train.compile:
+            model.compile_networks()  # in place: the quantizer stays eager, state keys unchanged
+        if not self.env.enabled:
+            return model
+        # quantizer dropout masks rows rather than skipping stages, so every parameter gets a
+        # gradient each step and DDP need not search the graph for unused ones
+        return DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            broadcast_buffers=False)  # the quantizer keeps its EMA codebooks in sync itself
 
     def _train_loader(self) -> DataLoader:
         d = self.cfg.data
@@ -306,7 +322,7 @@ class Trainer:
 
     # ---- one step ------------------------------------------------------------------------
     def batch_to_device(self, batch: dict) -> torch.Tensor:
-        x = batch["image"].to(self.device, non_blocking=True)  # (B, C, H, W) digital numbers
+        x = self.input(batch)  # (B, C, H, W) float32 digital numbers
         if self.cfg.train.augment:
             x = augment(x)
         if self.device.type == "cuda" and self.cfg.train.channels_last:
@@ -369,7 +385,7 @@ class Trainer:
         while True:
             self.sampler.set_epoch(self.pos.epoch)
             self.sampler.start = self.pos.consumed * self.cfg.data.batch_size
-            for batch in self.loader:
+            for batch in Prefetcher(self.loader, self.input):  # copies the next batch meanwhile
                 group.append(batch)
                 self.pos.consumed += 1
                 if len(group) == self.cfg.optim.accumulate:
@@ -388,7 +404,7 @@ class Trainer:
 
     def run_eval(self, tracker: Tracker) -> dict[str, float]:
         loader = eval_loader(self.val_ds, self.cfg, self.env)
-        metrics = evaluate(self.model, loader, self.device, self.depths,
+        metrics = evaluate(self.model, loader, self.input, self.depths,
                            self.cfg.train.eval_batches, self.autocast)
         metrics = {f"val/{k}": v for k, v in metrics.items()}
         tracker.log(metrics, self.pos.step)
@@ -402,7 +418,7 @@ class Trainer:
         n = min(self.cfg.train.eval_images, len(self.val_ds))
         if n == 0:
             return {}
-        x = torch.stack([self.val_ds[i]["image"] for i in range(n)]).to(self.device)
+        x = self.input(default_collate([self.val_ds[i] for i in range(n)]))  # (n, C, H, W)
         self.model.eval()
         dn_hat = self.model.to_dn(self.model(x).recon)
         self.model.train()
@@ -484,8 +500,9 @@ class Trainer:
             print(format_table(metrics, title=f"final ({self.pos.step} steps)"))
             from vqae.codec.pipeline import fit_after_training  # the codec's prior, rank 0
 
-            fit_after_training(self.model, self.train_ds, self.ckpts, self.state, self.pos.step,
-                               self.cfg, self.device)
+            # codec/fit.py reads float images: the CPU-resampled reader of the same split
+            fit_after_training(self.model, self.source.dataset("train"), self.ckpts, self.state,
+                               self.pos.step, self.cfg, self.device)
         if self.env.enabled:  # the other ranks wait: one that tears its gloo group down early aborts
             torch.distributed.barrier()
         tracker.close()

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from vqae.atomic import write_atomic
-from vqae.data.encode import LmdbWriter, prepare_out, replace_lmdb
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.errors import DataError
 
@@ -74,6 +73,9 @@ class BitstreamSink:
         self.out, self.lmdb = out, lmdb
         allowed = LMDB_FILES | {MANIFEST}
         prepare_folder(out, allowed, "" if lmdb else SUFFIX, overwrite)
+        # vqae.data.encode imports rasterio: only when writing (training imports this module)
+        from vqae.data.encode import LmdbWriter
+
         self.writer = LmdbWriter(out) if lmdb else None
         self.pending: list[tuple[bytes, bytes]] = []
 
@@ -160,6 +162,8 @@ class RicoLmdbSink:
     OUT.tmp swapped in at the end with --overwrite), as `vqae encode` does."""
 
     def __init__(self, out: Path, overwrite: bool):
+        from vqae.data.encode import LmdbWriter, prepare_out  # rasterio: only when writing
+
         self.out = out
         self.target = prepare_out(out, resume=False, overwrite=overwrite)
         self.writer = LmdbWriter(self.target)
@@ -174,6 +178,8 @@ class RicoLmdbSink:
             self.pending = []
 
     def close(self) -> None:
+        from vqae.data.encode import replace_lmdb
+
         self.writer.write(self.pending)
         self.writer.close()
         if self.target != self.out:

@@ -1,7 +1,9 @@
 """Patch datasets: index -> raw bands -> 20/60 m bands upsampled -> (C, 120, 120) float32 DN.
 
 Only `load_raw` differs between the GeoTIFF and the LMDB reader, so both give identical tensors
-for identical stored arrays. Readers return digital numbers as stored: offset removal and
+for identical stored arrays. With `native=True` (data.resample=device) a sample holds the raw
+uint16 bands stacked per native size instead, and `vqae.data.device_input` upsamples whole
+batches on the training device. Readers return digital numbers as stored: offset removal and
 normalization belong to the model (`vqae.models.normalize`), so a checkpoint carries them.
 """
 
@@ -18,20 +20,26 @@ from torch.utils.data import Dataset
 from vqae.data.bands import S1_BANDS, check_native_shape
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.lmdb_store import LmdbStore
-from vqae.data.resample import interpolation_flag, stack_bands
+from vqae.data.resample import interpolation_flag, native_stacks, stack_bands
 from vqae.errors import DataError
 
 
 class PatchDataset(Dataset):
-    """Base reader. Subclasses implement `load_raw(key, bands) -> {band: native array}`."""
+    """Base reader. Subclasses implement `load_raw(key, bands) -> {band: native array}`.
+
+    Items: {"image": (C, 120, 120) float32, "name"}, or with `native` {"native": {side:
+    (n, side, side) uint16}, "name"} (S2 only: S1's float32 dB bands stay on the CPU path).
+    """
 
     def __init__(self, names: list[str], bands: list[str], interpolation: str = "bicubic",
-                 s1_names: dict[str, str] | None = None):
+                 s1_names: dict[str, str] | None = None, native: bool = False):
         self.names = list(names)
         self.s2_bands = list(bands)
         self.s1_names = s1_names  # S2 patch -> its S1 patch; None = S2 only
         self.bands = self.s2_bands + (S1_BANDS if s1_names is not None else [])
         self.flag = interpolation_flag(interpolation)
+        self.native = native
+        assert not (native and s1_names), "S1 stays on the CPU path (device_input.resample_mode)"
 
     def __len__(self) -> int:
         return len(self.names)
@@ -50,8 +58,23 @@ class PatchDataset(Dataset):
             raw.update(self.load_raw(s1, S1_BANDS))
         return stack_bands(raw, self.bands, self.flag)  # (C, 120, 120)
 
+    def read_native(self, index: int) -> dict[int, np.ndarray]:
+        """{native side: (n, side, side) uint16} of the S2 bands, as stored."""
+        name = self.names[index]
+        stacks = native_stacks(self.load_raw(name, self.s2_bands), self.s2_bands)
+        for side, stack in stacks.items():
+            if stack.dtype != np.uint16:  # the device path rounds and saturates to uint16
+                raise DataError(f"patch {name} stores its {side}x{side} bands as {stack.dtype}; "
+                                "data.resample=device needs uint16 S2 bands: use "
+                                "--data.resample=cpu")
+        return stacks
+
     def __getitem__(self, index: int) -> dict:
-        return {"image": torch.from_numpy(self.read_dn(index)), "name": self.names[index]}
+        name = self.names[index]
+        if self.native:
+            native = {side: torch.from_numpy(a) for side, a in self.read_native(index).items()}
+            return {"native": native, "name": name}
+        return {"image": torch.from_numpy(self.read_dn(index)), "name": name}
 
 
 class GeoTiffDataset(PatchDataset):

@@ -1,11 +1,12 @@
-"""Bring 20 m and 60 m bands onto the 120x120 grid of the 10 m bands with OpenCV."""
+"""Bring 20 m and 60 m bands onto the 120x120 grid of the 10 m bands with OpenCV, or group them
+by native size for the batched torch resampling of `vqae.data.device_input`."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from vqae.data.bands import PATCH_SIZE
+from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE
 from vqae.errors import ConfigError
 
 INTERPOLATION = {
@@ -45,3 +46,17 @@ def stack_bands(raw: dict[str, np.ndarray], bands: list[str], flag: int,
             res = res.reshape(size, size, len(chunk))
             out[chunk] = np.moveaxis(res, -1, 0)
     return out
+
+
+def native_groups(bands: list[str]) -> dict[int, list[int]]:
+    """Channel indices of `bands` by native side (120, 60, 20), each list in band order."""
+    groups: dict[int, list[int]] = {}
+    for i, band in enumerate(bands):
+        groups.setdefault(NATIVE_SIZE[band], []).append(i)
+    return groups
+
+
+def native_stacks(raw: dict[str, np.ndarray], bands: list[str]) -> dict[int, np.ndarray]:
+    """{native side: (n, side, side) stack in stored dtype} of `bands`, grouped as `native_groups`."""
+    return {side: np.stack([raw[bands[i]] for i in idx])
+            for side, idx in native_groups(bands).items()}

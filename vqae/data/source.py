@@ -109,9 +109,10 @@ class DataSource:
         return (f"split '{canonical_split(split)}' {how}: {len(names)} of {len(self.names)} "
                 f"patches of {self.path}")
 
-    def dataset(self, split: str | None = None) -> PatchDataset:
+    def dataset(self, split: str | None = None, native: bool = False) -> PatchDataset:
+        """Reader of `split`; `native`: items hold raw uint16 stacks for device resampling."""
         kwargs = dict(bands=self.bands, interpolation=self.cfg.interpolation,
-                      s1_names=self.table.s1_name if self.cfg.s1 else None)
+                      s1_names=self.table.s1_name if self.cfg.s1 else None, native=native)
         names = self.split_names(split)
         if self.store is not None:
             return LmdbDataset(self.store, names=names, **kwargs)
