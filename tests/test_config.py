@@ -74,6 +74,7 @@ def test_to_dict_is_plain():
     ("quantizer.depth=0", "quantizer.depth=0 is out of range"),
     ("quantizer.depth=3", "need quantizer.name=rvq"),
     ("quantizer.name=lfq", "choose one of: vq, rvq, fsq"),
+    ("quantizer.rate_weight=-1", "quantizer.rate_weight=-1.0 is out of range"),
     ("model.downsample=3", "choose one of: 2, 4, 8, 16"),
     ("model.activation=tanh", "choose one of: silu, gelu, relu"),
     ("train.amp=fp8", "choose one of: auto, bf16, fp16, none"),
@@ -85,6 +86,13 @@ def test_values_out_of_range_are_one_line_config_errors(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[override])
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rate_weight_needs_an_l2_codebook():
+    with pytest.raises(ConfigError, match="rate_weight=0.01 needs name=vq or rvq"):
+        load_config(overrides=["quantizer.rate_weight=0.01", "quantizer.distance=cosine"])
+    with pytest.raises(ConfigError, match="got fsq, l2"):
+        load_config(overrides=["quantizer.rate_weight=0.01", "quantizer.name=fsq"])
 
 
 def test_rvq_rules_span_fields():

@@ -91,6 +91,9 @@ class QuantizerConfig:
     revive_threshold: float = bounded(0.03, 0, 1)  # re-seed codes whose EMA usage is below this
     # fraction of the uniform share 1/K; 0 = never
     rotation_trick: bool = False  # rotation-trick gradient instead of plain straight-through
+    rate_weight: float = bounded(0.0, 0)  # entropy-constrained VQ (vq, rvq; l2): each row takes
+    # the code minimising squared distance + rate_weight * code length in bits (from EMA usage),
+    # in training and when compressing; 0 = the nearest code
     levels: list[int] = bounded([8, 5, 5, 5], 2, factory=True)  # fsq: values per latent channel
 
 
@@ -113,7 +116,7 @@ class TrainConfig:
     checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints (always one at the end)
     keep_last: int = bounded(3, 1)  # step checkpoints kept besides best.pt
     amp: str = choice("auto", "bf16", "fp16", "none")  # auto = bf16 on CUDA, none on CPU
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the encoder and decoder (the quantizer stays eager)
     channels_last: bool = True  # memory format on CUDA
     augment: bool = True  # random flips and 90-degree rotations
     mse_weight: float = bounded(1.0, 0)  # MSE on normalized bands
@@ -250,6 +253,9 @@ def _check_rules(cfg: Config) -> None:
     if q.name != "rvq" and (q.depth != 1 or q.dropout):
         raise ConfigError(f"quantizer.depth and quantizer.dropout need quantizer.name=rvq "
                           f"(got name={q.name}); set name=rvq or leave them at 1 / false")
+    if q.rate_weight and (q.name == "fsq" or q.distance != "l2"):
+        raise ConfigError(f"quantizer.rate_weight={q.rate_weight} needs name=vq or rvq with "
+                          f"distance=l2 (got {q.name}, {q.distance}); set it to 0")
     bad = [d for d in cfg.train.eval_depths if d > depth]
     if bad:
         raise ConfigError(f"train.eval_depths {bad} exceed quantizer.depth={depth}; "

@@ -3,6 +3,7 @@ summary, overfitting a real patch."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -121,3 +122,26 @@ def test_tiny_autoencoder_overfits_one_real_patch():
         if last < first / 10:
             break
     assert last < first / 10, (first, last)
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_like_eager_and_keep_their_state_keys():
+    torch.manual_seed(0)
+    eager = build_model(tiny_config(name="rvq", dropout=True))
+    compiled = copy.deepcopy(eager)
+    compiled.compile_networks(backend="aot_eager")  # quick to build; training uses inductor
+    x = dn(2, 12, 120, 120)
+    grads = []
+    for model in (eager, compiled):
+        torch.manual_seed(1)  # the same dropout draws
+        out = model(x)
+        (F.mse_loss(out.recon, out.target) + sum(out.losses.values())).backward()
+        grads.append([p.grad for p in model.parameters()])
+        if model is eager:
+            expected = out
+    assert torch.equal(out.indices, expected.indices)
+    assert torch.allclose(out.recon, expected.recon, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+    state = compiled.state_dict()
+    assert state.keys() == eager.state_dict().keys()  # no `_orig_mod.` anywhere
+    build_model(tiny_config(name="rvq", dropout=True)).load_state_dict(state)

@@ -9,6 +9,7 @@ import torch
 from vqae.config import QuantizerConfig
 from vqae.metrics import perplexity, usage
 from vqae.models import FSQ, QUANTIZERS, Quantizer, ResidualVQ, VectorQuantizer, quantizer_kwargs
+from vqae.models.quantizer import HOST_SYNC_OPS
 
 DIM = 8
 
@@ -142,3 +143,29 @@ def test_every_quantizer_follows_the_contract_and_the_config_names_them_all():
 
     choices = {f.name: f.metadata.get("choices") for f in fields(QuantizerConfig)}["name"]
     assert set(choices) == set(QUANTIZERS)
+
+
+def host_syncs(step) -> set[str]:
+    """Names of the HOST_SYNC_OPS that `step()` called, seen by the profiler (on a CPU they
+    cost nothing, but each is a full device sync on a GPU)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return {e.name for e in prof.events()} & set(HOST_SYNC_OPS)
+
+
+def train_step(quantizer: torch.nn.Module, seed: int) -> None:
+    out = quantizer(latents(seed).requires_grad_())
+    (out.quantized.square().mean() + sum(out.losses.values())).backward()
+
+
+@pytest.mark.parametrize("name", ["vq", "rvq"])
+@pytest.mark.parametrize("ema", [True, False])
+def test_training_step_makes_no_host_sync_after_the_kmeans_init(name, ema):
+    torch.manual_seed(0)
+    # dropout and a high revival threshold: the masked stages and the re-seeding run too
+    quantizer = make(name, ema=ema, dropout=True, revive_threshold=0.9)
+    assert host_syncs(lambda: train_step(quantizer, 0))  # the init may sync, and is seen to
+    assert not host_syncs(lambda: train_step(quantizer, 1))
+    fresh = make(name, ema=ema, dropout=True, revive_threshold=0.9)
+    fresh.load_state_dict(quantizer.state_dict())  # initialised: no second k-means
+    assert not host_syncs(lambda: train_step(fresh, 2))

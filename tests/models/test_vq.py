@@ -82,3 +82,53 @@ def test_rare_code_count_is_exposed():
     vq = VectorQuantizer(2, codebook_size=4, kmeans_init=False, revive_threshold=0.5)
     vq.cluster_size.copy_(torch.tensor([10.0, 10.0, 0.01, 0.0]))
     assert vq.rare_codes().tolist() == [2]
+
+
+def far_codebook(**kwargs) -> VectorQuantizer:
+    """Codes 1..3 far from any data, so only code 0 is used and 1..3 become rare at once."""
+    vq = VectorQuantizer(2, codebook_size=4, decay=0.5, kmeans_init=False, revive_threshold=0.5,
+                         **kwargs)
+    far = torch.tensor([[0.0, 0.0], [100.0, 100.0], [200.0, 200.0], [300.0, 300.0]])
+    vq.embed.copy_(far)
+    vq.embed_sum.copy_(far)
+    return vq
+
+
+def test_masked_rows_neither_seed_revived_codes_nor_count():
+    torch.manual_seed(0)
+    vq = far_codebook()
+    mask = torch.arange(64) % 2 == 0  # kept rows interleaved with skipped ones
+    rows = torch.full((64, 2), 1000.0)  # skipped rows would re-seed codes far outside the data
+    rows[mask] = torch.randn(32, 2)  # kept rows, near code 0
+    out, idx, losses, counts = vq.quantize_rows(rows, mask)
+    assert (idx[~mask] == -1).all() and (idx[mask] == 0).all()
+    assert (out[~mask] == 0).all()
+    assert counts.tolist() == [32, 0, 0, 0]
+    assert vq.embed.abs().max() < 10  # codes 1..3 were re-seeded from kept rows only
+    assert torch.isfinite(losses["commitment"])
+
+
+def test_revival_with_no_kept_row_keeps_the_codes():
+    vq = far_codebook()
+    before = vq.embed.clone()
+    _, idx, losses, counts = vq.quantize_rows(torch.randn(8, 2), torch.zeros(8, dtype=torch.bool))
+    assert (idx == -1).all() and counts.sum() == 0 and losses["commitment"] == 0
+    assert torch.equal(vq.embed, before)  # nothing to draw from: rare codes keep their values
+
+
+def test_rate_weight_trades_distance_for_code_length():
+    """Entropy-constrained VQ: a row a little closer to a rare code takes the frequent one once
+    the rare code's extra bits, times rate_weight, outweigh the distance it saves."""
+    def quantizer(rate_weight):
+        vq = VectorQuantizer(2, codebook_size=2, kmeans_init=False, revive_threshold=0,
+                             rate_weight=rate_weight)
+        vq.embed.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        vq.cluster_size.copy_(torch.tensor([255.0, 1.0]))  # code 1: 8 bits, code 0: ~0 bits
+        return vq.eval()
+
+    rows = torch.tensor([[0.6, 0.0], [0.95, 0.0]])  # squared-distance savings 0.2 and 0.9
+    assert quantizer(0.0).encode_rows(rows).tolist() == [1, 1]
+    assert quantizer(0.05).encode_rows(rows).tolist() == [0, 1]  # 8 bits cost 0.4
+    vq = quantizer(0.05).train()
+    _, idx, _, _ = vq.quantize_rows(rows)
+    assert idx.tolist() == [0, 1]  # training assigns by the same rule

@@ -116,6 +116,16 @@ class Autoencoder(nn.Module):
             counts=q.counts,
         )
 
+    def compile_networks(self, **options) -> None:
+        """torch.compile the encoder and decoder in place (`options` go to torch.compile).
+
+        Their convolutions, norms and activations are what fusion speeds up; the quantizer's
+        EMA and revival code with its data-dependent control stays eager. nn.Module.compile
+        keeps the modules themselves, so state_dict keys keep their names (no `_orig_mod.`).
+        """
+        self.encoder.compile(**options)
+        self.decoder.compile(**options)
+
     def to_dn(self, recon: Tensor) -> Tensor:
         """A normalized reconstruction in digital numbers, offset included (fp32)."""
         return self.normalize.inverse(recon)

@@ -18,7 +18,7 @@ from vqae.models.vq import VectorQuantizer
 # a new quantizer is one class plus one entry here and in quantizer_kwargs
 QUANTIZERS: dict[str, type[Quantizer]] = {"vq": VectorQuantizer, "rvq": ResidualVQ, "fsq": FSQ}
 VQ_KEYS = ("codebook_size", "codebook_dim", "distance", "ema", "decay", "eps", "beta",
-           "kmeans_init", "kmeans_iters", "revive_threshold", "rotation_trick")
+           "kmeans_init", "kmeans_iters", "revive_threshold", "rotation_trick", "rate_weight")
 
 
 def quantizer_kwargs(q: QuantizerConfig) -> dict:

@@ -11,7 +11,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vqae.models.quantizer import Quantizer, QuantizerOutput, flatten, fp32, unflatten
+from vqae.models.quantizer import (
+    Quantizer,
+    QuantizerOutput,
+    code_counts,
+    flatten,
+    fp32,
+    unflatten,
+    unflatten_channel_first,
+    unflatten_like,
+)
 
 
 class FSQ(Quantizer):
@@ -48,10 +57,10 @@ class FSQ(Quantizer):
             idx = self._to_index(rounded)
             out = self.project_out(codes)
         return QuantizerOutput(
-            quantized=unflatten(out, z.shape).to(z.dtype),
+            quantized=unflatten_like(out, z),
             indices=unflatten(idx[:, None], z.shape),
             losses={},
-            counts=torch.bincount(idx, minlength=self.codebook_size)[None],
+            counts=code_counts(idx, self.codebook_size)[None],
         )
 
     def _to_index(self, rounded: Tensor) -> Tensor:
@@ -73,4 +82,4 @@ class FSQ(Quantizer):
         with fp32(indices.device):
             codes = (digits.float() - self.half_width) / self.half_width
             rows = self.project_out(codes)
-        return unflatten(rows, indices.shape)
+        return unflatten_channel_first(rows, indices.shape)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vqae.models.quantizer import code_counts
 from vqae.models.sync import all_reduce_sum, broadcast_from_rank0, is_rank0
 
 
@@ -21,19 +22,33 @@ def nearest(rows: Tensor, codes: Tensor, cosine: bool, codes_sq: Tensor | None =
     return torch.addmm(codes_sq, rows, codes.t(), alpha=-2.0).argmin(dim=1)  # (N, K) -> (N,)
 
 
-def sample_rows(rows: Tensor, n: int, fallback: Tensor) -> Tensor:
-    """`n` rows drawn on rank 0 (with replacement if it has fewer), the same on every rank.
+def sample_rows(rows: Tensor, n: int, fallback: Tensor, mask: Tensor | None = None) -> Tensor:
+    """`n` rows drawn with replacement on rank 0 among those where `mask` (N,) (all without
+    one), the same on every rank.
 
-    `fallback` (n, d) is used when rank 0 has no rows at all (a level skipped by dropout).
+    `fallback` (n, d) stands in when rank 0 has no such row (a level skipped by dropout). No host
+    sync: the draw is fixed-size and the empty case is a torch.where, not a branch on a count.
     """
-    out = fallback.clone()
     if is_rank0() and rows.shape[0] > 0:
-        if rows.shape[0] >= n:
-            pick = torch.randperm(rows.shape[0], device=rows.device)[:n]
-        else:
-            pick = torch.randint(rows.shape[0], (n,), device=rows.device)
-        out = rows[pick].to(out.dtype)
+        pick, found = random_rows(rows.shape[0], n, mask, rows.device)
+        out = rows[pick].to(fallback.dtype)  # (n, d)
+        if found is not None:
+            out = torch.where(found, out, fallback)
+    else:
+        out = fallback.clone()  # the broadcast writes into it
     return broadcast_from_rank0(out.contiguous())
+
+
+def random_rows(n_rows: int, n: int, mask: Tensor | None,
+                device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """(n,) uniform row numbers among the rows where `mask`, and whether there was any."""
+    if mask is None:
+        return torch.randint(n_rows, (n,), device=device), None
+    ends = mask.cumsum(0)  # (N,) rows kept up to and including each row
+    kept = ends[-1]
+    draw = torch.minimum((torch.rand(n, device=device) * kept).long(), kept - 1)  # rank among kept
+    pick = torch.searchsorted(ends, draw, right=True)  # the row where the count passes draw
+    return pick.clamp_max(n_rows - 1), kept > 0
 
 
 def kmeans_pp(rows: Tensor, k: int, fallback: Tensor) -> Tensor:
@@ -60,11 +75,11 @@ def kmeans(rows: Tensor, k: int, iters: int, cosine: bool, fallback: Tensor) -> 
     for _ in range(max(iters, 1)):
         idx = nearest(rows, centres, cosine)
         sums = torch.zeros(k, rows.shape[1], device=rows.device).index_add_(0, idx, rows)
-        counts = torch.bincount(idx, minlength=k).float()
+        counts = code_counts(idx, k).float()
         stats = all_reduce_sum(torch.cat([counts[:, None], sums], dim=1))  # (k, 1 + d)
-        counts = stats[:, 0]
-        filled = counts > 0  # empty clusters keep their seed
-        centres[filled] = stats[filled, 1:] / counts[filled, None]
+        counts = stats[:, :1]  # (k, 1)
+        # empty clusters keep their seed
+        centres = torch.where(counts > 0, stats[:, 1:] / counts.clamp_min(1), centres)
         if cosine:
             centres = torch.nn.functional.normalize(centres, dim=1)
-    return centres, counts
+    return centres, counts[:, 0]

@@ -11,7 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vqae.models.quantizer import Quantizer, QuantizerOutput, flatten, fp32, unflatten
+from vqae.models.quantizer import (
+    Quantizer,
+    QuantizerOutput,
+    flatten,
+    fp32,
+    unflatten,
+    unflatten_channel_first,
+    unflatten_like,
+)
 from vqae.models.vq import VectorQuantizer
 
 
@@ -38,24 +46,21 @@ class ResidualVQ(Quantizer):
         depth = self.check_depth(depth)
         keep = self.stages_per_example(z.shape[0], depth, z.device)
         if keep is not None:  # rows of one example are contiguous in flatten's (B, *S) order
-            keep = keep.repeat_interleave(z[0, 0].numel())  # (N,)
+            keep = keep[:, None].expand(-1, z[0, 0].numel()).reshape(-1)  # (N,)
         with fp32(z.device):
             x = flatten(z)  # (N, D)
             total, idx, losses, counts = self.layers[0].quantize_rows(x)
             residual, indices, histograms = (x - total).detach(), [idx], [counts]
             for stage in range(1, depth):
-                rows = None if keep is None else (keep > stage).nonzero().squeeze(1)  # (N_s,)
+                # a mask, not the subset of kept rows: skipped rows add 0 and say -1
                 out, idx, parts, counts = self.layers[stage].quantize_rows(
-                    residual if rows is None else residual[rows])
-                if rows is not None:  # scatter the subset back; skipped rows add 0 and say -1
-                    out = torch.zeros_like(residual).index_copy(0, rows, out)
-                    idx = idx.new_full(residual.shape[:1], -1).index_copy(0, rows, idx)
+                    residual, None if keep is None else keep > stage)
                 total, residual = total + out, residual - out.detach()
                 indices.append(idx)
                 histograms.append(counts)
                 losses = {name: losses[name] + parts[name] for name in losses}
         return QuantizerOutput(
-            quantized=unflatten(total, z.shape).to(z.dtype),
+            quantized=unflatten_like(total, z),
             indices=unflatten(torch.stack(indices, dim=1), z.shape),  # (B, depth, *S)
             losses=losses,
             counts=torch.stack(histograms),  # (depth, K)
@@ -84,7 +89,7 @@ class ResidualVQ(Quantizer):
                 if stage > 0:  # stage 0 is never dropped
                     values = values * (idx >= 0).to(values.dtype)[:, None]
                 total = values if total is None else total + values
-        return unflatten(total, indices.shape)
+        return unflatten_channel_first(total, indices.shape)
 
     def rare_codes(self) -> Tensor:
         """(depth,) codes per stage marked for revival by their EMA usage."""
