@@ -18,10 +18,8 @@ import torch
 
 from vqae.codec import bitstream, entropy
 from vqae.codec.prior import UP
-from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1
+from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1, to_uint16
 from vqae.errors import DataError
-
-UINT16_MAX = 65535
 
 
 def fingerprint(model: torch.nn.Module) -> bytes:
@@ -143,10 +141,8 @@ def band_arrays(dn: np.ndarray, bands: tuple[str, ...] | list[str],
         if is_s1(band):
             out[band] = plane.astype(np.float32)
             continue
-        plane = np.clip(np.rint(plane), 0, UINT16_MAX)  # (H, W), integral values
-        if native:
-            plane = np.clip(np.rint(area_downsample(plane, NATIVE_SIZE[band])), 0, UINT16_MAX)
-        out[band] = plane.astype(np.uint16)
+        plane = to_uint16(plane)  # (H, W)
+        out[band] = to_uint16(area_downsample(plane, NATIVE_SIZE[band])) if native else plane
     return out
 
 

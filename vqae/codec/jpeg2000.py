@@ -17,6 +17,7 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 
+from vqae.data.bands import to_uint16
 from vqae.data.resample import stack_bands
 
 MODES = ("bands", "stack")
@@ -34,10 +35,6 @@ def encode(image: np.ndarray, quality: float | None) -> bytes:
 
 def decode(data: bytes) -> np.ndarray:
     return imagecodecs.jpeg2k_decode(data)
-
-
-def to_uint16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 65535).astype(np.uint16)
 
 
 def code_stack(x: np.ndarray, quality: float | None) -> tuple[int, np.ndarray]:

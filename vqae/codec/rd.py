@@ -25,7 +25,7 @@ from vqae.atomic import write_json
 from vqae.codec import jpeg2000
 from vqae.codec.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
 from vqae.codec.pipeline import load, open_data
-from vqae.data.bands import is_s1
+from vqae.data.bands import is_s1, to_uint16
 from vqae.distributed import single_device
 from vqae.errors import DataError
 from vqae.metrics import MetricAccumulator
@@ -94,7 +94,7 @@ def measure_model(sweep: Sweep, label: str, codec, x: torch.Tensor, names: list[
         back = np.stack([codec.decode_indices(f.data, n) for f, n in zip(files, names)])
         assert np.array_equal(back, grids[:, :d]), "indices changed through the file"
         dn = codec.decode_images(back, device)  # (B, C, H, W) float32
-        recon = torch.from_numpy(jpeg2000.to_uint16(dn).astype(np.float32))
+        recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
         sweep.add(label, f"depth{d}", x, recon, sum(len(f.data) for f in files),
                   sum(f.ideal_bits for f in files))
 

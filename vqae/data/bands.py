@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from vqae.errors import ConfigError, DataError
 
 # The S2 band order used everywhere (BigEarthNet has no B10).
@@ -50,3 +52,12 @@ def check_native_shape(array, band: str, patch: str, source: object) -> None:
 def band_offsets(bands: list[str], subtract_offset: bool) -> list[float]:
     """Per-band offset the model removes before normalizing: the L2A offset on S2 bands."""
     return [float(L2A_OFFSET) if subtract_offset and b in S2_BANDS else 0.0 for b in bands]
+
+
+UINT16_MAX = 65535  # S2 bands are stored as uint16 digital numbers
+
+
+def to_uint16(x: np.ndarray) -> np.ndarray:
+    """Digital numbers as stored: rounded half to even, saturated to [0, 65535] (as OpenCV's
+    cast back to uint16 does)."""
+    return np.clip(np.rint(x), 0, UINT16_MAX).astype(np.uint16)

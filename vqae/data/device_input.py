@@ -30,12 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from vqae.config import DataConfig
-from vqae.data.bands import PATCH_SIZE
+from vqae.data.bands import PATCH_SIZE, UINT16_MAX
 from vqae.data.resample import native_groups
 from vqae.errors import ConfigError
 
 log = logging.getLogger(__name__)
-UINT16_MAX = 65535
 TORCH_MODES = {  # data.interpolation -> the F.interpolate arguments that match OpenCV's flag
     "nearest": {"mode": "nearest"},
     "bilinear": {"mode": "bilinear", "align_corners": False},
