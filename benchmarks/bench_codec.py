@@ -65,23 +65,24 @@ def median_rate(fn, patches: int, repeats: int) -> float:
 
 
 def throughputs(codec: Codec, x: torch.Tensor, device: torch.device, repeats: int) -> dict:
-    grids = codec.encode_images(x.to(device))  # (N, depth, h, w)
-    files = [codec.encode_indices(g).data for g in grids]
+    grids, centres = codec.encode_images(x.to(device))  # (N, depth, h, w), (N, C or 0)
+    files = [codec.encode_indices(g, c).data for g, c in zip(grids, centres)]
     n = len(files)
 
     def compress():
         for start in range(0, n, 16):
-            for g in codec.encode_images(x[start : start + 16].to(device)):
-                codec.encode_indices(g)
+            for g, c in zip(*codec.encode_images(x[start : start + 16].to(device))):
+                codec.encode_indices(g, c)
 
     def decompress():
         for f in files:
-            grid = codec.decode_indices(f, "bench")
-            band_arrays(codec.decode_images(grid[None], device)[0], codec.bands)
+            grid, header = codec.decode_file(f, "bench")
+            dn = codec.decode_images(grid[None], device, np.array([header.centres]))[0]
+            band_arrays(dn, codec.bands)
 
     return {
         "entropy encode (patches/s)": median_rate(
-            lambda: [codec.encode_indices(g) for g in grids], n, repeats),
+            lambda: [codec.encode_indices(g, c) for g, c in zip(grids, centres)], n, repeats),
         "entropy decode (patches/s)": median_rate(
             lambda: [codec.decode_indices(f, "bench") for f in files], n, repeats),
         "compress end to end (patches/s)": median_rate(compress, n, repeats),
@@ -91,8 +92,7 @@ def throughputs(codec: Codec, x: torch.Tensor, device: torch.device, repeats: in
 
 def rates(codec: Codec, x: torch.Tensor, device: torch.device) -> dict:
     model = codec.model
-    grids = codec.encode_images(x.to(device))
-    encoded = [codec.encode_indices(g) for g in grids]
+    encoded = [codec.encode_indices(g, c) for g, c in zip(*codec.encode_images(x.to(device)))]
     pixels = len(encoded) * model.image_size ** 2
     depth, h, w = model.latent_shape()
     coded = 8 * sum(len(e.data) for e in encoded) / pixels
@@ -101,7 +101,7 @@ def rates(codec: Codec, x: torch.Tensor, device: torch.device) -> dict:
     payload = 8 * sum(len(p) for e in encoded
                       for p in bitstream.read(e.data, "bench").payloads) / pixels
     fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, model.image_size,
-                      model.image_size)
+                      model.image_size) + model.side_bits() / model.image_size ** 2
     return {"bpp_coded": coded, "bpp_entropy": entropy, "bpp_index": fixed,
             "header bpp": header,
             "payload bpp (no header, lengths, CRCs)": payload,

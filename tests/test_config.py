@@ -95,6 +95,12 @@ def test_rate_weight_needs_an_l2_codebook():
         load_config(overrides=["quantizer.rate_weight=0.01", "quantizer.name=fsq"])
 
 
+def test_patch_means_refuses_s1_bands():
+    with pytest.raises(ConfigError, match="model.patch_means"):
+        load_config(None, ["model.patch_means=true", "data.s1=true"])
+    assert load_config(None, ["model.patch_means=true"]).model.patch_means
+
+
 def test_rvq_rules_span_fields():
     cfg = load_config(overrides=["quantizer.name=rvq", "quantizer.depth=4",
                                  "train.eval_depths=[1,2]"])

@@ -188,6 +188,18 @@ def test_accumulator_keys_and_averages():
     assert out["dead_codes/1"] == m.dead_codes(hist)[1].item()
 
 
+def test_accumulator_counts_side_information_bits_in_both_rates():
+    data = list(_batches())
+    plain, side = m.MetricAccumulator(BANDS, 8), m.MetricAccumulator(BANDS, 8, side_bits=48)
+    for acc in (plain, side):
+        for x, x_hat, idx in data:
+            acc.update(x, x_hat, idx)
+    a, b = plain.compute(), side.compute()
+    for key in ("bpp_index", "bpp_entropy"):
+        assert b[key] == pytest.approx(a[key] + 48 / (16 * 16))
+    assert b["psnr"] == a["psnr"]
+
+
 def test_accumulator_single_level_and_without_indices():
     x, x_hat = _pair(shape=(1, 3, 12, 12))
     acc = m.MetricAccumulator(BANDS, codebook_size=4)

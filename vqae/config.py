@@ -71,6 +71,9 @@ class ModelConfig:
     latent_dim: int = bounded(64, 1)  # channels of the latent fed to the quantizer
     groups: int = bounded(32, 1)  # GroupNorm groups (clamped to divide the channel count)
     activation: str = choice("silu", "gelu", "relu")  # nonlinearity of every block
+    patch_means: bool = False  # centre each patch on its own band means (S2 only), sent as side
+    # information (16 bits per band per file), instead of the data set's means: the quantizer
+    # spends no bits on brightness, and sources with other brightness or offsets generalize
 
 
 @dataclass
@@ -246,6 +249,9 @@ def _check_rules(cfg: Config) -> None:
         raise ConfigError("model.widths is empty; give channels per stage, e.g. [64, 128, 256]")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas={cfg.optim.betas}: give two values, e.g. [0.9, 0.99]")
+    if cfg.model.patch_means and cfg.data.s1:
+        raise ConfigError("model.patch_means centres S2 bands on their uint16 means; S1 bands "
+                          "(dB) have none: set data.s1=false or model.patch_means=false")
     q = cfg.quantizer
     if not q.levels:
         raise ConfigError("quantizer.levels is empty; give values per FSQ channel, e.g. [8, 5, 5, 5]")

@@ -50,7 +50,8 @@ def evaluate(model: Autoencoder, loader: DataLoader, inputs: DeviceInput,
     was_training = model.training
     model.eval()
     offsets = model.normalize.offsets()
-    accs = {n: MetricAccumulator(model.bands, model.quantizer.codebook_size, offsets)
+    accs = {n: MetricAccumulator(model.bands, model.quantizer.codebook_size, offsets,
+                                 model.side_bits())
             for n in depths}
     losses = torch.zeros(2, dtype=torch.float64, device=device)  # [sum mse, batches]
     for i, batch in enumerate(Prefetcher(loader, inputs)):
@@ -61,7 +62,7 @@ def evaluate(model: Autoencoder, loader: DataLoader, inputs: DeviceInput,
             with autocast():
                 out = model(x, depth=n)
             recon = out.recon.float()
-            acc.update(x, model.to_dn(recon), out.indices)
+            acc.update(x, model.to_dn(recon, out.centres), out.indices)
             if n is None:
                 losses += torch.stack([torch.mean((recon - out.target) ** 2).double(),
                                        torch.ones((), dtype=torch.float64, device=device)])

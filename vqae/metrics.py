@@ -205,9 +205,11 @@ class MetricAccumulator:
     ranks to equal length, so this holds) so that all ranks all-reduce the same tensors.
     """
 
-    def __init__(self, bands: Sequence[str], codebook_size: int, offset: Offset = 0.0):
+    def __init__(self, bands: Sequence[str], codebook_size: int, offset: Offset = 0.0,
+                 side_bits: int = 0):
         self.bands = list(bands)
         self.codebook_size = codebook_size
+        self.side_bits = side_bits  # per patch, besides the indices (a model's side information)
         self.offset = offset
         self._sums: torch.Tensor | None = None  # [n, psnr, ssim, sam, psnr per band...] float64
         self._hist: torch.Tensor | None = None  # (depth, K) int64
@@ -270,8 +272,9 @@ class MetricAccumulator:
         if self._hist is not None:
             h, w = self._size
             depth = self._hist.shape[0]
-            out["bpp_index"] = bpp_index(self._positions, depth, self.codebook_size, h, w)
-            out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w)
+            side = self.side_bits / (h * w)
+            out["bpp_index"] = bpp_index(self._positions, depth, self.codebook_size, h, w) + side
+            out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w) + side
             out.update(health_metrics(self._hist))
         return out
 

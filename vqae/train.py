@@ -336,7 +336,7 @@ class Trainer:
         if t.l1_weight:
             parts["l1"] = t.l1_weight * F.l1_loss(recon, out.target)
         if t.ssim_weight:
-            dn_hat = self.model.to_dn(recon)
+            dn_hat = self.model.to_dn(recon, out.centres)
             parts["ssim"] = t.ssim_weight * (1 - ssim(x, dn_hat, offset=self.offsets).mean())
         return {**parts, **{k: v.float() for k, v in out.losses.items()}}
 
@@ -359,7 +359,7 @@ class Trainer:
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             if stats:
                 parts["loss"] = sum(parts.values())
-                dn_hat = self.model.to_dn(out.recon.detach())
+                dn_hat = self.model.to_dn(out.recon.detach(), out.centres)
                 parts["psnr"] = psnr(x, dn_hat, offset=self.offsets).mean()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v.detach() / len(batches)
@@ -420,7 +420,8 @@ class Trainer:
             return {}
         x = self.input(default_collate([self.val_ds[i] for i in range(n)]))  # (n, C, H, W)
         self.model.eval()
-        dn_hat = self.model.to_dn(self.model(x).recon)
+        out = self.model(x)
+        dn_hat = self.model.to_dn(out.recon, out.centres)
         self.model.train()
         return {f"val/{k}": v for k, v in render_panel(x, dn_hat, self.model.bands).items()}
 

@@ -3,6 +3,9 @@ and the clear errors for wrong, cut, damaged and empty files."""
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -47,14 +50,15 @@ def test_real_patches_round_trip_bit_exactly(sample_dir, tmp_path):
     with DataSource(cfg.data) as source:
         ds = source.dataset("all")
         x = torch.stack([ds[i]["image"] for i in range(8)])  # (8, 12, 120, 120)
-    grids = codec.encode_images(x)
+    grids, centres = codec.encode_images(x)
+    assert centres.shape == (8, 0)  # a model with global statistics sends no side information
     for grid in grids:
         np.testing.assert_array_equal(
             codec.decode_indices(codec.encode_indices(grid).data, "real.vqz"), grid)
 
 
 def test_coded_size_is_within_one_percent_of_the_ideal_entropy_plus_framing(codec):
-    grids = np.stack([codec.encode_images(torch.full((1, 12, 120, 120), v))[0]
+    grids = np.stack([codec.encode_images(torch.full((1, 12, 120, 120), v))[0][0]
                       for v in (300.0, 900.0, 2500.0)])
     for grid in [*grids, *random_grids(codec, 4, seed=1)]:
         enc = codec.encode_indices(grid)
@@ -107,3 +111,65 @@ def test_unfitted_prior_refuses_to_compress(fake_patches, tmp_path):
     model, _ = load_model(ckpt)
     with pytest.raises(DataError, match="fit-prior"):
         Codec(model, str(ckpt)).require_fitted()
+
+
+@pytest.fixture(scope="module")
+def per_patch(fake_patches, tmp_path_factory) -> Codec:
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("pp") / "pp.pt", fake_patches,
+                           overrides=["model.patch_means=true"])
+    model, _ = load_model(ckpt)
+    return Codec(model, str(ckpt))
+
+
+def patches(n: int = 3) -> torch.Tensor:
+    x = 300 + 2500 * torch.rand(n, 12, 120, 120, generator=torch.Generator().manual_seed(5))
+    return x.round()
+
+
+def test_band_means_travel_in_the_header_and_restore_the_brightness(per_patch):
+    x = patches()
+    grids, centres = per_patch.encode_images(x)
+    assert centres.shape == (3, 12) and centres.dtype == np.int64
+    for grid, side in zip(grids, centres):
+        enc = per_patch.encode_indices(grid, side)
+        assert enc.header_bytes == 27 + 2 * 12  # a 27-byte header and a u16 mean per band
+        back, header = per_patch.decode_file(enc.data, "m.vqz")
+        np.testing.assert_array_equal(back, grid)
+        assert header.centres == tuple(side)
+        dn = per_patch.decode_images(back[None], torch.device("cpu"), np.array([side]))[0]
+        want = per_patch.model.decode(torch.from_numpy(grid)[None],
+                                      torch.from_numpy(side[None]).float())[0]
+        np.testing.assert_array_equal(dn, want.detach().numpy())
+        # the brightness is the sent means': 700 DN more in the header, 700 DN brighter
+        brighter = per_patch.decode_images(back[None], torch.device("cpu"),
+                                           np.array([side + 700]))[0]
+        np.testing.assert_allclose(brighter - dn, 700, atol=1e-3)
+
+
+def test_side_information_must_match_the_model(per_patch):
+    grid, side = (a[0] for a in per_patch.encode_images(patches(1)))
+    with pytest.raises(AssertionError, match="centres"):
+        per_patch.encode_indices(grid)  # a per-patch model's file without its means
+    real = per_patch.encode_indices(grid, side).data
+    header, pos = bitstream.parse_header(real, "x")
+    no_means = dataclasses.replace(header, centres=()).pack()  # valid CRC, means left out
+    assert "band means" in error_of(per_patch, no_means + real[pos:])
+
+
+def as_version_1(data: bytes) -> bytes:
+    """A version-2 file of a model without side information, rewritten as version 1 wrote it:
+    no centres count byte, its own header CRC."""
+    header, pos = bitstream.parse_header(data, "v2")
+    old = header.pack()[:-5]  # up to the bands field; drops the count byte (0) and the CRC
+    old = old[:4] + bytes([1]) + old[5:]
+    return old + zlib.crc32(old).to_bytes(4, "little") + data[pos:]
+
+
+def test_version_1_files_still_decode(codec):
+    grid = random_grids(codec, 1, seed=4)[2]
+    v1 = as_version_1(codec.encode_indices(grid).data)
+    assert v1[4] == 1
+    np.testing.assert_array_equal(codec.decode_indices(v1, "old.vqz"), grid)
+    v9 = bytearray(v1)
+    v9[4] = 9
+    assert "version 9" in error_of(codec, bytes(v9))

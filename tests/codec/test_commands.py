@@ -142,3 +142,30 @@ def test_cli_errors_are_one_line_naming_the_file(compressed, tiny_ckpt, fake_pat
     assert "--overwrite" in one_line_error(capsys.readouterr().err, "compress")
     assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "z", "--depth", "9") == 2
     assert "--depth 9" in one_line_error(capsys.readouterr().err, "compress")
+
+
+def test_a_per_patch_model_sends_band_means_and_decodes_them(fake_patches, tmp_path):
+    """model.patch_means end to end: each file's header holds its patch's rounded band means,
+    and the GeoTIFFs are model.decode(indices, those means), rounded."""
+    from tests.codec.conftest import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "pp.pt", fake_patches, overrides=["model.patch_means=true"])
+    assert vqae("compress", ckpt, fake_patches, "-o", tmp_path / "vqz") == 0
+    assert vqae("decompress", tmp_path / "vqz", "-o", tmp_path / "dec") == 0
+    model, cfg = load_model(ckpt)
+    codec = Codec(model, str(ckpt))
+    with DataSource(cfg.data) as source:
+        ds = source.dataset("all")
+        images = {ds[i]["name"]: ds[i]["image"] for i in range(len(ds))}
+    for file in sorted((tmp_path / "vqz").glob("*.vqz"))[:3]:
+        patch = file.name[:-4]
+        grid, header = codec.decode_file(file.read_bytes(), str(file))
+        means = images[patch].mean(dim=(1, 2))
+        np.testing.assert_allclose(header.centres, means.numpy(), atol=0.5)
+        with torch.no_grad():
+            dn = model.decode(torch.from_numpy(grid)[None],
+                              torch.tensor([header.centres], dtype=torch.float32))[0]
+        want = torch.round(dn).clamp(0, 65535).to(torch.int32).numpy()
+        got = read_tiffs(tmp_path / "dec", patch, model.bands)
+        for c, band in enumerate(model.bands):
+            np.testing.assert_array_equal(got[band].astype(np.int32), want[c], err_msg=band)

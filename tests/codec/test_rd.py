@@ -67,3 +67,21 @@ def test_rd_writes_table_json_and_plot(tiny_ckpt, fake_patches, tmp_path, capsys
     result = json.loads((out / "rd.json").read_text())
     assert result["patches"] == 2 and "tiny" in result["bd_rate"]
     assert "BD-rate tiny vs JPEG 2000" in capsys.readouterr().out
+
+
+def test_rd_front_joins_models_into_one_curve(tiny_ckpt, other_ckpt, fake_patches, tmp_path,
+                                              capsys):
+    out = tmp_path / "rd"
+    args = ["rd", "--ckpt", str(tiny_ckpt), "--ckpt", str(other_ckpt), "--data",
+            str(fake_patches), "--out", str(out), "--max-patches", "2", "--jpeg2000-quality",
+            "50", "--no-progress"]
+    assert main([*args, "--front", "vqae"]) == 0
+    result = json.loads((out / "rd.json").read_text())
+    rows = result["rows"]
+    models = [(r["bpppb"], r["psnr"]) for r in rows if r["codec"] in ("tiny", "other")]
+    joined = [r for r in rows if r["codec"] == "vqae"]
+    assert [(r["bpppb"], r["psnr"]) for r in joined] == front(models)
+    assert all(r["setting"].split()[0] in ("tiny", "other") for r in joined)
+    assert "vqae" in result["bd_rate"] and "BD-rate vqae vs JPEG 2000" in capsys.readouterr().out
+    assert main([*args, "--front", "jpeg2000-best"]) == 2
+    assert "--front jpeg2000-best is already a curve's name" in capsys.readouterr().err

@@ -145,3 +145,43 @@ def test_compiled_networks_train_like_eager_and_keep_their_state_keys():
     state = compiled.state_dict()
     assert state.keys() == eager.state_dict().keys()  # no `_orig_mod.` anywhere
     build_model(tiny_config(name="rvq", dropout=True)).load_state_dict(state)
+
+
+def per_patch_model() -> Autoencoder:
+    cfg = tiny_config(name="rvq")
+    cfg.model.patch_means = True
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model(dn(4, 12, 120, 120, seed=3))  # k-means initialisation in training mode
+    return model.eval()
+
+
+def test_per_patch_model_is_blind_to_a_constant_brightness_offset():
+    """model.patch_means: each patch is centred on its own integer band means (side
+    information), so adding a whole number of DN to every pixel of a band (another source's
+    offset, e.g. +1000) leaves the indices unchanged and shifts the decoded image by it."""
+    model = per_patch_model()
+    x = dn(2, 12, 120, 120, seed=1).round()
+    shift = torch.arange(12, dtype=torch.float32).view(1, 12, 1, 1) * 100 + 1000
+    indices, centres = model.encode(x), model.side_info(x)
+    assert centres.shape == (2, 12) and torch.equal(centres, centres.round())
+    assert torch.allclose(centres, x.mean(dim=(2, 3)), atol=0.5)
+    assert torch.equal(model.encode(x + shift), indices)
+    assert torch.equal(model.side_info(x + shift), centres + shift.view(1, 12))
+    decoded = model.decode(indices, centres)
+    assert torch.allclose(model.decode(indices, centres + shift.view(1, 12)), decoded + shift,
+                          atol=1e-3)
+    out = model(x)
+    assert torch.equal(decoded, model.to_dn(out.recon, out.centres))
+    assert out.target.mean(dim=(2, 3)).abs().max() < 1e-3  # every band centred
+
+
+def test_per_patch_model_needs_its_side_information_and_counts_its_bits():
+    model = per_patch_model()
+    with pytest.raises(ValueError, match="centres"):
+        model.decode(model.encode(dn(1, 12, 120, 120)))
+    assert model.side_bits() == 12 * 16
+    plain = build_model(tiny_config(name="rvq"))
+    assert plain.side_bits() == 0 and plain.side_info(dn(1, 12, 120, 120)) is None
+    assert model.bpp_index() == pytest.approx(plain.bpp_index() + 12 * 16 / 120**2)
+    assert "12 band means x 16 bits" in model.summary()

@@ -2,7 +2,8 @@
 
 Only the encoder's nearest-code search may run on a GPU: it moves rate and quality, never
 decodability. Entropy coding runs on the CPU from the prior's integer tables, so a file decodes
-to the same indices on every machine. Pixels: `model.decode(indices)` of the patch alone
+to the same indices on every machine. A per-patch model's side information (its band means,
+integers) travels in the header. Pixels: `model.decode(indices, centres)` of the patch alone
 (batch of one, fp32) rounded half to even and clamped to [0, 65535] for S2 bands (uint16, as
 stored); S1 bands stay float32. The indices are the same on every machine; the network's float
 output is the same on one machine and device, and may differ in the last DN across devices.
@@ -55,22 +56,31 @@ class Codec:
             raise DataError(f"{self.source} has no fitted prior; run `vqae fit-prior "
                             f"{self.source}` first (or train it with this vqae version)")
 
-    def header(self, depth: int) -> bitstream.Header:
+    def header(self, depth: int, centres: tuple[int, ...] = ()) -> bitstream.Header:
         size = self.model.image_size
-        return bitstream.Header(self.fingerprint, size, size, self.depth, depth, self.bands)
+        return bitstream.Header(self.fingerprint, size, size, self.depth, depth, self.bands,
+                                centres)
+
+    @property
+    def side_values(self) -> int:
+        """Side information values per patch: one centre per band for a per-patch model."""
+        return len(self.bands) if self.model.normalize.per_patch else 0
 
     # ---- indices <-> bytes ---------------------------------------------------------------
-    def encode_indices(self, indices: np.ndarray) -> Encoded:
-        """indices (depth, h, w) of one patch, depth <= the model's -> the .vqz file."""
+    def encode_indices(self, indices: np.ndarray, centres=()) -> Encoded:
+        """indices (depth, h, w) of one patch, depth <= the model's, and its side information
+        (encode_images' centres row) -> the .vqz file."""
         indices = np.asarray(indices, dtype=np.int64)
+        centres = tuple(int(c) for c in np.asarray(centres).ravel())
         assert indices.shape[1:] == (self.h, self.w) and 1 <= len(indices) <= self.depth
+        assert len(centres) == self.side_values, "pass the centres encode_images returned"
         payloads, bits = [], 0.0
         for s in range(len(indices)):
             rows = self.tables.row_ids(indices, s).ravel()  # (h*w,) table row per position
             probs = self.tables.probs[s][rows]  # (h*w, K)
             payloads.append(entropy.encode(indices[s].ravel(), probs))
             bits += entropy.ideal_bits(indices[s].ravel(), probs)
-        header = self.header(len(indices))
+        header = self.header(len(indices), centres)
         data = bitstream.write(header, payloads)
         return Encoded(data, bits, len(header.pack()))
 
@@ -96,6 +106,9 @@ class Codec:
                             f"{self.fingerprint.hex()}); decompress it with the checkpoint "
                             "that compressed it (--ckpt)")
         assert header.bands == self.bands and header.model_depth == self.depth
+        if len(header.centres) != self.side_values:
+            raise DataError(f"{name} holds {len(header.centres)} band means where {self.source} "
+                            f"needs {self.side_values}; the file is damaged")
 
     def _decode_stage(self, out: np.ndarray, s: int, payload: bytes, name: str) -> None:
         try:
@@ -117,18 +130,30 @@ class Codec:
 
     # ---- pixels <-> indices --------------------------------------------------------------
     @torch.no_grad()
-    def encode_images(self, x: torch.Tensor, depth: int | None = None) -> np.ndarray:
-        """(B, C, H, W) digital numbers on the model's device -> indices (B, depth, h, w)."""
-        return self.model.encode(x, depth).cpu().numpy()
+    def encode_images(self, x: torch.Tensor,
+                      depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C, H, W) digital numbers on the model's device -> indices (B, depth, h, w) and
+        side information (B, side_values) int64 (band means; (B, 0) when the model has none)."""
+        centres = self.model.side_info(x)
+        centres = np.zeros((len(x), 0), np.int64) if centres is None else \
+            centres.cpu().numpy().astype(np.int64)
+        return self.model.encode(x, depth).cpu().numpy(), centres
 
     @torch.no_grad()
-    def decode_images(self, indices: np.ndarray, device: torch.device) -> np.ndarray:
-        """indices (B, n, h, w) -> model.decode in digital numbers (B, C, H, W) float32.
+    def decode_images(self, indices: np.ndarray, device: torch.device,
+                      centres: np.ndarray | None = None) -> np.ndarray:
+        """indices (B, n, h, w) and side information (B, side_values) -> model.decode in
+        digital numbers (B, C, H, W) float32.
 
         One patch at a time: convolution kernels pick their algorithm by batch size, and a
         file must decode to the same pixels whichever files share its batch."""
         idx = torch.from_numpy(np.ascontiguousarray(indices)).to(device)  # (B, n, h, w)
-        return np.stack([self.model.decode(idx[i : i + 1])[0].float().cpu().numpy()
+        side = None
+        if self.side_values:
+            side = torch.as_tensor(np.asarray(centres, np.float32).reshape(len(idx), -1),
+                                   device=device)  # (B, C)
+        return np.stack([self.model.decode(idx[i : i + 1], None if side is None else
+                                           side[i : i + 1])[0].float().cpu().numpy()
                          for i in range(len(idx))])
 
 

@@ -3,11 +3,14 @@
 Layout (all integers little-endian; docs/format.md has the full table):
 
     magic b"\\x89VQZ" | version u8 | fingerprint 8 bytes | height u16 | width u16 |
-    model depth u8 | stored depth u8 | bands | header CRC32 u32
+    model depth u8 | stored depth u8 | bands | centres | header CRC32 u32
     then per stored stage: payload length (LEB128 varint) | payload CRC32 u32 | payload
 
 bands: 0xFF and a u16 mask over BAND_CODES when the bands keep that order (every S2 subset
 in the project's order: 3 bytes), else a count u8 and one u8 code per band.
+centres (version 2): a count u8 (0, or one per band), then that many u16: a per-patch model's
+band means (model.patch_means), the side information its decoder adds back. Version 1 files
+(no centres field) still read.
 
 Chunks are in stage order, so any prefix of whole chunks is a valid file at fewer stages. Every
 failure is a DataError naming the file; nothing decodes silently wrong.
@@ -23,7 +26,8 @@ from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.errors import DataError
 
 MAGIC = b"\x89VQZ"
-VERSION = 1
+VERSION = 2  # written; 1 (without centres) is still read
+READABLE = (1, 2)
 FINGERPRINT_BYTES = 8
 BAND_CODES = S2_BANDS + S1_BANDS  # a band is stored as its position in this list
 _FIXED = struct.Struct("<4sB8sHHBBB")  # magic .. band count (or MASKED)
@@ -38,13 +42,16 @@ class Header:
     model_depth: int  # the model's RVQ stages
     depth: int  # stages this file was written with
     bands: tuple[str, ...]
+    centres: tuple[int, ...] = ()  # per-band u16 side information, () when the model has none
 
     def pack(self) -> bytes:
         unknown = [b for b in self.bands if b not in BAND_CODES]
         if unknown:
             raise DataError(f"bands {unknown} have no .vqz code; known: {' '.join(BAND_CODES)}")
+        assert len(self.centres) in (0, len(self.bands))
         body = _FIXED.pack(MAGIC, VERSION, self.fingerprint, self.height, self.width,
                            self.model_depth, self.depth, MASKED)[:-1] + pack_bands(self.bands)
+        body += struct.pack(f"<B{len(self.centres)}H", len(self.centres), *self.centres)
         return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -119,10 +126,13 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
     if data[: len(MAGIC)] != MAGIC[: len(data)]:
         raise DataError(f"{name} is not a .vqz file (no VQZ magic); pass a file written by "
                         "`vqae compress`")
-    if len(data) > len(MAGIC) and data[len(MAGIC)] != VERSION:
-        raise DataError(f"{name} is .vqz format version {data[len(MAGIC)]}; this vqae reads "
-                        f"version {VERSION}: decompress it with the vqae that wrote it")
-    end = _FIXED.size - 1 + (bands_size(data) or 1)
+    version = data[len(MAGIC)] if len(data) > len(MAGIC) else VERSION
+    if version not in READABLE:
+        raise DataError(f"{name} is .vqz format version {version}; this vqae reads versions "
+                        f"{', '.join(map(str, READABLE))}: decompress it with the vqae that "
+                        "wrote it")
+    bands_end = _FIXED.size - 1 + (bands_size(data) or 1)
+    end = bands_end + (centres_size(data, bands_end) if version >= 2 else 0)
     if len(data) < end + 4:
         raise DataError(f"{name} is truncated inside its header ({len(data)} bytes); re-copy "
                         "the file or compress the patch again")
@@ -131,12 +141,19 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
         raise DataError(f"{name}: the header fails its CRC32 check (the file is damaged); "
                         "re-copy the file or compress the patch again")
     _, _, fp, height, width, model_depth, depth, _ = _FIXED.unpack_from(data)
-    codes = unpack_bands(data[_FIXED.size - 1 : end])
-    if codes is None or not 1 <= depth <= model_depth:
-        raise DataError(f"{name}: the header holds impossible values (bands or depth); "
-                        "the file is damaged")
+    codes = unpack_bands(data[_FIXED.size - 1 : bands_end])
+    centres = struct.unpack_from(f"<{(end - bands_end - 1) // 2}H", data, bands_end + 1) \
+        if end > bands_end else ()
+    if codes is None or not 1 <= depth <= model_depth or len(centres) not in (0, len(codes)):
+        raise DataError(f"{name}: the header holds impossible values (bands, depth or "
+                        "centres); the file is damaged")
     bands = tuple(BAND_CODES[c] for c in codes)
-    return Header(fp, height, width, model_depth, depth, bands), end + 4
+    return Header(fp, height, width, model_depth, depth, bands, centres), end + 4
+
+
+def centres_size(data: bytes, pos: int) -> int:
+    """Bytes of the centres field at `pos` (count u8 + u16 each); 1 if cut before its count."""
+    return 1 + 2 * data[pos] if pos < len(data) else 1
 
 
 def read(data: bytes, name: str, depth: int | None = None) -> Parsed:

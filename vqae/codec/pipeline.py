@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader
@@ -138,9 +139,9 @@ def compress(ckpt: str, data: str, out: str, depth: int | None = None, device_na
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
         start = time.perf_counter()
         for batch in tqdm(loader, desc="compress", unit="batch", disable=not progress):
-            indices = codec.encode_images(batch["image"].to(device), depth)  # (B, depth, h, w)
-            for name, grid in zip(batch["name"], indices):
-                enc = codec.encode_indices(grid)
+            indices, centres = codec.encode_images(batch["image"].to(device), depth)
+            for name, grid, side in zip(batch["name"], indices, centres):  # (depth, h, w), (C,)
+                enc = codec.encode_indices(grid, side)
                 sink.write(name, enc.data)
                 totals.add(enc)
         totals.seconds = time.perf_counter() - start
@@ -159,7 +160,8 @@ def summarize(totals: Totals, model, depth: int) -> dict:
     from vqae.metrics import bpp_index
 
     pixels = model.image_size ** 2
-    fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, *(model.image_size,) * 2)
+    fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, *(model.image_size,) * 2) \
+        + model.side_bits() / pixels
     figures = {"patches": totals.patches, "bytes": totals.bytes,
                **totals.rates(pixels, fixed),
                "header_bytes/patch": totals.header_bytes / max(totals.patches, 1),
@@ -202,7 +204,7 @@ def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None =
         grid, header = codec.decode_file(blob, where, depth)  # (n, h, w)
         cut += len(grid) < min(depth or header.depth, header.depth)
         shallow += depth is not None and header.depth < depth
-        dn = codec.decode_images(grid[None], device)[0]  # (C, H, W)
+        dn = codec.decode_images(grid[None], device, np.array([header.centres]))[0]  # (C, H, W)
         sink.write(name, band_arrays(dn, codec.bands, native))
     sink.close()
     warn_short(cut, shallow, depth)

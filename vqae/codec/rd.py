@@ -7,6 +7,10 @@ are DESIGN.md's (`vqae.metrics`), with the first model's per-band offset. Writes
 rd.json and rd.png to OUT and prints the table and each model's BD-rate against the best JPEG
 2000 curve (the front of both modes), plus, for each model point, the JPEG 2000 rate at the same
 PSNR (which still compares a model whose depths span less PSNR than a BD-rate needs).
+
+`front=NAME` also treats all the models as one codec NAME, the front of their points: models
+trained for different rates (downsampling factor, codebook, rate weight) make one RD curve, as
+learned codecs are compared (one model per lambda), and that curve gets a BD-rate too.
 """
 
 from __future__ import annotations
@@ -88,12 +92,16 @@ def model_label(ckpt: str, taken: set[str]) -> str:
 def measure_model(sweep: Sweep, label: str, codec, x: torch.Tensor, names: list[str],
                   device: torch.device) -> None:
     """Every depth of one model on a batch, through the bytes of real files."""
-    grids = codec.encode_images(x.to(device))  # (B, depth, h, w), greedy: prefixes = shallower
+    # (B, depth, h, w), greedy: prefixes = shallower; side information (B, C or 0)
+    grids, centres = codec.encode_images(x.to(device))
     for d in range(1, grids.shape[1] + 1):
-        files = [codec.encode_indices(g[:d]) for g in grids]
-        back = np.stack([codec.decode_indices(f.data, n) for f, n in zip(files, names)])
+        files = [codec.encode_indices(g[:d], c) for g, c in zip(grids, centres)]
+        decoded = [codec.decode_file(f.data, n) for f, n in zip(files, names)]
+        back = np.stack([grid for grid, _ in decoded])
         assert np.array_equal(back, grids[:, :d]), "indices changed through the file"
-        dn = codec.decode_images(back, device)  # (B, C, H, W) float32
+        sides = np.array([header.centres for _, header in decoded]).reshape(len(back), -1)
+        assert np.array_equal(sides, centres), "side information changed through the file"
+        dn = codec.decode_images(back, device, sides)  # (B, C, H, W) float32
         recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
         sweep.add(label, f"depth{d}", x, recon, sum(len(f.data) for f in files),
                   sum(f.ideal_bits for f in files))
@@ -110,13 +118,19 @@ def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor,
             sweep.add(f"jpeg2000-{mode}", f"q{q:g}", x[None], torch.from_numpy(recon)[None], n)
 
 
+def front_rows(rows: list[dict], codecs: list[str], name: str) -> list[dict]:
+    """The front of several codecs' points as one curve `name`: at each rate, the best of
+    them; each row's setting says which codec and setting it came from."""
+    points = [r for r in rows if r["codec"] in codecs]
+    keep = set(front([(r["bpppb"], r["psnr"]) for r in points]))
+    best = [dict(r, codec=name, setting=f"{r['codec'].removeprefix('jpeg2000-')} {r['setting']}")
+            for r in points if (r["bpppb"], r["psnr"]) in keep]
+    return sorted(best, key=lambda r: r["bpppb"])
+
+
 def best_jpeg2000(rows: list[dict]) -> list[dict]:
     """The front of both JPEG 2000 modes: at each rate, the better of the two."""
-    j2k = [r for r in rows if r["codec"].startswith("jpeg2000-")]
-    keep = set(front([(r["bpppb"], r["psnr"]) for r in j2k]))
-    best = [dict(r, codec=BEST, setting=f"{r['codec'][9:]} {r['setting']}") for r in j2k
-            if (r["bpppb"], r["psnr"]) in keep]
-    return sorted(best, key=lambda r: r["bpppb"])
+    return front_rows(rows, [f"jpeg2000-{mode}" for mode in jpeg2000.MODES], BEST)
 
 
 def curve(rows: list[dict], codec: str) -> list[tuple[float, float]]:
@@ -157,12 +171,14 @@ def describe_bd(label: str, bd: dict) -> str:
 
 def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
            qualities: list[float] | None = None, batch_size: int = 8, max_patches: int = 0,
-           progress: bool = True) -> dict:
+           progress: bool = True, front_name: str | None = None) -> dict:
     device = single_device(device_name)
     models, taken = [], set()
     for ckpt in ckpts:
         _, cfg, codec = load(ckpt, device)
         models.append((model_label(ckpt, taken), codec, cfg))
+    if front_name in taken | {BEST} or (front_name or "").startswith("jpeg2000-"):
+        raise DataError(f"--front {front_name} is already a curve's name; choose another")
     bands = check_bands(models, ckpts)
     qualities = list(qualities or jpeg2000.DEFAULT_QUALITIES)
     first = models[0][1].model
@@ -182,8 +198,12 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name
         description = source.describe(split)
     rows = sweep.rows(first.image_size ** 2)
     rows += best_jpeg2000(rows)
-    return write_outputs(Path(out), rows, [m[0] for m in models], description, count, bands,
-                         qualities, ckpts)
+    labels = [m[0] for m in models]
+    if front_name:
+        rows += front_rows(rows, labels, front_name)
+        labels.append(front_name)
+    return write_outputs(Path(out), rows, labels, description, count, bands, qualities,
+                         ckpts)
 
 
 def check_bands(models, ckpts) -> list[str]:

@@ -24,6 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="patches per model batch")
     parser.add_argument("--max-patches", type=int, default=0,
                         help="use only the first N patches (0: all)")
+    parser.add_argument("--front", metavar="NAME",
+                        help="also report the models together as one codec NAME: the front "
+                             "of all their points (models trained for different rates), "
+                             "with its own BD-rate")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -31,5 +35,5 @@ def run(args) -> int:
     from vqae.codec.rd import run_rd
 
     run_rd(args.ckpt, args.data, args.split, args.out, args.device, args.jpeg2000_quality,
-           args.batch_size, args.max_patches, not args.no_progress)
+           args.batch_size, args.max_patches, not args.no_progress, args.front)
     return 0

@@ -20,6 +20,7 @@ from vqae.models.normalize import Normalize
 from vqae.models.quantizer import Quantizer
 
 FACTORS = (2, 4, 8, 16)
+SIDE_BITS = 16  # a per-patch band mean is stored as a u16
 
 
 @dataclass
@@ -29,6 +30,7 @@ class AutoencoderOutput:
     indices: Tensor  # (B, depth, h, w) long codes
     losses: dict[str, Tensor] = field(default_factory=dict)  # weighted quantizer losses
     counts: Tensor | None = None  # (depth, K) code histogram of this batch
+    centres: Tensor | None = None  # (B, C) per-patch band means (side information), if used
 
 
 def stage_widths(widths: list[int], factor: int) -> list[int]:
@@ -106,7 +108,8 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> AutoencoderOutput:
         """x (B, C, H, W) digital numbers -> normalized reconstruction and target, indices."""
-        target = self.normalize(x)
+        centres = self.normalize.centres(x)
+        target = self.normalize(x, centres)
         q = self.quantizer(self.encoder(target), depth)
         return AutoencoderOutput(
             recon=self.decoder(q.quantized, tuple(x.shape[-2:])),
@@ -114,6 +117,7 @@ class Autoencoder(nn.Module):
             indices=q.indices,
             losses=q.losses,
             counts=q.counts,
+            centres=centres,
         )
 
     def compile_networks(self, **options) -> None:
@@ -126,18 +130,25 @@ class Autoencoder(nn.Module):
         self.encoder.compile(**options)
         self.decoder.compile(**options)
 
-    def to_dn(self, recon: Tensor) -> Tensor:
-        """A normalized reconstruction in digital numbers, offset included (fp32)."""
-        return self.normalize.inverse(recon)
+    def to_dn(self, recon: Tensor, centres: Tensor | None = None) -> Tensor:
+        """A normalized reconstruction in digital numbers, offset included (fp32); a per-patch
+        model needs the output's `centres`."""
+        return self.normalize.inverse(recon, centres)
+
+    def side_info(self, x: Tensor) -> Tensor | None:
+        """(B, C, H, W) digital numbers -> what a file stores besides the indices: the (B, C)
+        integer band means of a per-patch model (model.patch_means), else None."""
+        return self.normalize.centres(x)
 
     def encode(self, x: Tensor, depth: int | None = None) -> Tensor:
         """(B, C, H, W) digital numbers -> indices (B, depth, h, w)."""
-        return self.quantizer.encode(self.encoder(self.normalize(x)), depth)
+        return self.quantizer.encode(self.encoder(self.normalize(x, self.side_info(x))), depth)
 
-    def decode(self, indices: Tensor) -> Tensor:
-        """indices (B, depth, h, w) -> digital numbers (B, C, image_size, image_size), fp32."""
+    def decode(self, indices: Tensor, centres: Tensor | None = None) -> Tensor:
+        """indices (B, depth, h, w) and, per-patch, side_info's centres (B, C) -> digital
+        numbers (B, C, image_size, image_size), fp32."""
         size = (self.image_size, self.image_size)
-        return self.to_dn(self.decoder(self.quantizer.decode(indices), size))
+        return self.to_dn(self.decoder(self.quantizer.decode(indices), size), centres)
 
     def latent_shape(self) -> tuple[int, int, int]:
         """(depth, h, w) of the index grid for an image_size input."""
@@ -145,10 +156,14 @@ class Autoencoder(nn.Module):
         return self.quantizer.depth, side, side
 
     def bpp_index(self) -> float:
-        """Bits per pixel of fixed-length indices at full depth."""
+        """Bits per pixel of fixed-length indices at full depth, side information included."""
         depth, h, w = self.latent_shape()
         return bpp_index(h * w, depth, self.quantizer.codebook_size, self.image_size,
-                         self.image_size)
+                         self.image_size) + self.side_bits() / self.image_size**2
+
+    def side_bits(self) -> int:
+        """Bits per patch of the side information: 16 per band for per-patch centres."""
+        return SIDE_BITS * len(self.bands) if self.normalize.per_patch else 0
 
     def summary(self) -> str:
         depth, h, w = self.latent_shape()
@@ -161,6 +176,9 @@ class Autoencoder(nn.Module):
             f"  latent    depth {depth} x {h} x {w} indices, K={self.quantizer.codebook_size}"
             f" -> {rate * self.image_size**2:,.0f} bits/patch, bpp_index {rate:.4f}"
         )
+        if self.normalize.per_patch:
+            lines.append(f"  side      {len(self.bands)} band means x {SIDE_BITS} bits per patch"
+                         " (included above)")
         return "\n".join(lines)
 
 

@@ -3,6 +3,12 @@
 The statistics and the per-band offset are buffers, so a checkpoint (and the codec's model
 fingerprint) carries them and needs no side file: `Normalize(x) = (x - offset - mean) / std`,
 and `inverse` returns digital numbers with the offset added back, as the data stores them.
+
+With `per_patch` (config `model.patch_means`), each patch is centred on its own band means
+instead: `(x - centre) / std`, where `centre` (B, C) are the patch's band means in digital
+numbers rounded to integers, offset included. They are side information the codec stores in
+each file (12 x 16 bits), so brightness and the +1000 offset of other sources never have to be
+learnt or coded by the quantizer; the networks see only the patch's structure.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from vqae.data.bands import UINT16_MAX
 
 
 def _column(values: Sequence[float] | None, size: int, fill: float) -> Tensor:
@@ -22,9 +30,10 @@ def _column(values: Sequence[float] | None, size: int, fill: float) -> Tensor:
 
 class Normalize(nn.Module):
     def __init__(self, bands: Sequence[str], mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, offset: Sequence[float] | None = None):
+                 std: Sequence[float] | None = None, offset: Sequence[float] | None = None,
+                 per_patch: bool = False):
         super().__init__()
-        self.bands = list(bands)
+        self.bands, self.per_patch = list(bands), per_patch
         n = len(self.bands)
         self.register_buffer("mean", _column(mean, n, 0.0))
         self.register_buffer("std", _column(std, n, 1.0))
@@ -32,17 +41,36 @@ class Normalize(nn.Module):
         if (self.std <= 0).any():
             raise ValueError(f"normalization std must be positive for bands {self.bands}")
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) digital numbers -> normalized bands (fp32)."""
-        return (x.float() - self.offset - self.mean) / self.std
+    def centres(self, x: Tensor) -> Tensor | None:
+        """(B, C, H, W) digital numbers -> (B, C) integer band means in [0, 65535] (fp32), the
+        side information of a per-patch model; None for a model with global statistics."""
+        if not self.per_patch:
+            return None
+        return x.float().mean(dim=(-2, -1)).round().clamp(0, UINT16_MAX)
 
-    def inverse(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, centres: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) digital numbers -> normalized bands (fp32); a per-patch model takes the
+        patch's `centres` (B, C)."""
+        if not self.per_patch:
+            return (x.float() - self.offset - self.mean) / self.std
+        return (x.float() - self._patch(centres)) / self.std
+
+    def inverse(self, x: Tensor, centres: Tensor | None = None) -> Tensor:
         """Normalized bands -> digital numbers as stored (offset included), fp32."""
-        return x.float() * self.std + self.mean + self.offset
+        if not self.per_patch:
+            return x.float() * self.std + self.mean + self.offset
+        return x.float() * self.std + self._patch(centres)
+
+    @staticmethod
+    def _patch(centres: Tensor | None) -> Tensor:
+        if centres is None:
+            raise ValueError("this model centres each patch on its band means: pass the "
+                             "patch's centres (the side information its .vqz file stores)")
+        return centres.float()[..., None, None]  # (B, C, 1, 1)
 
     def offsets(self) -> Tensor:
         """(C,) offset per band, for metrics that compare offset-free values."""
         return self.offset.view(-1)
 
     def extra_repr(self) -> str:
-        return f"bands={self.bands}"
+        return f"bands={self.bands}, per_patch={self.per_patch}"
