@@ -101,7 +101,7 @@ def rates(codec: Codec, x: torch.Tensor, device: torch.device) -> dict:
     payload = 8 * sum(len(p) for e in encoded
                       for p in bitstream.read(e.data, "bench").payloads) / pixels
     fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, model.image_size,
-                      model.image_size) + model.side_bits() / model.image_size ** 2
+                      model.image_size)
     return {"bpp_coded": coded, "bpp_entropy": entropy, "bpp_index": fixed,
             "header bpp": header,
             "payload bpp (no header, lengths, CRCs)": payload,

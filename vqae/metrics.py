@@ -262,7 +262,8 @@ class MetricAccumulator:
             torch.distributed.all_reduce(self._hist)
 
     def compute(self) -> dict[str, float]:
-        """Flat dict: psnr, psnr/<band>, ssim, sam, bpp_index, bpp_entropy, codebook health."""
+        """Flat dict: psnr, psnr/<band>, ssim, sam, bpp_index, bpp_entropy, (bpp_side),
+        codebook health."""
         if self._sums is None:
             raise RuntimeError("MetricAccumulator.compute before any update")
         means = (self._sums[1:] / self._sums[0]).tolist()
@@ -272,9 +273,10 @@ class MetricAccumulator:
         if self._hist is not None:
             h, w = self._size
             depth = self._hist.shape[0]
-            side = self.side_bits / (h * w)
-            out["bpp_index"] = bpp_index(self._positions, depth, self.codebook_size, h, w) + side
-            out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w) + side
+            out["bpp_index"] = bpp_index(self._positions, depth, self.codebook_size, h, w)
+            out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w)
+            if self.side_bits:  # what a file stores besides the indices (model.patch_means)
+                out["bpp_side"] = self.side_bits / (h * w)
             out.update(health_metrics(self._hist))
         return out
 

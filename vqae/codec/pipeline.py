@@ -160,10 +160,10 @@ def summarize(totals: Totals, model, depth: int) -> dict:
     from vqae.metrics import bpp_index
 
     pixels = model.image_size ** 2
-    fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, *(model.image_size,) * 2) \
-        + model.side_bits() / pixels
+    fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, *(model.image_size,) * 2)
     figures = {"patches": totals.patches, "bytes": totals.bytes,
                **totals.rates(pixels, fixed),
+               **({"bpp_side": model.side_bits() / pixels} if model.side_bits() else {}),
                "header_bytes/patch": totals.header_bytes / max(totals.patches, 1),
                "patches/s": totals.patches / max(totals.seconds, 1e-9)}
     rows = [(k, f"{v:,}" if isinstance(v, int) else f"{v:.4f}") for k, v in figures.items()]
