@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str) -> None:
+def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str,
+            fronts: tuple[str, ...] = ()) -> None:
+    """`fronts`: labels that join other curves (`vqae rd --front`), drawn as a wide pale line
+    under the models so both stay visible."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -15,7 +18,8 @@ def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str) -> None
     styles = {"jpeg2000-bands": {"color": "0.55", "marker": ".", "lw": 1},
               "jpeg2000-stack": {"color": "0.3", "marker": ".", "lw": 1},
               "jpeg2000-best": {"color": "k", "ls": "--", "lw": 1.5}}
-    for codec in [*labels, *styles]:
+    styles.update({name: {"color": "tab:purple", "lw": 7, "alpha": 0.25, "zorder": 1} for name in fronts})
+    for codec in dict.fromkeys([*labels, *styles]):  # a front is in both: draw it once
         points = sorted((r["bpppb"], r["psnr"]) for r in rows if r["codec"] == codec)
         if points:
             x, y = zip(*points)

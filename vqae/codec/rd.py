@@ -203,7 +203,7 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name
         rows += front_rows(rows, labels, front_name)
         labels.append(front_name)
     return write_outputs(Path(out), rows, labels, description, count, bands, qualities,
-                         ckpts)
+                         ckpts, (front_name,) if front_name else ())
 
 
 def check_bands(models, ckpts) -> list[str]:
@@ -219,7 +219,7 @@ def check_bands(models, ckpts) -> list[str]:
 
 def write_outputs(out: Path, rows: list[dict], labels: list[str], description: str,
                   patches: int, bands: list[str], qualities: list[float],
-                  ckpts: list[str]) -> dict:
+                  ckpts: list[str], fronts: tuple[str, ...] = ()) -> dict:
     from vqae.codec.plot import plot_rd
 
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], description: s
     result = {"data": description, "patches": patches, "checkpoints": dict(zip(labels, ckpts)),
               "jpeg2000_qualities": qualities, "bd_rate": bd, "rows": rows}
     write_json(out / "rd.json", result)
-    plot_rd(rows, labels, out / "rd.png", description)
+    plot_rd(rows, labels, out / "rd.png", description, fronts)
     short = ["codec", "setting", "bpp_coded", "bpppb", "psnr", "ssim", "sam",
              "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000"]
     print(tabulate([[r.get(c) for c in short] for r in rows], headers=short, floatfmt=".4f"))
