@@ -18,7 +18,7 @@ def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str,
     styles = {"jpeg2000-bands": {"color": "0.55", "marker": ".", "lw": 1},
               "jpeg2000-stack": {"color": "0.3", "marker": ".", "lw": 1},
               "jpeg2000-best": {"color": "k", "ls": "--", "lw": 1.5}}
-    styles.update({name: {"color": "tab:purple", "lw": 7, "alpha": 0.25, "zorder": 1} for name in fronts})
+    styles.update({name: {"color": "gold", "lw": 8, "alpha": 0.45, "zorder": 1} for name in fronts})
     for codec in dict.fromkeys([*labels, *styles]):  # a front is in both: draw it once
         points = sorted((r["bpppb"], r["psnr"]) for r in rows if r["codec"] == codec)
         if points:
