@@ -135,9 +135,10 @@ class Codec:
         """(B, C, H, W) digital numbers on the model's device -> indices (B, depth, h, w) and
         side information (B, side_values) int64 (band means; (B, 0) when the model has none)."""
         centres = self.model.side_info(x)
-        centres = np.zeros((len(x), 0), np.int64) if centres is None else \
-            centres.cpu().numpy().astype(np.int64)
-        return self.model.encode(x, depth).cpu().numpy(), centres
+        indices = self.model.encode(x, depth, centres).cpu().numpy()
+        if centres is None:
+            return indices, np.zeros((len(x), 0), np.int64)
+        return indices, centres.cpu().numpy().astype(np.int64)
 
     @torch.no_grad()
     def decode_images(self, indices: np.ndarray, device: torch.device,
@@ -155,6 +156,11 @@ class Codec:
         return np.stack([self.model.decode(idx[i : i + 1], None if side is None else
                                            side[i : i + 1])[0].float().cpu().numpy()
                          for i in range(len(idx))])
+
+    def decode_patch(self, grid: np.ndarray, header: bitstream.Header,
+                     device: torch.device) -> np.ndarray:
+        """One decoded file (decode_file's indices (n, h, w) and header) -> (C, H, W) DN."""
+        return self.decode_images(grid[None], device, np.array([header.centres]))[0]
 
 
 def band_arrays(dn: np.ndarray, bands: tuple[str, ...] | list[str],

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader
@@ -204,7 +203,7 @@ def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None =
         grid, header = codec.decode_file(blob, where, depth)  # (n, h, w)
         cut += len(grid) < min(depth or header.depth, header.depth)
         shallow += depth is not None and header.depth < depth
-        dn = codec.decode_images(grid[None], device, np.array([header.centres]))[0]  # (C, H, W)
+        dn = codec.decode_patch(grid, header, device)  # (C, H, W)
         sink.write(name, band_arrays(dn, codec.bands, native))
     sink.close()
     warn_short(cut, shallow, depth)

@@ -140,9 +140,13 @@ class Autoencoder(nn.Module):
         integer band means of a per-patch model (model.patch_means), else None."""
         return self.normalize.centres(x)
 
-    def encode(self, x: Tensor, depth: int | None = None) -> Tensor:
-        """(B, C, H, W) digital numbers -> indices (B, depth, h, w)."""
-        return self.quantizer.encode(self.encoder(self.normalize(x, self.side_info(x))), depth)
+    def encode(self, x: Tensor, depth: int | None = None,
+               centres: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) digital numbers -> indices (B, depth, h, w); a caller that already has
+        side_info(x) passes it as `centres`."""
+        if centres is None:
+            centres = self.side_info(x)
+        return self.quantizer.encode(self.encoder(self.normalize(x, centres)), depth)
 
     def decode(self, indices: Tensor, centres: Tensor | None = None) -> Tensor:
         """indices (B, depth, h, w) and, per-patch, side_info's centres (B, C) -> digital
