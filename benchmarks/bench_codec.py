@@ -7,8 +7,9 @@ and bpp_index, and the bits the conditional prior saves over a context-free one.
 Without --ckpt, a k-means-initialised, untrained RVQ 8 x K 1024 (f = 8, the issue's GPU
 architecture) is built on the data and its prior fitted there: its speeds are meaningful, its
 rates are not. Throughputs are in memory (no file I/O), medians of `--repeats` passes;
-"compress" = model.encode + entropy coding, "decompress" = entropy decoding + model.decode
-(one patch at a time, as `vqae decompress`) + rounding to uint16.
+"compress" = model.encode + the band filter's fit (a model.decode of the chosen indices, for
+gain and mix) + entropy coding, "decompress" = entropy decoding + model.decode (one patch at a
+time, as `vqae decompress`) + the band filter + rounding to uint16.
 """
 
 from __future__ import annotations
@@ -64,29 +65,41 @@ def median_rate(fn, patches: int, repeats: int) -> float:
     return patches / statistics.median(times)
 
 
+def compress_files(codec: Codec, x: torch.Tensor, device: torch.device, kind: str) -> list:
+    """What `vqae compress --band-filter KIND` does in memory, 16 patches per batch."""
+    files = []
+    for start in range(0, len(x), 16):
+        batch = x[start : start + 16].to(device)
+        grids, centres = codec.encode_images(batch)
+        codes = codec.fit_filter(kind, batch, grids, centres, device)
+        files += [codec.encode_indices(g, c, kind, f) for g, c, f in zip(grids, centres, codes)]
+    return files
+
+
 def throughputs(codec: Codec, x: torch.Tensor, device: torch.device, repeats: int) -> dict:
     grids, centres = codec.encode_images(x.to(device))  # (N, depth, h, w), (N, C or 0)
-    files = [codec.encode_indices(g, c).data for g, c in zip(grids, centres)]
-    n = len(files)
+    files = {kind: [e.data for e in compress_files(codec, x, device, kind)]
+             for kind in ("none", "gain")}
+    n = len(x)
 
-    def compress():
-        for start in range(0, n, 16):
-            for g, c in zip(*codec.encode_images(x[start : start + 16].to(device))):
-                codec.encode_indices(g, c)
-
-    def decompress():
-        for f in files:
+    def decompress(kind: str):
+        for f in files[kind]:
             grid, header = codec.decode_file(f, "bench")
             band_arrays(codec.decode_patch(grid, header, device), codec.bands)
 
-    return {
+    out = {
         "entropy encode (patches/s)": median_rate(
             lambda: [codec.encode_indices(g, c) for g, c in zip(grids, centres)], n, repeats),
         "entropy decode (patches/s)": median_rate(
-            lambda: [codec.decode_indices(f, "bench") for f in files], n, repeats),
-        "compress end to end (patches/s)": median_rate(compress, n, repeats),
-        "decompress end to end (patches/s)": median_rate(decompress, n, repeats),
+            lambda: [codec.decode_indices(f, "bench") for f in files["none"]], n, repeats),
     }
+    for kind in ("none", "gain", "mix"):  # the band filter costs the encoder a decoder pass
+        out[f"compress end to end, band filter {kind} (patches/s)"] = median_rate(
+            lambda: compress_files(codec, x, device, kind), n, repeats)
+    for kind in ("none", "gain"):
+        out[f"decompress end to end, band filter {kind} (patches/s)"] = median_rate(
+            lambda: decompress(kind), n, repeats)
+    return out
 
 
 def rates(codec: Codec, x: torch.Tensor, device: torch.device) -> dict:

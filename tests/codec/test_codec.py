@@ -12,7 +12,7 @@ import torch
 
 from tests.codec.conftest import make_checkpoint
 from vqae.checkpoint import load_model
-from vqae.codec import bitstream
+from vqae.codec import bandfilter, bitstream
 from vqae.codec.api import Codec
 from vqae.data.sample import LMDB_NAME
 from vqae.errors import DataError
@@ -132,7 +132,7 @@ def test_band_means_travel_in_the_header_and_restore_the_brightness(per_patch):
     assert centres.shape == (3, 12) and centres.dtype == np.int64
     for grid, side in zip(grids, centres):
         enc = per_patch.encode_indices(grid, side)
-        assert enc.header_bytes == 27 + 2 * 12  # a 27-byte header and a u16 mean per band
+        assert enc.header_bytes == 28 + 2 * 12  # a 28-byte header and a u16 mean per band
         back, header = per_patch.decode_file(enc.data, "m.vqz")
         np.testing.assert_array_equal(back, grid)
         assert header.centres == tuple(side)
@@ -157,10 +157,10 @@ def test_side_information_must_match_the_model(per_patch):
 
 
 def as_version_1(data: bytes) -> bytes:
-    """A version-2 file of a model without side information, rewritten as version 1 wrote it:
-    no centres count byte, its own header CRC."""
-    header, pos = bitstream.parse_header(data, "v2")
-    old = header.pack()[:-5]  # up to the bands field; drops the count byte (0) and the CRC
+    """A file of a model without side information, rewritten as version 1 wrote it: no
+    centres or gains count byte, its own header CRC."""
+    header, pos = bitstream.parse_header(data, "v3")
+    old = header.pack()[:-6]  # up to the bands field; drops both count bytes (0) and the CRC
     old = old[:4] + bytes([1]) + old[5:]
     return old + zlib.crc32(old).to_bytes(4, "little") + data[pos:]
 
@@ -173,3 +173,103 @@ def test_version_1_files_still_decode(codec):
     v9 = bytearray(v1)
     v9[4] = 9
     assert "version 9" in error_of(codec, bytes(v9))
+
+
+# ---- band filters -----------------------------------------------------------------------
+
+def lost_contrast(seed: int = 3):
+    """Originals (4, 12, 16, 16) and a decoding with their structure at 2/3 of the contrast."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1500, 300, (4, 12, 16, 16))
+    centres = x.mean(axis=(-2, -1))
+    decoded = centres[..., None, None] + (x - centres[..., None, None]) / 1.5
+    return x, (decoded + rng.normal(0, 5, x.shape)).astype(np.float32), centres, rng
+
+
+def mse(y, x):
+    return ((y - x) ** 2).mean(axis=(-2, -1))  # (B, C)
+
+
+def test_band_gains_recover_a_lost_contrast():
+    x, decoded, centres, _ = lost_contrast()
+    codes = bandfilter.fit("gain", x, decoded, centres)
+    assert codes.shape == (4, 12) and codes.dtype == np.int64
+    np.testing.assert_allclose(codes / bandfilter.GAIN_STEP, 1.5, atol=0.05)
+    fixed = bandfilter.apply(decoded, centres, "gain", codes)
+    assert fixed.dtype == np.float32
+    assert mse(fixed, x).max() < 0.05 * mse(decoded, x).min()
+    flat = np.full((1, 12, 8, 8), 700.0, np.float32)  # nothing to scale: gain 1
+    assert (bandfilter.fit("gain", flat + 1, flat, None) == bandfilter.GAIN_STEP).all()
+
+
+def test_band_mix_undoes_mixed_bands_and_no_filter_ever_adds_error():
+    x, _, centres, rng = lost_contrast(4)
+    p = centres[..., None, None]
+    mixing = np.eye(12) * 0.7 + 0.3 * np.roll(np.eye(12), 1, axis=1)  # each band leaks into one
+    decoded = (p + np.einsum("ij,bjhw->bihw", mixing, x - p)).astype(np.float32)
+    codes = bandfilter.fit("mix", x, decoded, centres)
+    assert codes.shape == (4, 144) and codes.min() >= -128 and codes.max() <= 127
+    assert mse(bandfilter.apply(decoded, centres, "mix", codes), x).max() < 0.1 * mse(
+        bandfilter.apply(decoded, centres, "gain", bandfilter.fit("gain", x, decoded, centres)),
+        x).min()
+    # any decoded bands, either pivot: the fitted filter never adds error to a band
+    noisy = (x + rng.normal(0, 200, x.shape) - 80).astype(np.float32)
+    for pivot in (centres, None):
+        for kind in ("gain", "mix"):
+            out = bandfilter.apply(noisy, pivot, kind, bandfilter.fit(kind, x, noisy, pivot))
+            assert (mse(out, x) <= mse(noisy, x) + 1e-6).all(), kind
+    flat = noisy.copy()
+    flat[:, 3] = 900  # a flat decoded band: its column gets nothing, nothing breaks
+    codes = bandfilter.fit("mix", x, flat, None).reshape(4, 12, 12)
+    assert (codes[:, :, 3] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["gain", "mix"])
+def test_band_filters_travel_in_the_header_and_correct_the_decoded_patch(per_patch, kind):
+    x = patches(2)
+    grids, centres = per_patch.encode_images(x)
+    fitted = per_patch.fit_filter(kind, x, grids, centres, torch.device("cpu"))
+    for grid, side, codes, patch in zip(grids, centres, fitted, x):
+        enc = per_patch.encode_indices(grid, side, kind, codes)
+        # a 28-byte header, a u16 mean per band, one byte per filter code
+        assert enc.header_bytes == 28 + 2 * 12 + {"gain": 12, "mix": 144}[kind]
+        back, header = per_patch.decode_file(enc.data, "f.vqz")
+        assert header.filter_kind == kind and header.filter_codes == tuple(codes)
+        assert header.centres == tuple(side)
+        plain = per_patch.decode_images(back[None], torch.device("cpu"), side[None])[0]
+        dn = per_patch.decode_patch(back, header, torch.device("cpu"))
+        p = side[:, None, None].astype(np.float64)
+        m = bandfilter.matrices(kind, codes[None], 12)[0]
+        want = p + np.einsum("ij,jhw->ihw", m, plain.astype(np.float64) - p)
+        np.testing.assert_allclose(dn, want, rtol=0, atol=1e-3)
+        assert (mse(dn, patch.numpy()) <= mse(plain, patch.numpy()) + 1e-3).all()
+
+
+def as_version_2(data: bytes) -> bytes:
+    """A version-3 file without a band filter, rewritten as version 2 wrote it: no filter kind
+    byte, its own header CRC."""
+    header, pos = bitstream.parse_header(data, "v3")
+    assert header.filter_kind == "none"
+    old = header.pack()[:-5]  # drops the filter kind byte (0) and the CRC
+    old = old[:4] + bytes([2]) + old[5:]
+    return old + zlib.crc32(old).to_bytes(4, "little") + data[pos:]
+
+
+def with_filter_field(data: bytes, field: bytes) -> bytes:
+    """A gain file's header with its filter field replaced by `field`, with a valid CRC."""
+    _, pos = bitstream.parse_header(data, "x")
+    head = data[: pos - 4 - 13] + field
+    return head + zlib.crc32(head).to_bytes(4, "little") + data[pos:]
+
+
+def test_version_2_files_still_decode_and_impossible_filters_are_damage(per_patch):
+    grid, side = (a[0] for a in per_patch.encode_images(patches(1)))
+    v2 = as_version_2(per_patch.encode_indices(grid, side).data)
+    assert v2[4] == 2
+    back, header = per_patch.decode_file(v2, "old.vqz")
+    np.testing.assert_array_equal(back, grid)
+    assert header.centres == tuple(side) and header.filter_kind == "none"
+    real = per_patch.encode_indices(grid, side, "gain", np.full(12, 64)).data
+    assert "impossible values" in error_of(per_patch, with_filter_field(real, bytes([7])))
+    short = with_filter_field(real, bytes([1, 64, 64, 64]))  # 3 gains where 12 bands need 12
+    assert "damaged" in error_of(per_patch, short)

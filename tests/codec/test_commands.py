@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from tests.data.encode_helpers import one_line_error, read_lmdb
 from vqae.checkpoint import load_checkpoint, load_model
 from vqae.cli import main
+from vqae.codec import bandfilter
 from vqae.codec.api import Codec, band_arrays
 from vqae.data.bands import NATIVE_SIZE
 from vqae.data.source import DataSource
@@ -69,9 +71,11 @@ def test_decompressed_pixels_equal_model_decode_to_the_last_dn(tiny_ckpt, compre
     codec = Codec(model, str(tiny_ckpt))
     for file in sorted(compressed.glob("*.vqz"))[:3]:
         patch = file.name[:-4]
-        indices = torch.from_numpy(codec.decode_indices(file.read_bytes(), str(file)))[None]
+        grid, header = codec.decode_file(file.read_bytes(), str(file))
+        assert header.filter_kind == "gain"  # the default band filter
         with torch.no_grad():
-            dn = model.decode(indices)[0]  # (C, 120, 120) fp32
+            dn = model.decode(torch.from_numpy(grid)[None]).numpy()  # (1, C, 120, 120) fp32
+        dn = torch.from_numpy(bandfilter.apply(dn, None, "gain", np.array([header.filter_codes]))[0])
         want = torch.round(dn).clamp(0, 65535).to(torch.int32).numpy()  # the stated rule
         got = read_tiffs(tmp_path / "dec", patch, model.bands)
         for c, band in enumerate(model.bands):
@@ -164,8 +168,32 @@ def test_a_per_patch_model_sends_band_means_and_decodes_them(fake_patches, tmp_p
         np.testing.assert_allclose(header.centres, means.numpy(), atol=0.5)
         with torch.no_grad():
             dn = model.decode(torch.from_numpy(grid)[None],
-                              torch.tensor([header.centres], dtype=torch.float32))[0]
+                              torch.tensor([header.centres], dtype=torch.float32)).numpy()
+        dn = torch.from_numpy(bandfilter.apply(dn, np.array([header.centres]), "gain",
+                                               np.array([header.filter_codes]))[0])
         want = torch.round(dn).clamp(0, 65535).to(torch.int32).numpy()
         got = read_tiffs(tmp_path / "dec", patch, model.bands)
         for c, band in enumerate(model.bands):
             np.testing.assert_array_equal(got[band].astype(np.int32), want[c], err_msg=band)
+
+
+@pytest.mark.parametrize("kind, extra", [("none", -12), ("mix", 144 - 12)])
+def test_band_filter_choice_is_stored_and_decoded(tiny_ckpt, fake_patches, compressed, tmp_path,
+                                                  kind, extra):
+    out = tmp_path / kind
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--band-filter", kind) == 0
+    assert vqae("decompress", out, "-o", tmp_path / "dec") == 0
+    model, _ = load_model(tiny_ckpt)
+    codec = Codec(model, str(tiny_ckpt))
+    for file in sorted(out.glob("*.vqz")):
+        gain_file = (compressed / file.name).read_bytes()
+        assert len(file.read_bytes()) - len(gain_file) == extra  # one byte per filter code
+        grid, header = codec.decode_file(file.read_bytes(), str(file))
+        assert header.filter_kind == kind
+    with torch.no_grad():
+        dn = model.decode(torch.from_numpy(grid)[None]).numpy()
+    dn = bandfilter.apply(dn, None, kind, np.array([header.filter_codes]))[0]
+    got = read_tiffs(tmp_path / "dec", file.name[:-4], ["B03"])["B03"]
+    np.testing.assert_array_equal(got, np.clip(np.rint(dn[2]), 0, 65535).astype(np.uint16))
+    assert json.loads((out / "manifest.json").read_text())["band_filter"] == kind
+    assert json.loads((compressed / "manifest.json").read_text())["band_filter"] == "gain"

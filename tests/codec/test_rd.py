@@ -85,3 +85,20 @@ def test_rd_front_joins_models_into_one_curve(tiny_ckpt, other_ckpt, fake_patche
     assert "vqae" in result["bd_rate"] and "BD-rate vqae vs JPEG 2000" in capsys.readouterr().out
     assert main([*args, "--front", "jpeg2000-best"]) == 2
     assert "--front jpeg2000-best is already a curve's name" in capsys.readouterr().err
+
+
+def test_rd_band_filters_give_each_model_a_curve_per_filter(tiny_ckpt, fake_patches, tmp_path):
+    out = tmp_path / "rd"
+    assert main(["rd", "--ckpt", str(tiny_ckpt), "--data", str(fake_patches), "--out", str(out),
+                 "--max-patches", "3", "--jpeg2000-quality", "50", "--band-filter", "none",
+                 "gain", "mix", "--no-progress"]) == 0
+    result = json.loads((out / "rd.json").read_text())
+    rows = {(r["codec"], r["setting"]): r for r in result["rows"]}
+    names = {"tiny+none", "tiny+gain", "tiny+mix"}
+    assert set(result["checkpoints"]) == names and names <= set(result["bd_rate"])
+    for d in (1, 2, 3):
+        plain, gain, mix = (rows[f"tiny+{k}", f"depth{d}"] for k in ("none", "gain", "mix"))
+        assert gain["bytes"] - plain["bytes"] == 3 * 12  # a u8 gain per band and patch
+        assert mix["bytes"] - plain["bytes"] == 3 * 144  # an int8 per band pair and patch
+        assert gain["psnr"] >= plain["psnr"] - 1e-3  # least-squares filters never add error
+        assert mix["psnr"] >= gain["psnr"] - 0.05  # a superset of gains, both on a lattice

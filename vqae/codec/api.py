@@ -3,9 +3,10 @@
 Only the encoder's nearest-code search may run on a GPU: it moves rate and quality, never
 decodability. Entropy coding runs on the CPU from the prior's integer tables, so a file decodes
 to the same indices on every machine. A per-patch model's side information (its band means,
-integers) travels in the header. Pixels: `model.decode(indices, centres)` of the patch alone
-(batch of one, fp32) rounded half to even and clamped to [0, 65535] for S2 bands (uint16, as
-stored); S1 bands stay float32. The indices are the same on every machine; the network's float
+integers) travels in the header, and so does the band filter the encoder fitted
+(`bandfilter.py`). Pixels: `model.decode(indices, centres)` of the patch alone (batch of one,
+fp32), the file's band filter applied (float64 on the CPU), rounded half to even and clamped to [0, 65535] for S2 bands
+(uint16, as stored); S1 bands stay float32. The indices are the same on every machine; the network's float
 output is the same on one machine and device, and may differ in the last DN across devices.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vqae.codec import bitstream, entropy
+from vqae.codec import bandfilter, bitstream, entropy
 from vqae.codec.prior import UP
 from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1, to_uint16
 from vqae.errors import DataError
@@ -56,22 +57,29 @@ class Codec:
             raise DataError(f"{self.source} has no fitted prior; run `vqae fit-prior "
                             f"{self.source}` first (or train it with this vqae version)")
 
-    def header(self, depth: int, centres: tuple[int, ...] = ()) -> bitstream.Header:
+    def header(self, depth: int, centres: tuple[int, ...] = (), filter_kind: str = "none",
+               filter_codes: tuple[int, ...] = ()) -> bitstream.Header:
         size = self.model.image_size
         return bitstream.Header(self.fingerprint, size, size, self.depth, depth, self.bands,
-                                centres)
+                                centres, filter_kind, filter_codes)
 
     @property
     def side_values(self) -> int:
         """Side information values per patch: one centre per band for a per-patch model."""
         return len(self.bands) if self.model.normalize.per_patch else 0
 
+    def side_bits(self, filter_kind: str) -> int:
+        """Header bits per patch besides the indices: the centres and the band filter's codes."""
+        return self.model.side_bits() + bandfilter.bits(filter_kind, len(self.bands))
+
     # ---- indices <-> bytes ---------------------------------------------------------------
-    def encode_indices(self, indices: np.ndarray, centres=()) -> Encoded:
-        """indices (depth, h, w) of one patch, depth <= the model's, and its side information
-        (encode_images' centres row) -> the .vqz file."""
+    def encode_indices(self, indices: np.ndarray, centres=(), filter_kind: str = "none",
+                       filter_codes=()) -> Encoded:
+        """indices (depth, h, w) of one patch, depth <= the model's, its side information
+        (encode_images' centres row) and its band filter (fit_filter's row) -> the .vqz file."""
         indices = np.asarray(indices, dtype=np.int64)
         centres = tuple(int(c) for c in np.asarray(centres).ravel())
+        filter_codes = tuple(int(g) for g in np.asarray(filter_codes).ravel())
         assert indices.shape[1:] == (self.h, self.w) and 1 <= len(indices) <= self.depth
         assert len(centres) == self.side_values, "pass the centres encode_images returned"
         payloads, bits = [], 0.0
@@ -80,7 +88,7 @@ class Codec:
             probs = self.tables.probs[s][rows]  # (h*w, K)
             payloads.append(entropy.encode(indices[s].ravel(), probs))
             bits += entropy.ideal_bits(indices[s].ravel(), probs)
-        header = self.header(len(indices), centres)
+        header = self.header(len(indices), centres, filter_kind, filter_codes)
         data = bitstream.write(header, payloads)
         return Encoded(data, bits, len(header.pack()))
 
@@ -140,11 +148,28 @@ class Codec:
             return indices, np.zeros((len(x), 0), np.int64)
         return indices, centres.cpu().numpy().astype(np.int64)
 
+    def fit_filter(self, kind: str, x: torch.Tensor, indices: np.ndarray, centres: np.ndarray,
+                   device: torch.device) -> np.ndarray:
+        """The band filter codes (B, n) of `kind` for patches x (B, C, H, W) digital numbers
+        coded as `indices` (B, d, h, w) with `centres`: the encoder decodes what the decoder
+        will see and fits."""
+        if kind == "none":
+            return np.zeros((len(x), 0), np.int64)
+        decoded = self.decode_images(indices, device, centres)
+        return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self.pivot(centres))
+
+    def pivot(self, centres: np.ndarray | None) -> np.ndarray | None:
+        """The band filter's pivot source: the centres of a per-patch model, else None (the
+        decoded bands' own means)."""
+        return centres if self.side_values else None
+
     @torch.no_grad()
     def decode_images(self, indices: np.ndarray, device: torch.device,
-                      centres: np.ndarray | None = None) -> np.ndarray:
-        """indices (B, n, h, w) and side information (B, side_values) -> model.decode in
-        digital numbers (B, C, H, W) float32.
+                      centres: np.ndarray | None = None, filter_kind: str = "none",
+                      filter_codes: np.ndarray | None = None) -> np.ndarray:
+        """indices (B, n, h, w), side information (B, side_values) and band filter codes
+        (B, m) of `filter_kind` -> model.decode in digital numbers (B, C, H, W) float32 with
+        the filter applied.
 
         One patch at a time: convolution kernels pick their algorithm by batch size, and a
         file must decode to the same pixels whichever files share its batch."""
@@ -153,14 +178,16 @@ class Codec:
         if self.side_values:
             side = torch.as_tensor(np.asarray(centres, np.float32).reshape(len(idx), -1),
                                    device=device)  # (B, C)
-        return np.stack([self.model.decode(idx[i : i + 1], None if side is None else
-                                           side[i : i + 1])[0].float().cpu().numpy()
-                         for i in range(len(idx))])
+        dn = np.stack([self.model.decode(idx[i : i + 1], None if side is None else
+                                         side[i : i + 1])[0].float().cpu().numpy()
+                       for i in range(len(idx))])
+        return bandfilter.apply(dn, self.pivot(centres), filter_kind, filter_codes)
 
     def decode_patch(self, grid: np.ndarray, header: bitstream.Header,
                      device: torch.device) -> np.ndarray:
         """One decoded file (decode_file's indices (n, h, w) and header) -> (C, H, W) DN."""
-        return self.decode_images(grid[None], device, np.array([header.centres]))[0]
+        return self.decode_images(grid[None], device, np.array([header.centres]),
+                                  header.filter_kind, np.array([header.filter_codes]))[0]
 
 
 def band_arrays(dn: np.ndarray, bands: tuple[str, ...] | list[str],

@@ -3,14 +3,16 @@
 Layout (all integers little-endian; docs/format.md has the full table):
 
     magic b"\\x89VQZ" | version u8 | fingerprint 8 bytes | height u16 | width u16 |
-    model depth u8 | stored depth u8 | bands | centres | header CRC32 u32
+    model depth u8 | stored depth u8 | bands | centres | filter | header CRC32 u32
     then per stored stage: payload length (LEB128 varint) | payload CRC32 u32 | payload
 
 bands: 0xFF and a u16 mask over BAND_CODES when the bands keep that order (every S2 subset
 in the project's order: 3 bytes), else a count u8 and one u8 code per band.
 centres (version 2): a count u8 (0, or one per band), then that many u16: a per-patch model's
-band means (model.patch_means), the side information its decoder adds back. Version 1 files
-(no centres field) still read.
+band means (model.patch_means), the side information its decoder adds back.
+filter (version 3): the band filter the encoder fitted (vqae.codec.bandfilter): its kind u8
+(0 none, 1 gain, 2 mix), then C u8 codes for a gain or C*C int8 codes (row-major) for a mix.
+Versions 1 (no centres, no filter) and 2 (no filter) still read.
 
 Chunks are in stage order, so any prefix of whole chunks is a valid file at fewer stages. Every
 failure is a DataError naming the file; nothing decodes silently wrong.
@@ -22,16 +24,18 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from vqae.codec import bandfilter
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.errors import DataError
 
 MAGIC = b"\x89VQZ"
-VERSION = 2  # written; 1 (without centres) is still read
-READABLE = (1, 2)
+VERSION = 3  # written; 1 (without centres or filter) and 2 (without filter) still read
+READABLE = (1, 2, 3)
 FINGERPRINT_BYTES = 8
 BAND_CODES = S2_BANDS + S1_BANDS  # a band is stored as its position in this list
 _FIXED = struct.Struct("<4sB8sHHBBB")  # magic .. band count (or MASKED)
 MASKED = 0xFF  # the bands follow as a u16 mask
+FILTER_CODE = {"none": "B", "gain": "B", "mix": "b"}  # struct format of one filter code
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,20 @@ class Header:
     depth: int  # stages this file was written with
     bands: tuple[str, ...]
     centres: tuple[int, ...] = ()  # per-band u16 side information, () when the model has none
+    filter_kind: str = "none"  # vqae.codec.bandfilter.KINDS
+    filter_codes: tuple[int, ...] = ()  # its codes: C (gain), C*C (mix) or none
 
     def pack(self) -> bytes:
         unknown = [b for b in self.bands if b not in BAND_CODES]
         if unknown:
             raise DataError(f"bands {unknown} have no .vqz code; known: {' '.join(BAND_CODES)}")
         assert len(self.centres) in (0, len(self.bands))
+        assert len(self.filter_codes) == bandfilter.code_count(self.filter_kind, len(self.bands))
         body = _FIXED.pack(MAGIC, VERSION, self.fingerprint, self.height, self.width,
                            self.model_depth, self.depth, MASKED)[:-1] + pack_bands(self.bands)
         body += struct.pack(f"<B{len(self.centres)}H", len(self.centres), *self.centres)
+        body += struct.pack(f"<B{len(self.filter_codes)}{FILTER_CODE[self.filter_kind]}",
+                            bandfilter.KINDS.index(self.filter_kind), *self.filter_codes)
         return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -132,7 +141,9 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
                         f"{', '.join(map(str, READABLE))}: decompress it with the vqae that "
                         "wrote it")
     bands_end = _FIXED.size - 1 + (bands_size(data) or 1)
-    end = bands_end + (centres_size(data, bands_end) if version >= 2 else 0)
+    centres_end = bands_end + (field_size(data, bands_end, 2) if version >= 2 else 0)
+    band_field = data[_FIXED.size - 1 : bands_end]
+    end = centres_end + (filter_size(data, centres_end, band_field) if version >= 3 else 0)
     if len(data) < end + 4:
         raise DataError(f"{name} is truncated inside its header ({len(data)} bytes); re-copy "
                         "the file or compress the patch again")
@@ -141,19 +152,38 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
         raise DataError(f"{name}: the header fails its CRC32 check (the file is damaged); "
                         "re-copy the file or compress the patch again")
     _, _, fp, height, width, model_depth, depth, _ = _FIXED.unpack_from(data)
-    codes = unpack_bands(data[_FIXED.size - 1 : bands_end])
-    centres = struct.unpack_from(f"<{(end - bands_end - 1) // 2}H", data, bands_end + 1) \
-        if end > bands_end else ()
-    if codes is None or not 1 <= depth <= model_depth or len(centres) not in (0, len(codes)):
-        raise DataError(f"{name}: the header holds impossible values (bands, depth or "
-                        "centres); the file is damaged")
+    codes = unpack_bands(band_field)
+    centres = struct.unpack_from(f"<{(centres_end - bands_end - 1) // 2}H", data,
+                                 bands_end + 1) if centres_end > bands_end else ()
+    kind = "none" if version < 3 else filter_kind(data[centres_end])
+    if codes is None or not 1 <= depth <= model_depth or len(centres) not in (0, len(codes)) \
+            or kind is None:
+        raise DataError(f"{name}: the header holds impossible values (bands, depth, centres "
+                        "or band filter); the file is damaged")
+    filter_codes = struct.unpack_from(f"<{end - centres_end - 1}{FILTER_CODE[kind]}", data,
+                                      centres_end + 1) if end > centres_end else ()
     bands = tuple(BAND_CODES[c] for c in codes)
-    return Header(fp, height, width, model_depth, depth, bands, centres), end + 4
+    return Header(fp, height, width, model_depth, depth, bands, centres, kind,
+                  filter_codes), end + 4
 
 
-def centres_size(data: bytes, pos: int) -> int:
-    """Bytes of the centres field at `pos` (count u8 + u16 each); 1 if cut before its count."""
-    return 1 + 2 * data[pos] if pos < len(data) else 1
+def field_size(data: bytes, pos: int, width: int) -> int:
+    """Bytes of a counted field at `pos` (count u8, then `width` bytes each); 1 if cut before
+    its count."""
+    return 1 + width * data[pos] if pos < len(data) else 1
+
+
+def filter_kind(byte: int) -> str | None:
+    return bandfilter.KINDS[byte] if byte < len(bandfilter.KINDS) else None
+
+
+def filter_size(data: bytes, pos: int, band_field: bytes) -> int:
+    """Bytes of the band filter field at `pos` (kind u8, then one byte per code); 1 if cut
+    before its kind or the kind is unknown."""
+    kind = filter_kind(data[pos]) if pos < len(data) else None
+    if kind is None:
+        return 1
+    return 1 + bandfilter.code_count(kind, len(unpack_bands(band_field) or ()))
 
 
 def read(data: bytes, name: str, depth: int | None = None) -> Parsed:

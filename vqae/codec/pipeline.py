@@ -124,8 +124,9 @@ class Totals:
 
 def compress(ckpt: str, data: str, out: str, depth: int | None = None, device_name: str = "auto",
              lmdb: bool = False, split: str | None = ALL, batch_size: int = 16, workers: int = 0,
-             overwrite: bool = False, progress: bool = True) -> dict:
-    """Compress every patch of `data` (of `split`) into OUT; returns the summary figures."""
+             overwrite: bool = False, progress: bool = True, band_filter: str = "gain") -> dict:
+    """Compress every patch of `data` (of `split`) into OUT; returns the summary figures.
+    `band_filter`: the kind of band filter fitted and stored with each patch (bandfilter.py)."""
     device = single_device(device_name)
     model, cfg, codec = load(ckpt, device)
     codec.require_fitted()
@@ -138,14 +139,16 @@ def compress(ckpt: str, data: str, out: str, depth: int | None = None, device_na
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
         start = time.perf_counter()
         for batch in tqdm(loader, desc="compress", unit="batch", disable=not progress):
-            indices, centres = codec.encode_images(batch["image"].to(device), depth)
-            for name, grid, side in zip(batch["name"], indices, centres):  # (depth, h, w), (C,)
-                enc = codec.encode_indices(grid, side)
+            x = batch["image"].to(device)
+            indices, centres = codec.encode_images(x, depth)
+            fitted = codec.fit_filter(band_filter, x, indices, centres, device)  # (B, n)
+            for name, grid, side, codes in zip(batch["name"], indices, centres, fitted):
+                enc = codec.encode_indices(grid, side, band_filter, codes)  # (depth, h, w)
                 sink.write(name, enc.data)
                 totals.add(enc)
         totals.seconds = time.perf_counter() - start
-    sink.close(manifest(ckpt, codec, depth, totals.patches))
-    return summarize(totals, model, depth)
+    sink.close(manifest(ckpt, codec, depth, totals.patches) | {"band_filter": band_filter})
+    return summarize(totals, model, depth, codec.side_bits(band_filter))
 
 
 def manifest(ckpt: str, codec: Codec, depth: int, patches: int) -> dict:
@@ -154,7 +157,7 @@ def manifest(ckpt: str, codec: Codec, depth: int, patches: int) -> dict:
             "depth": depth, "bands": list(codec.bands), "patches": patches}
 
 
-def summarize(totals: Totals, model, depth: int) -> dict:
+def summarize(totals: Totals, model, depth: int, side_bits: int) -> dict:
     _, h, w = model.latent_shape()
     from vqae.metrics import bpp_index
 
@@ -162,7 +165,7 @@ def summarize(totals: Totals, model, depth: int) -> dict:
     fixed = bpp_index(h * w, depth, model.quantizer.codebook_size, *(model.image_size,) * 2)
     figures = {"patches": totals.patches, "bytes": totals.bytes,
                **totals.rates(pixels, fixed),
-               **({"bpp_side": model.side_bits() / pixels} if model.side_bits() else {}),
+               **({"bpp_side": side_bits / pixels} if side_bits else {}),
                "header_bytes/patch": totals.header_bytes / max(totals.patches, 1),
                "patches/s": totals.patches / max(totals.seconds, 1e-9)}
     rows = [(k, f"{v:,}" if isinstance(v, int) else f"{v:.4f}") for k, v in figures.items()]

@@ -26,7 +26,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from vqae.atomic import write_json
-from vqae.codec import jpeg2000
+from vqae.codec import bandfilter, jpeg2000
 from vqae.codec.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
 from vqae.codec.pipeline import load, open_data
 from vqae.data.bands import is_s1, to_uint16
@@ -88,23 +88,38 @@ def model_label(ckpt: str, taken: set[str]) -> str:
     return label
 
 
+def curve_names(label: str, filters: list[str]) -> list[str]:
+    """A model's curve per band filter: its label alone for a single filter, else label+kind."""
+    return [label] if len(filters) == 1 else [f"{label}+{kind}" for kind in filters]
+
+
 @torch.no_grad()
 def measure_model(sweep: Sweep, label: str, codec, x: torch.Tensor, names: list[str],
-                  device: torch.device) -> None:
-    """Every depth of one model on a batch, through the bytes of real files."""
+                  device: torch.device, filters: list[str]) -> None:
+    """Every depth of one model on a batch, through the bytes of real files, with each band
+    filter fitted at each depth."""
     # (B, depth, h, w), greedy: prefixes = shallower; side information (B, C or 0)
     grids, centres = codec.encode_images(x.to(device))
+    pivot = codec.pivot(centres)
     for d in range(1, grids.shape[1] + 1):
-        files = [codec.encode_indices(g[:d], c) for g, c in zip(grids, centres)]
-        decoded = [codec.decode_file(f.data, n) for f, n in zip(files, names)]
-        back = np.stack([grid for grid, _ in decoded])
-        assert np.array_equal(back, grids[:, :d]), "indices changed through the file"
-        sides = np.array([header.centres for _, header in decoded]).reshape(len(back), -1)
-        assert np.array_equal(sides, centres), "side information changed through the file"
-        dn = codec.decode_images(back, device, sides)  # (B, C, H, W) float32
-        recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
-        sweep.add(label, f"depth{d}", x, recon, sum(len(f.data) for f in files),
-                  sum(f.ideal_bits for f in files))
+        plain = codec.decode_images(grids[:, :d], device, centres)  # what the decoder sees
+        for kind, curve_name in zip(filters, curve_names(label, filters)):
+            fitted = bandfilter.fit(kind, x.numpy(), plain, pivot)  # (B, n)
+            files = [codec.encode_indices(g[:d], c, kind, f)
+                     for g, c, f in zip(grids, centres, fitted)]
+            decoded = [codec.decode_file(f.data, n) for f, n in zip(files, names)]
+            back = np.stack([grid for grid, _ in decoded])
+            assert np.array_equal(back, grids[:, :d]), "indices changed through the file"
+            sides = np.array([h.centres for _, h in decoded]).reshape(len(back), -1)
+            assert np.array_equal(sides, centres), "side information changed through the file"
+            stored = np.array([h.filter_codes for _, h in decoded]).reshape(len(back), -1)
+            assert {h.filter_kind for _, h in decoded} == {kind} and np.array_equal(
+                stored, fitted), "the band filter changed through the file"
+            # the same indices and centres decode to `plain`; the file's filter goes on top
+            dn = bandfilter.apply(plain, codec.pivot(sides), kind, stored)  # (B, C, H, W)
+            recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
+            sweep.add(curve_name, f"depth{d}", x, recon, sum(len(f.data) for f in files),
+                      sum(f.ideal_bits for f in files))
 
 
 def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor,
@@ -171,13 +186,17 @@ def describe_bd(label: str, bd: dict) -> str:
 
 def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
            qualities: list[float] | None = None, batch_size: int = 8, max_patches: int = 0,
-           progress: bool = True, front_name: str | None = None) -> dict:
+           progress: bool = True, front_name: str | None = None,
+           filters: list[str] | None = None) -> dict:
     device = single_device(device_name)
+    filters = list(dict.fromkeys(filters or ["gain"]))
     models, taken = [], set()
     for ckpt in ckpts:
         _, cfg, codec = load(ckpt, device)
         models.append((model_label(ckpt, taken), codec, cfg))
-    if front_name in taken | {BEST} or (front_name or "").startswith("jpeg2000-"):
+    curves = {name: ckpt for (label, _, _), ckpt in zip(models, ckpts)
+              for name in curve_names(label, filters)}  # curve name -> its checkpoint
+    if front_name in set(curves) | {BEST} or (front_name or "").startswith("jpeg2000-"):
         raise DataError(f"--front {front_name} is already a curve's name; choose another")
     bands = check_bands(models, ckpts)
     qualities = list(qualities or jpeg2000.DEFAULT_QUALITIES)
@@ -192,18 +211,18 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name
             x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
             names = [it["name"] for it in items]
             for label, codec, _ in models:
-                measure_model(sweep, label, codec, x, names, device)
+                measure_model(sweep, label, codec, x, names, device, filters)
             for i, patch in enumerate(x):
                 measure_jpeg2000(sweep, ds, start + i, patch, qualities)
         description = source.describe(split)
     rows = sweep.rows(first.image_size ** 2)
     rows += best_jpeg2000(rows)
-    labels = [m[0] for m in models]
+    labels = list(curves)
     if front_name:
         rows += front_rows(rows, labels, front_name)
         labels.append(front_name)
     return write_outputs(Path(out), rows, labels, description, count, bands, qualities,
-                         ckpts, (front_name,) if front_name else ())
+                         curves, (front_name,) if front_name else ())
 
 
 def check_bands(models, ckpts) -> list[str]:
@@ -219,7 +238,7 @@ def check_bands(models, ckpts) -> list[str]:
 
 def write_outputs(out: Path, rows: list[dict], labels: list[str], description: str,
                   patches: int, bands: list[str], qualities: list[float],
-                  ckpts: list[str], fronts: tuple[str, ...] = ()) -> dict:
+                  checkpoints: dict[str, str], fronts: tuple[str, ...] = ()) -> dict:
     from vqae.codec.plot import plot_rd
 
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +251,7 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], description: s
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    result = {"data": description, "patches": patches, "checkpoints": dict(zip(labels, ckpts)),
+    result = {"data": description, "patches": patches, "checkpoints": checkpoints,
               "jpeg2000_qualities": qualities, "bd_rate": bd, "rows": rows}
     write_json(out / "rd.json", result)
     plot_rd(rows, labels, out / "rd.png", description, fronts)

@@ -8,6 +8,7 @@ range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
 
 from __future__ import annotations
 
+from vqae.codec.bandfilter import KINDS
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -28,6 +29,11 @@ def add_arguments(parser) -> None:
                         help="also report the models together as one codec NAME: the front "
                              "of all their points (models trained for different rates), "
                              "with its own BD-rate")
+    parser.add_argument("--band-filter", nargs="+", choices=KINDS, default=["gain"],
+                        metavar="KIND",
+                        help="band filter(s) of the models' files (gain, mix, none; default "
+                             "gain, as vqae compress); several give each model one curve per "
+                             "filter, named MODEL+KIND")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,5 +41,6 @@ def run(args) -> int:
     from vqae.codec.rd import run_rd
 
     run_rd(args.ckpt, args.data, args.split, args.out, args.device, args.jpeg2000_quality,
-           args.batch_size, args.max_patches, not args.no_progress, args.front)
+           args.batch_size, args.max_patches, not args.no_progress, args.front,
+           args.band_filter)
     return 0

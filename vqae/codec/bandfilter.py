@@ -1,0 +1,113 @@
+"""Band filters: a per-patch linear correction of the decoded bands that the encoder fits and
+the file carries (vqae compress --band-filter).
+
+A network trained on a few sources decodes a patch from a new one with the right structure but
+wrong band contrasts and band mixtures. The encoder has the original, so after choosing the
+indices it decodes them (analysis by synthesis, as a video coder fits its adaptive loop filter)
+and fits, by least squares, a C x C matrix M with which the decoder returns
+
+    out = p + M (decoded - p)    (per pixel, over the C bands; p the per-band pivot)
+
+p is the header's band means for a per-patch model (the original's own means), else the decoded
+band's mean; both are known to the decoder. Kinds, by what M may be:
+
+- `gain`: diagonal, each band's contrast; C codes u8, M_bb = code / 64 (0 .. 3.98). 8 bits/band.
+- `mix`: full, each band a combination of all decoded bands (they are strongly correlated, so
+  this also undoes spectral errors); C*C codes int8, M = code / 32 (-4 .. 3.97). 8 C^2 bits:
+  worth it from about 0.04 bits per pixel per band.
+- `none`: M = I.
+
+The codes are fitted in the integer lattice (least squares, rounded, then exact coordinate
+descent over integer values, and never worse than no filter per band), so quantizing the
+coefficients costs almost nothing. A file cut to fewer stages applies the filter fitted for the
+stages it was written with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KINDS = ("none", "gain", "mix")  # a header stores the position
+GAIN_STEP, MIX_STEP = 64, 32  # coefficient = code / step
+PASSES = 4  # coordinate descent sweeps over the columns of M
+
+
+def code_count(kind: str, bands: int) -> int:
+    return {"none": 0, "gain": bands, "mix": bands * bands}[kind]
+
+
+def bits(kind: str, bands: int) -> int:
+    """Header bits per patch of a filter of this kind (its kind byte aside)."""
+    return 8 * code_count(kind, bands)
+
+
+def pivots(decoded: np.ndarray, centres: np.ndarray | None) -> np.ndarray:
+    """decoded (B, C, H, W) and the header's centres (B, C) or None -> (B, C, 1, 1) float64."""
+    if centres is not None and np.size(centres):
+        return np.asarray(centres, np.float64).reshape(*decoded.shape[:2], 1, 1)
+    return decoded.astype(np.float64).mean(axis=(-2, -1), keepdims=True)
+
+
+def matrices(kind: str, codes: np.ndarray, bands: int) -> np.ndarray:
+    """(B, n) codes -> (B, C, C) float64 matrices M."""
+    codes = np.asarray(codes, np.float64).reshape(len(codes), -1)
+    if kind == "gain":
+        return np.stack([np.diag(row / GAIN_STEP) for row in codes])
+    if kind == "mix":
+        return codes.reshape(-1, bands, bands) / MIX_STEP
+    return np.broadcast_to(np.eye(bands), (len(codes), bands, bands)).copy()
+
+
+def apply(decoded: np.ndarray, centres: np.ndarray | None, kind: str,
+          codes: np.ndarray) -> np.ndarray:
+    """decoded (B, C, H, W) float32 and (B, n) codes of `kind` -> p + M (decoded - p), float32."""
+    if kind == "none":
+        return decoded
+    p = pivots(decoded, centres)
+    r = decoded.astype(np.float64) - p
+    m = matrices(kind, codes, decoded.shape[1])
+    return (p + np.einsum("bij,bjhw->bihw", m, r)).astype(np.float32)
+
+
+def fit(kind: str, original: np.ndarray, decoded: np.ndarray,
+        centres: np.ndarray | None) -> np.ndarray:
+    """original, decoded (B, C, H, W) digital numbers -> (B, code_count) int64 codes of the
+    least-squares filter of `kind` for each patch."""
+    b, c = decoded.shape[:2]
+    if kind == "none":
+        return np.zeros((b, 0), np.int64)
+    p = pivots(decoded, centres)
+    x = (original.astype(np.float64) - p).reshape(b, c, -1)
+    r = (decoded.astype(np.float64) - p).reshape(b, c, -1)
+    gram = r @ r.transpose(0, 2, 1)  # (B, C, C): decoded band j with band k
+    cross = x @ r.transpose(0, 2, 1)  # (B, C, C): original band i with decoded band k
+    if kind == "gain":
+        energy, dot = np.diagonal(gram, axis1=1, axis2=2), np.diagonal(cross, axis1=1, axis2=2)
+        gain = np.where(energy > 0, dot / np.maximum(energy, 1e-12), 1.0)
+        return np.clip(np.rint(gain * GAIN_STEP), 0, 255).astype(np.int64)
+    return np.stack([fit_mix(g, x_r) for g, x_r in zip(gram, cross)]).reshape(b, -1)
+
+
+def fit_mix(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """One patch's (C, C) Gram matrix of the decoded bands and cross products with the original
+    -> (C, C) int64 codes minimising each output band's squared error over int8 / MIX_STEP."""
+    c = len(gram)
+    scale = max(np.trace(gram), 1e-12) / c
+    real = np.linalg.solve(gram + 1e-9 * scale * np.eye(c), cross.T).T  # least squares, rows
+    q = np.clip(np.rint(real * MIX_STEP), -128, 127)
+    live = np.diagonal(gram) > 1e-9 * scale  # a flat decoded band has nothing to give
+    q[:, ~live] = 0
+    for _ in range(PASSES):
+        for j in np.flatnonzero(live):  # the best integer column j, all rows at once
+            rest = cross[:, j] - (q / MIX_STEP) @ gram[:, j] + q[:, j] / MIX_STEP * gram[j, j]
+            q[:, j] = np.clip(np.rint(rest / gram[j, j] * MIX_STEP), -128, 127)
+    identity = np.eye(c) * MIX_STEP
+    worse = row_error(q, gram, cross) > row_error(identity, gram, cross)
+    q[worse] = identity[worse]  # never worse than leaving a band as decoded
+    return q.astype(np.int64)
+
+
+def row_error(q: np.ndarray, gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """Squared error of each output band for codes q, up to the band's constant energy."""
+    m = q / MIX_STEP
+    return np.einsum("ij,jk,ik->i", m, gram, m) - 2 * np.einsum("ij,ij->i", m, cross)
