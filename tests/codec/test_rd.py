@@ -52,6 +52,16 @@ def test_bd_rate_of_a_curve_at_half_the_rate_is_minus_50_percent():
     assert rate_at(anchor, 80.0) is None
 
 
+def test_bd_rate_within_a_window_averages_only_there():
+    anchor = [(r, 10 * np.log10(r) + 30) for r in (0.1, 0.2, 0.4, 0.8)]  # 20-29 dB
+    # half the anchor's rate below 24 dB, the same rate above
+    test = [(r / 2 if q < 24 else r, q) for r, q in anchor]
+    low = bd_rate(test, anchor, within=(0.0, 22.0))
+    assert (low.low, low.high) == (anchor[0][1], 22.0)
+    assert bd_rate(test, anchor, within=(26.1, 40.0)).percent == pytest.approx(0.0)
+    assert bd_rate(test, anchor, within=(40.0, 50.0)) is None  # nothing shared there
+
+
 def test_rd_writes_table_json_and_plot(tiny_ckpt, fake_patches, tmp_path, capsys):
     out = tmp_path / "rd"
     assert main(["rd", "--ckpt", str(tiny_ckpt), "--data", str(fake_patches), "--out", str(out),
@@ -91,11 +101,14 @@ def test_rd_band_filters_give_each_model_a_curve_per_filter(tiny_ckpt, fake_patc
     out = tmp_path / "rd"
     assert main(["rd", "--ckpt", str(tiny_ckpt), "--data", str(fake_patches), "--out", str(out),
                  "--max-patches", "3", "--jpeg2000-quality", "50", "--band-filter", "none",
-                 "gain", "mix", "--no-progress"]) == 0
+                 "gain", "mix", "--bd-range", "0", "100", "--no-progress"]) == 0
     result = json.loads((out / "rd.json").read_text())
     rows = {(r["codec"], r["setting"]): r for r in result["rows"]}
     names = {"tiny+none", "tiny+gain", "tiny+mix"}
     assert set(result["checkpoints"]) == names and names <= set(result["bd_rate"])
+    for name in names:  # the window holds every PSNR here: the same BD-rate, if any
+        bd = result["bd_rate"][name]
+        assert bd["window"]["asked"] == [0, 100] and bd["window"]["percent"] == bd["percent"]
     for d in (1, 2, 3):
         plain, gain, mix = (rows[f"tiny+{k}", f"depth{d}"] for k in ("none", "gain", "mix"))
         assert gain["bytes"] - plain["bytes"] == 3 * 12  # a u8 gain per band and patch

@@ -34,13 +34,16 @@ class BdRate:
 
 
 def bd_rate(test: list[tuple[float, float]], anchor: list[tuple[float, float]],
-            samples: int = 512) -> BdRate | None:
+            samples: int = 512, within: tuple[float, float] | None = None) -> BdRate | None:
     """BD-rate of `test` against `anchor` ((rate, psnr) points), None when their PSNR ranges
-    share less than MIN_SPAN dB (or a curve has fewer than 2 points)."""
+    share less than MIN_SPAN dB (or a curve has fewer than 2 points); `within` (low, high dB)
+    narrows the range to that window."""
     a, b = front(test), front(anchor)
     if len(a) < 2 or len(b) < 2:
         return None
     low, high = max(a[0][1], b[0][1]), min(a[-1][1], b[-1][1])
+    if within is not None:
+        low, high = max(low, within[0]), min(high, within[1])
     if high - low < MIN_SPAN:
         return None
     grid = np.linspace(low, high, samples)

@@ -8,6 +8,10 @@ rd.json and rd.png to OUT and prints the table and each model's BD-rate against 
 2000 curve (the front of both modes), plus, for each model point, the JPEG 2000 rate at the same
 PSNR (which still compares a model whose depths span less PSNR than a BD-rate needs).
 
+Each model's files carry the band filter(s) asked for (one curve per filter when several, named
+MODEL+KIND), fitted at each depth as `vqae compress --depth d --band-filter KIND` would.
+`bd_window` (LOW, HIGH) also reports each BD-rate within that PSNR window.
+
 `front=NAME` also treats all the models as one codec NAME, the front of their points: models
 trained for different rates (downsampling factor, codebook, rate weight) make one RD curve, as
 learned codecs are compared (one model per lambda), and that curve gets a BD-rate too.
@@ -162,16 +166,25 @@ def add_equal_quality_rates(rows: list[dict], labels: list[str]) -> None:
             row["rate_vs_jpeg2000"] = None if rate is None else row["bpppb"] / rate - 1.0
 
 
-def bd_rates(rows: list[dict], labels: list[str]) -> dict[str, dict]:
+def bd_rates(rows: list[dict], labels: list[str],
+             window: tuple[float, float] | None = None) -> dict[str, dict]:
+    """Each curve's BD-rate against the best JPEG 2000 over the PSNR range both reach, and,
+    with `window`, over the part of that range inside it (key "window")."""
     anchor = curve(rows, BEST)
     out = {}
     for label in labels:
-        res = bd_rate(curve(rows, label), anchor)
-        out[label] = ({"percent": None, "psnr_range": None} if res is None else
-                      {"percent": res.percent, "psnr_range": [res.low, res.high]})
+        out[label] = described(bd_rate(curve(rows, label), anchor))
+        if window is not None:
+            out[label]["window"] = described(bd_rate(curve(rows, label), anchor, within=window))
+            out[label]["window"]["asked"] = list(window)
         out[label]["model_psnr"] = list(psnr_span(curve(rows, label)))
         out[label]["jpeg2000_psnr"] = list(psnr_span(anchor)) if anchor else None
     return out
+
+
+def described(res) -> dict:
+    return ({"percent": None, "psnr_range": None} if res is None else
+            {"percent": res.percent, "psnr_range": [res.low, res.high]})
 
 
 def describe_bd(label: str, bd: dict) -> str:
@@ -180,16 +193,34 @@ def describe_bd(label: str, bd: dict) -> str:
                 f"(model {bd['model_psnr'][0]:.2f}-{bd['model_psnr'][1]:.2f} dB, JPEG 2000 "
                 f"{bd['jpeg2000_psnr'][0]:.2f}-{bd['jpeg2000_psnr'][1]:.2f} dB)")
     low, high = bd["psnr_range"]
-    return (f"BD-rate {label} vs JPEG 2000 (best of bands/stack): {bd['percent']:+.1f}% "
+    line = (f"BD-rate {label} vs JPEG 2000 (best of bands/stack): {bd['percent']:+.1f}% "
             f"over PSNR {low:.2f}-{high:.2f} dB")
+    window = bd.get("window")
+    if window is None:
+        return line
+    asked = "-".join(f"{v:g}" for v in window["asked"])
+    if window["percent"] is None:
+        return f"{line}; within {asked} dB: under {MIN_SPAN} dB shared"
+    low, high = window["psnr_range"]
+    return f"{line}; within {asked} dB: {window['percent']:+.1f}% over {low:.2f}-{high:.2f} dB"
+
+
+@dataclass
+class RdOptions:
+    qualities: list[float] = field(default_factory=lambda: list(jpeg2000.DEFAULT_QUALITIES))
+    batch_size: int = 8  # patches per model batch
+    max_patches: int = 0  # 0: all
+    progress: bool = True
+    front_name: str | None = None  # also join the models into one curve of this name
+    filters: list[str] = field(default_factory=lambda: ["gain"])  # band filters, a curve each
+    bd_window: tuple[float, float] | None = None  # also a BD-rate within this PSNR window
 
 
 def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
-           qualities: list[float] | None = None, batch_size: int = 8, max_patches: int = 0,
-           progress: bool = True, front_name: str | None = None,
-           filters: list[str] | None = None) -> dict:
+           options: RdOptions | None = None) -> dict:
+    opts = options or RdOptions()
     device = single_device(device_name)
-    filters = list(dict.fromkeys(filters or ["gain"]))
+    filters, front_name = list(dict.fromkeys(opts.filters)), opts.front_name
     models, taken = [], set()
     for ckpt in ckpts:
         _, cfg, codec = load(ckpt, device)
@@ -199,30 +230,38 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name
     if front_name in set(curves) | {BEST} or (front_name or "").startswith("jpeg2000-"):
         raise DataError(f"--front {front_name} is already a curve's name; choose another")
     bands = check_bands(models, ckpts)
-    qualities = list(qualities or jpeg2000.DEFAULT_QUALITIES)
-    first = models[0][1].model
-    sweep = Sweep(bands, first.normalize.offsets().cpu())
-    with open_data(models[0][2], data) as source:
-        print(f"rate-distortion on {source.describe(split)}")
-        ds = source.dataset(split)
-        count = min(len(ds), max_patches) if max_patches else len(ds)
-        for start in tqdm(range(0, count, batch_size), desc="rd", disable=not progress):
-            items = [ds[i] for i in range(start, min(start + batch_size, count))]
-            x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
-            names = [it["name"] for it in items]
-            for label, codec, _ in models:
-                measure_model(sweep, label, codec, x, names, device, filters)
-            for i, patch in enumerate(x):
-                measure_jpeg2000(sweep, ds, start + i, patch, qualities)
-        description = source.describe(split)
-    rows = sweep.rows(first.image_size ** 2)
+    rows, description, count = measure_all(models, data, split, bands, filters, opts, device)
     rows += best_jpeg2000(rows)
     labels = list(curves)
     if front_name:
         rows += front_rows(rows, labels, front_name)
         labels.append(front_name)
-    return write_outputs(Path(out), rows, labels, description, count, bands, qualities,
-                         curves, (front_name,) if front_name else ())
+    meta = {"data": description, "patches": count, "checkpoints": curves,
+            "jpeg2000_qualities": opts.qualities}
+    return write_outputs(Path(out), rows, labels, meta, bands, opts.bd_window,
+                         (front_name,) if front_name else ())
+
+
+def measure_all(models, data: str, split: str | None, bands: list[str], filters: list[str],
+                opts: RdOptions, device: torch.device) -> tuple[list[dict], str, int]:
+    """Every model (each band filter, every depth) and JPEG 2000 on the same patches: (rows,
+    the data's description, patches)."""
+    first = models[0][1].model
+    sweep = Sweep(bands, first.normalize.offsets().cpu())
+    with open_data(models[0][2], data) as source:
+        description = source.describe(split)
+        print(f"rate-distortion on {description}")
+        ds = source.dataset(split)
+        count = min(len(ds), opts.max_patches) if opts.max_patches else len(ds)
+        for start in tqdm(range(0, count, opts.batch_size), desc="rd", disable=not opts.progress):
+            items = [ds[i] for i in range(start, min(start + opts.batch_size, count))]
+            x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
+            names = [it["name"] for it in items]
+            for label, codec, _ in models:
+                measure_model(sweep, label, codec, x, names, device, filters)
+            for i, patch in enumerate(x):
+                measure_jpeg2000(sweep, ds, start + i, patch, opts.qualities)
+    return sweep.rows(first.image_size ** 2), description, count
 
 
 def check_bands(models, ckpts) -> list[str]:
@@ -236,13 +275,15 @@ def check_bands(models, ckpts) -> list[str]:
     return bands
 
 
-def write_outputs(out: Path, rows: list[dict], labels: list[str], description: str,
-                  patches: int, bands: list[str], qualities: list[float],
-                  checkpoints: dict[str, str], fronts: tuple[str, ...] = ()) -> dict:
+def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
+                  bands: list[str], bd_window: tuple[float, float] | None = None,
+                  fronts: tuple[str, ...] = ()) -> dict:
+    """rd.csv, rd.json (meta: data, patches, checkpoints, jpeg2000_qualities) and rd.png, and
+    the table and BD-rates printed."""
     from vqae.codec.plot import plot_rd
 
     out.mkdir(parents=True, exist_ok=True)
-    bd = bd_rates(rows, labels)
+    bd = bd_rates(rows, labels, bd_window)
     add_equal_quality_rates(rows, labels)
     columns = ["codec", "setting", "patches", "bytes", "bpp_coded", "bpppb", "bpp_entropy",
                "psnr", "ssim", "sam", "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000",
@@ -251,10 +292,9 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], description: s
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    result = {"data": description, "patches": patches, "checkpoints": checkpoints,
-              "jpeg2000_qualities": qualities, "bd_rate": bd, "rows": rows}
+    result = {**meta, "bd_rate": bd, "rows": rows}
     write_json(out / "rd.json", result)
-    plot_rd(rows, labels, out / "rd.png", description, fronts)
+    plot_rd(rows, labels, out / "rd.png", meta["data"], fronts)
     short = ["codec", "setting", "bpp_coded", "bpppb", "psnr", "ssim", "sam",
              "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000"]
     print(tabulate([[r.get(c) for c in short] for r in rows], headers=short, floatfmt=".4f"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
 from vqae.commands.fit_prior import DEVICES
+from vqae.errors import ConfigError
 
 
 def add_arguments(parser) -> None:
@@ -34,13 +35,20 @@ def add_arguments(parser) -> None:
                         help="band filter(s) of the models' files (gain, mix, none; default "
                              "gain, as vqae compress); several give each model one curve per "
                              "filter, named MODEL+KIND")
+    parser.add_argument("--bd-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="also report each BD-rate within this PSNR window (dB), e.g. 30 40")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
-    from vqae.codec.rd import run_rd
+    from vqae.codec import jpeg2000
+    from vqae.codec.rd import RdOptions, run_rd
 
-    run_rd(args.ckpt, args.data, args.split, args.out, args.device, args.jpeg2000_quality,
-           args.batch_size, args.max_patches, not args.no_progress, args.front,
-           args.band_filter)
+    if args.bd_range and not args.bd_range[0] < args.bd_range[1]:
+        raise ConfigError(f"--bd-range {args.bd_range[0]:g} {args.bd_range[1]:g}: LOW must be "
+                          "below HIGH")
+    options = RdOptions(list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES),
+                        args.batch_size, args.max_patches, not args.no_progress, args.front,
+                        args.band_filter, tuple(args.bd_range) if args.bd_range else None)
+    run_rd(args.ckpt, args.data, args.split, args.out, args.device, options)
     return 0
