@@ -4,32 +4,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vqae.codec.bandfilter import KINDS
+
+FILTER_LINES = {"none": ":", "gain": "--", "mix": "-"}  # a model's curves per band filter
+
 
 def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str,
             fronts: tuple[str, ...] = ()) -> None:
     """`fronts`: labels that join other curves (`vqae rd --front`), drawn as a wide pale line
-    under the models so both stay visible."""
+    under the models so both stay visible. A model's curves per band filter (MODEL+KIND) share
+    its colour, one line style per filter. The axes span the models' points; the legend sits
+    to the right."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.4 + (2.4 if len(labels) > 4 else 1.6), 4.4), dpi=110)
     styles = {"jpeg2000-bands": {"color": "0.55", "marker": ".", "lw": 1},
               "jpeg2000-stack": {"color": "0.3", "marker": ".", "lw": 1},
               "jpeg2000-best": {"color": "k", "ls": "--", "lw": 1.5}}
     styles.update({name: {"color": "gold", "lw": 8, "alpha": 0.45, "zorder": 1} for name in fronts})
+    styles.update(model_styles([name for name in labels if name not in fronts]))
     for codec in dict.fromkeys([*labels, *styles]):  # a front is in both: draw it once
         points = sorted((r["bpppb"], r["psnr"]) for r in rows if r["codec"] == codec)
         if points:
             x, y = zip(*points)
-            ax.plot(x, y, label=codec, **styles.get(codec, {"marker": "o", "lw": 2}))
+            ax.plot(x, y, label=codec, **styles[codec])
     ax.set_xscale("log")
+    zoom(ax, [(r["bpppb"], r["psnr"]) for r in rows if r["codec"] in labels])
     ax.set_xlabel("bits per pixel per band (bpppb, whole file)")
     ax.set_ylabel("PSNR (dB, peak 10000)")
     ax.set_title(title if len(title) < 70 else title[:67] + "...", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6 if len(labels) > 8 else 8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def model_styles(names: list[str]) -> dict[str, dict]:
+    """A colour per model (MODEL+KIND curves share it) and a line style per band filter."""
+    import matplotlib.pyplot as plt
+
+    split = [name.rsplit("+", 1) if name.rsplit("+", 1)[-1] in KINDS else [name, "gain"]
+             for name in names]
+    models = list(dict.fromkeys(model for model, _ in split))
+    palette = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors
+    return {name: {"color": palette[models.index(model) % len(palette)], "marker": "o",
+                   "ms": 4, "lw": 1.6, "ls": FILTER_LINES[kind]}
+            for name, (model, kind) in zip(names, split)}
+
+
+def zoom(ax, points: list[tuple[float, float]]) -> None:
+    """Axes around the models' points (JPEG 2000 runs on past them), with a margin."""
+    if not points:
+        return
+    rates, psnrs = zip(*points)
+    ax.set_xlim(min(rates) / 1.6, max(rates) * 2.5)
+    ax.set_ylim(min(psnrs) - 4, max(psnrs) + 3)
