@@ -95,10 +95,10 @@ def throughputs(codec: Codec, x: torch.Tensor, device: torch.device, repeats: in
     }
     for kind in ("none", "gain", "mix"):  # the band filter costs the encoder a decoder pass
         out[f"compress end to end, band filter {kind} (patches/s)"] = median_rate(
-            lambda: compress_files(codec, x, device, kind), n, repeats)
+            lambda kind=kind: compress_files(codec, x, device, kind), n, repeats)
     for kind in ("none", "gain"):
         out[f"decompress end to end, band filter {kind} (patches/s)"] = median_rate(
-            lambda: decompress(kind), n, repeats)
+            lambda kind=kind: decompress(kind), n, repeats)
     return out
 
 

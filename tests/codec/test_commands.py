@@ -75,7 +75,8 @@ def test_decompressed_pixels_equal_model_decode_to_the_last_dn(tiny_ckpt, compre
         assert header.filter_kind == "gain"  # the default band filter
         with torch.no_grad():
             dn = model.decode(torch.from_numpy(grid)[None]).numpy()  # (1, C, 120, 120) fp32
-        dn = torch.from_numpy(bandfilter.apply(dn, None, "gain", np.array([header.filter_codes]))[0])
+        codes = np.array([header.filter_codes])
+        dn = torch.from_numpy(bandfilter.apply(dn, None, "gain", codes)[0])
         want = torch.round(dn).clamp(0, 65535).to(torch.int32).numpy()  # the stated rule
         got = read_tiffs(tmp_path / "dec", patch, model.bands)
         for c, band in enumerate(model.bands):

@@ -5,9 +5,10 @@ decodability. Entropy coding runs on the CPU from the prior's integer tables, so
 to the same indices on every machine. A per-patch model's side information (its band means,
 integers) travels in the header, and so does the band filter the encoder fitted
 (`bandfilter.py`). Pixels: `model.decode(indices, centres)` of the patch alone (batch of one,
-fp32), the file's band filter applied (float64 on the CPU), rounded half to even and clamped to [0, 65535] for S2 bands
-(uint16, as stored); S1 bands stay float32. The indices are the same on every machine; the network's float
-output is the same on one machine and device, and may differ in the last DN across devices.
+fp32), the file's band filter applied (float64 on the CPU), rounded half to even and clamped
+to [0, 65535] for S2 bands (uint16, as stored); S1 bands stay float32. The indices are the same
+on every machine; the network's float output is the same on one machine and device, and may
+differ in the last DN across devices.
 """
 
 from __future__ import annotations
