@@ -153,10 +153,12 @@ class Codec:
                    device: torch.device) -> np.ndarray:
         """The band filter codes (B, n) of `kind` for patches x (B, C, H, W) digital numbers
         coded as `indices` (B, d, h, w) with `centres`: the encoder decodes what the decoder
-        will see and fits."""
+        will see and fits. The batch decodes in one call (a GPU's speed); a last-bit difference
+        from the decoder's own output moves the fit far less than a code step, and the
+        decoder applies the stored codes to its own output either way."""
         if kind == "none":
             return np.zeros((len(x), 0), np.int64)
-        decoded = self.decode_images(indices, device, centres)
+        decoded = self.network_decode(indices, device, centres, batched=True)
         return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self.pivot(centres))
 
     def pivot(self, centres: np.ndarray | None) -> np.ndarray | None:
@@ -170,19 +172,25 @@ class Codec:
                       filter_codes: np.ndarray | None = None) -> np.ndarray:
         """indices (B, n, h, w), side information (B, side_values) and band filter codes
         (B, m) of `filter_kind` -> model.decode in digital numbers (B, C, H, W) float32 with
-        the filter applied.
+        the filter applied."""
+        dn = self.network_decode(indices, device, centres)
+        return bandfilter.apply(dn, self.pivot(centres), filter_kind, filter_codes)
 
-        One patch at a time: convolution kernels pick their algorithm by batch size, and a
-        file must decode to the same pixels whichever files share its batch."""
+    @torch.no_grad()
+    def network_decode(self, indices: np.ndarray, device: torch.device,
+                       centres: np.ndarray | None, batched: bool = False) -> np.ndarray:
+        """model.decode of (B, n, h, w) indices -> (B, C, H, W) float32 DN, one patch at a time
+        unless `batched`: convolution kernels pick their algorithm by batch size, and a file
+        must decode to the same pixels whichever files share its batch."""
         idx = torch.from_numpy(np.ascontiguousarray(indices)).to(device)  # (B, n, h, w)
         side = None
         if self.side_values:
             side = torch.as_tensor(np.asarray(centres, np.float32).reshape(len(idx), -1),
                                    device=device)  # (B, C)
-        dn = np.stack([self.model.decode(idx[i : i + 1], None if side is None else
-                                         side[i : i + 1])[0].float().cpu().numpy()
-                       for i in range(len(idx))])
-        return bandfilter.apply(dn, self.pivot(centres), filter_kind, filter_codes)
+        step = len(idx) if batched else 1
+        return np.concatenate([
+            self.model.decode(idx[i : i + step], None if side is None else side[i : i + step])
+            .float().cpu().numpy() for i in range(0, len(idx), step)])
 
     def decode_patch(self, grid: np.ndarray, header: bitstream.Header,
                      device: torch.device) -> np.ndarray:

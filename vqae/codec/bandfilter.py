@@ -14,7 +14,7 @@ band's mean; both are known to the decoder. Kinds, by what M may be:
 - `gain`: diagonal, each band's contrast; C codes u8, M_bb = code / 64 (0 .. 3.98). 8 bits/band.
 - `mix`: full, each band a combination of all decoded bands (they are strongly correlated, so
   this also undoes spectral errors); C*C codes int8, M = code / 32 (-4 .. 3.97). 8 C^2 bits:
-  worth it from about 0.04 bits per pixel per band.
+  worth it from about 0.02 bits per pixel per band (BENCHMARKS.md).
 - `none`: M = I.
 
 The codes are fitted in the integer lattice (least squares, rounded, then exact coordinate

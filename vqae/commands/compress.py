@@ -6,7 +6,7 @@ keyed by patch name; either holds a manifest.json that `vqae decompress` reads. 
 keeps the first n RVQ stages (the issue's `--levels`); a full-depth file cut after chunk n
 decodes like a depth-n file. Each file carries a band filter fitted by the encoder for its
 patch (`--band-filter`; vqae/codec/bandfilter.py): per-band gains by default (8 bits per band),
-a full band mix (8 bits per band pair, worth it from about 0.04 bits per pixel per band) or none.
+a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel per band) or none.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--band-filter", choices=KINDS, default="gain",
                         help="per-patch correction of the decoded bands, fitted by the encoder "
                              "and stored in the header: gain (default, each band's contrast), "
-                             "mix (each band from all bands; for rates above ~0.04 bpppb) or "
+                             "mix (each band from all bands; for rates above ~0.02 bpppb) or "
                              "none (also saves the encoder's decoder pass)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
