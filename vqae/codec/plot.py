@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vqae.codec.bandfilter import KINDS
 
-FILTER_LINES = {"none": ":", "gain": "--", "mix": "-"}  # a model's curves per band filter
+FILTER_LINES = {"none": ":", "gain": "--", "mix": "-", None: "-"}  # None: one curve a model
 
 
 def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str,
@@ -47,7 +47,7 @@ def model_styles(names: list[str]) -> dict[str, dict]:
     """A colour per model (MODEL+KIND curves share it) and a line style per band filter."""
     import matplotlib.pyplot as plt
 
-    split = [name.rsplit("+", 1) if name.rsplit("+", 1)[-1] in KINDS else [name, "gain"]
+    split = [name.rsplit("+", 1) if name.rsplit("+", 1)[-1] in KINDS else [name, None]
              for name in names]
     models = list(dict.fromkeys(model for model, _ in split))
     palette = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors

@@ -9,7 +9,7 @@ rd.json and rd.png to OUT and prints the table and each model's BD-rate against 
 PSNR (which still compares a model whose depths span less PSNR than a BD-rate needs).
 
 Each model's files carry the band filter(s) asked for (one curve per filter when several, named
-MODEL+KIND), fitted at each depth as `vqae compress --depth d --band-filter KIND` would.
+MODEL+KIND), fitted at each depth the way `vqae compress --depth d --band-filter KIND` fits it.
 `bd_window` (LOW, HIGH) also reports each BD-rate within that PSNR window.
 
 `front=NAME` also treats all the models as one codec NAME, the front of their points: models
