@@ -91,6 +91,12 @@ def test_depth_prefix_decodes_like_a_shallow_file(tiny_ckpt, fake_patches, compr
     patch = min(compressed.glob("*.vqz")).name[:-4]
     a, b = read_tiffs(tmp_path / "a", patch, ["B02"]), read_tiffs(tmp_path / "b", patch, ["B02"])
     np.testing.assert_array_equal(a["B02"], b["B02"])
+    # the spelling, --levels, is the same option on both commands
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "l1", "--levels", "1") == 0
+    assert vqae("decompress", compressed, "-o", tmp_path / "c", "--levels", "1") == 0
+    assert (tmp_path / "l1" / f"{patch}.vqz").read_bytes() == (tmp_path / "d1" / f"{patch}.vqz"
+                                                              ).read_bytes()
+    np.testing.assert_array_equal(read_tiffs(tmp_path / "c", patch, ["B02"])["B02"], b["B02"])
 
 
 def test_native_output_reencodes_with_vqae_encode(compressed, tmp_path):

@@ -3,7 +3,7 @@
 INPUT is a patch folder, a GeoTIFF tree, an archive or an LMDB (every patch by default). OUT is
 a folder of `<patch>.vqz`, or with `--lmdb` (or a name ending in .lmdb) an LMDB of bitstreams
 keyed by patch name; either holds a manifest.json that `vqae decompress` reads. `--depth n`
-keeps the first n RVQ stages (the issue's `--levels`); a full-depth file cut after chunk n
+(or `--levels n`) keeps the first n RVQ stages; a full-depth file cut after chunk n
 decodes like a depth-n file. Each file carries a band filter fitted by the encoder for its
 patch (`--band-filter`; vqae/codec/bandfilter.py): per-band gains by default (8 bits per band),
 a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel per band) or none.
@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint with a fitted prior (`vqae fit-prior`)")
     parser.add_argument("input", help="GeoTIFF folder, .tar/.tar.gz archive or LMDB")
     parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
-    parser.add_argument("--depth", type=int, help="RVQ stages to store (default: all)")
+    parser.add_argument("--depth", "--levels", type=int, dest="depth",
+                        help="RVQ stages to store (default: all)")
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="where the encoder runs; entropy coding is always on the CPU")
     parser.add_argument("--lmdb", action="store_true", help="write an LMDB of bitstreams")

@@ -18,8 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
     parser.add_argument("--ckpt", help="the checkpoint that compressed IN (default: the one "
                         "named in IN's manifest.json)")
-    parser.add_argument("--depth", type=int,
-                        help="decode the first n RVQ stages (the issue's --levels; default: all)")
+    parser.add_argument("--depth", "--levels", type=int, dest="depth",
+                        help="decode the first n RVQ stages (default: all)")
     parser.add_argument("--native", action="store_true",
                         help="each band at its native size (area averaging of the 120x120 "
                         "decode: 60x60 for 20 m bands, 20x20 for 60 m bands)")
