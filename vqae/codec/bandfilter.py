@@ -49,13 +49,11 @@ def pivots(decoded: np.ndarray, centres: np.ndarray | None) -> np.ndarray:
 
 
 def matrices(kind: str, codes: np.ndarray, bands: int) -> np.ndarray:
-    """(B, n) codes -> (B, C, C) float64 matrices M."""
+    """(B, n) codes of a gain or a mix -> (B, C, C) float64 matrices M."""
     codes = np.asarray(codes, np.float64).reshape(len(codes), -1)
     if kind == "gain":
         return np.stack([np.diag(row / GAIN_STEP) for row in codes])
-    if kind == "mix":
-        return codes.reshape(-1, bands, bands) / MIX_STEP
-    return np.broadcast_to(np.eye(bands), (len(codes), bands, bands)).copy()
+    return codes.reshape(-1, bands, bands) / MIX_STEP
 
 
 def apply(decoded: np.ndarray, centres: np.ndarray | None, kind: str,
