@@ -8,7 +8,6 @@ import logging
 import math
 import random
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -33,10 +32,10 @@ from vqae.evaluate import eval_depths, eval_loader, evaluate
 from vqae.images import render_panel
 from vqae.metrics import psnr, ssim
 from vqae.models import build_model
+from vqae.signals import EXIT_PREEMPTED, StopFlag
 from vqae.tracking import Tracker, format_table, make_tracker
 
 log = logging.getLogger(__name__)
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1, requeue me
 # What a run writes into its folder; --run.overwrite=true removes exactly these.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "images", "summary.json", "config.yaml",
                "wandb", "wandb_run_id.txt")
@@ -54,30 +53,6 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
-
-
-class StopFlag:
-    """Set by SIGTERM / SIGUSR1 while training; the loop checkpoints at the next step boundary
-    and exits. A context manager: the previous handlers come back afterwards, so a process that
-    trains and then goes on (a test, a notebook, a fork) still dies on SIGTERM."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self):
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopFlag:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("received %s: checkpointing at the next step", signal.Signals(signum).name)
-        self.requested = True
 
 
 @dataclass
@@ -511,7 +486,8 @@ class Trainer:
 
 def train(cfg: Config) -> int:
     trainer = None
-    with StopFlag() as stop:  # from the start: a signal while data and model load is no crash
+    # from the start: a signal while data and model load is no crash
+    with StopFlag("checkpointing at the next step") as stop:
         try:
             trainer = Trainer(cfg)
             return trainer.fit(stop)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from vqae.errors import ConfigError
 from vqae.jobstatus import STATES, write_status
-
-EXIT_PREEMPTED = 75  # vqae.train.EXIT_PREEMPTED, without importing torch
+from vqae.signals import EXIT_PREEMPTED
 
 
 def add_arguments(parser) -> None:
