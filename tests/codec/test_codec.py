@@ -156,13 +156,25 @@ def test_side_information_must_match_the_model(per_patch):
     assert "band means" in error_of(per_patch, no_means + real[pos:])
 
 
+def plain_chunks(data: bytes) -> bytes:
+    """A file's chunks as versions 1-3 wrote them: each with the plain CRC32 of its payload."""
+    return b"".join(bitstream.varint(len(p)) + zlib.crc32(p).to_bytes(4, "little") + p
+                    for p in bitstream.read(data, "x").payloads)
+
+
+def as_version(data: bytes, version: int, drop: int) -> bytes:
+    """A current file rewritten as an older version wrote it: `drop` header bytes before the
+    CRC left out (fields that version lacks, all zero), its own header CRC, plain chunk CRCs."""
+    header, _ = bitstream.parse_header(data, "v4")
+    old = header.pack()[: -4 - drop]
+    old = old[:4] + bytes([version]) + old[5:]
+    return old + zlib.crc32(old).to_bytes(4, "little") + plain_chunks(data)
+
+
 def as_version_1(data: bytes) -> bytes:
-    """A file of a model without side information, rewritten as version 1 wrote it: no
-    centres or gains count byte, its own header CRC."""
-    header, pos = bitstream.parse_header(data, "v3")
-    old = header.pack()[:-6]  # up to the bands field; drops both count bytes (0) and the CRC
-    old = old[:4] + bytes([1]) + old[5:]
-    return old + zlib.crc32(old).to_bytes(4, "little") + data[pos:]
+    """A file of a model without side information as version 1 wrote it: no centres or gains
+    count byte."""
+    return as_version(data, 1, drop=2)
 
 
 def test_version_1_files_still_decode(codec):
@@ -173,6 +185,39 @@ def test_version_1_files_still_decode(codec):
     v9 = bytearray(v1)
     v9[4] = 9
     assert "version 9" in error_of(codec, bytes(v9))
+
+
+def test_version_3_files_with_plain_chunk_crcs_still_decode(codec):
+    grid = random_grids(codec, 1, seed=5)[2]
+    v4 = codec.encode_indices(grid, (), "gain", np.full(12, 64)).data
+    v3 = as_version(v4, 3, drop=0)
+    assert v3[4] == 3 and len(v3) == len(v4) and v3 != v4
+    back, header = codec.decode_file(v3, "old.vqz")
+    np.testing.assert_array_equal(back, grid)
+    assert header.version == 3 and header.filter_codes == (64,) * 12
+
+
+def test_chunks_are_bound_to_their_stage_and_model(codec):
+    """Version 4: a chunk's CRC starts from its model and stage, so a zeroed chunk, two stages
+    swapped, or a chunk of another model's file is damage."""
+    a = codec.encode_indices(random_grids(codec, 1, seed=6)[2]).data
+    pa = bitstream.read(a, "a").payloads
+    _, start = bitstream.parse_header(a, "a")
+
+    def framed(payloads, crcs):
+        return b"".join(bitstream.varint(len(p)) + c.to_bytes(4, "little") + p
+                        for p, c in zip(payloads, crcs))
+
+    header = a[:start]
+    swapped = [pa[1], pa[0], *pa[2:]]
+    crcs = [bitstream.chunk_crc(p, s, codec.fingerprint) for s, p in enumerate(pa)]
+    assert "CRC32" in error_of(codec, header + framed(swapped, [crcs[1], crcs[0], *crcs[2:]]))
+    other = [bitstream.chunk_crc(p, s, bytes(8)) for s, p in enumerate(pa)]
+    assert "CRC32" in error_of(codec, header + framed(pa, other))  # another model's chunks
+    np.testing.assert_array_equal(codec.decode_indices(header + framed(pa, crcs), "a"),
+                                  random_grids(codec, 1, seed=6)[2])
+    zeroed = header + bytes(5 * len(pa))  # length 0, CRC 0: the CRC32 of nothing
+    assert "CRC32" in error_of(codec, zeroed)
 
 
 # ---- band filters -----------------------------------------------------------------------
@@ -246,13 +291,9 @@ def test_band_filters_travel_in_the_header_and_correct_the_decoded_patch(per_pat
 
 
 def as_version_2(data: bytes) -> bytes:
-    """A version-3 file without a band filter, rewritten as version 2 wrote it: no filter kind
-    byte, its own header CRC."""
-    header, pos = bitstream.parse_header(data, "v3")
-    assert header.filter_kind == "none"
-    old = header.pack()[:-5]  # drops the filter kind byte (0) and the CRC
-    old = old[:4] + bytes([2]) + old[5:]
-    return old + zlib.crc32(old).to_bytes(4, "little") + data[pos:]
+    """A file without a band filter as version 2 wrote it: no filter kind byte."""
+    assert bitstream.parse_header(data, "x")[0].filter_kind == "none"
+    return as_version(data, 2, drop=1)
 
 
 def with_filter_field(data: bytes, field: bytes) -> bytes:

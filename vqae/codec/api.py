@@ -101,25 +101,32 @@ class Codec:
     def decode_file(self, data: bytes, name: str,
                     depth: int | None = None) -> tuple[np.ndarray, bitstream.Header]:
         """(indices (n, h, w), the file's header); see decode_indices."""
-        parsed = bitstream.read(data, name, depth)
-        self.check_header(parsed.header, name)
+        parsed = bitstream.read(data, name, depth, check=lambda h: self.check_header(h, name))
         out = np.zeros((len(parsed.payloads), self.h, self.w), dtype=np.int64)
         for s, payload in enumerate(parsed.payloads):
             self._decode_stage(out, s, payload, name)
         return out, parsed.header
 
     def check_header(self, header: bitstream.Header, name: str) -> None:
+        """Refuse a file of another model, or one whose header does not describe this model
+        (a damaged or crafted file whose CRC still holds)."""
         if header.fingerprint != self.fingerprint:
             raise DataError(f"{name} was compressed with another model (fingerprint "
                             f"{header.fingerprint.hex()}, {self.source} has "
                             f"{self.fingerprint.hex()}); decompress it with the checkpoint "
                             "that compressed it (--ckpt)")
-        assert header.bands == self.bands and header.model_depth == self.depth
-        if len(header.centres) != self.side_values:
-            raise DataError(f"{name} holds {len(header.centres)} band means where {self.source} "
-                            f"needs {self.side_values}; the file is damaged")
+        size = self.model.image_size
+        expected = {"bands": (header.bands, self.bands),
+                    "size": ((header.height, header.width), (size, size)),
+                    "model depth": (header.model_depth, self.depth),
+                    "band means": (len(header.centres), self.side_values)}
+        for field, (got, want) in expected.items():
+            if got != want:
+                raise DataError(f"{name}: its header gives {field} {got}, {self.source} has "
+                                f"{want}; the file is damaged")
 
     def _decode_stage(self, out: np.ndarray, s: int, payload: bytes, name: str) -> None:
+        """Decode stage s into out[s]; the coder must end exactly where the encoder began."""
         try:
             dec = entropy.Decoder(payload)
             if self.tables.context[s] == UP:  # each row's context is the row above: row by row

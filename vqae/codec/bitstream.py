@@ -4,7 +4,7 @@ Layout (all integers little-endian; docs/format.md has the full table):
 
     magic b"\\x89VQZ" | version u8 | fingerprint 8 bytes | height u16 | width u16 |
     model depth u8 | stored depth u8 | bands | centres | filter | header CRC32 u32
-    then per stored stage: payload length (LEB128 varint) | payload CRC32 u32 | payload
+    then per stored stage: payload length (LEB128 varint) | chunk CRC32 u32 | payload
 
 bands: 0xFF and a u16 mask over BAND_CODES when the bands keep that order (every S2 subset
 in the project's order: 3 bytes), else a count u8 and one u8 code per band.
@@ -12,7 +12,12 @@ centres (version 2): a count u8 (0, or one per band), then that many u16: a per-
 band means (model.patch_means), the side information its decoder adds back.
 filter (version 3): the band filter the encoder fitted (vqae.codec.bandfilter): its kind u8
 (0 none, 1 gain, 2 mix), then C u8 codes for a gain or C*C int8 codes (row-major) for a mix.
-Versions 1 (no centres, no filter) and 2 (no filter) still read.
+chunk CRC32 (version 4): the CRC32 of the payload, started from the CRC32 of the magic, the
+model fingerprint and the stage number (u8). An empty payload (an all-zero index map codes to
+nothing) therefore never has a zero CRC, so zeroed bytes are damage; a chunk moved to another
+stage, or taken from another model's file, fails its check; a stage's chunk is the same bytes
+whatever depth its file stores. Versions 1-3 used the plain payload CRC32.
+Versions 1 (no centres, no filter), 2 (no filter) and 3 (plain chunk CRCs) still read.
 
 Chunks are in stage order, so any prefix of whole chunks is a valid file at fewer stages. Every
 failure is a DataError naming the file; nothing decodes silently wrong.
@@ -20,22 +25,31 @@ failure is a DataError naming the file; nothing decodes silently wrong.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from vqae.codec import bandfilter
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.errors import DataError
 
 MAGIC = b"\x89VQZ"
-VERSION = 3  # written; 1 (without centres or filter) and 2 (without filter) still read
-READABLE = (1, 2, 3)
+VERSION = 4  # written; 1 (no centres or filter), 2 (no filter), 3 (plain chunk CRCs) read
+READABLE = (1, 2, 3, 4)
 FINGERPRINT_BYTES = 8
 BAND_CODES = S2_BANDS + S1_BANDS  # a band is stored as its position in this list
 _FIXED = struct.Struct("<4sB8sHHBBB")  # magic .. band count (or MASKED)
 MASKED = 0xFF  # the bands follow as a u16 mask
 FILTER_CODE = {"none": "B", "gain": "B", "mix": "b"}  # struct format of one filter code
+# The largest header: fixed fields, 255 band codes, 255 centres, a 255x255 mix, the CRC.
+MAX_HEADER_BYTES = _FIXED.size + 255 + (1 + 2 * 255) + (1 + 255 * 255) + 4
+# constriction's default ANS models quantize probabilities to 24 bits: no symbol costs more,
+# and the coder's final state adds at most 64 bits.
+MAX_BITS_PER_SYMBOL = 24
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class Header:
     centres: tuple[int, ...] = ()  # per-band u16 side information, () when the model has none
     filter_kind: str = "none"  # vqae.codec.bandfilter.KINDS
     filter_codes: tuple[int, ...] = ()  # its codes: C (gain), C*C (mix) or none
+    version: int = VERSION  # of the file it was read from; pack() always writes VERSION
 
     def pack(self) -> bytes:
         unknown = [b for b in self.bands if b not in BAND_CODES]
@@ -98,12 +113,20 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
+def chunk_crc(payload: bytes, stage: int, fingerprint: bytes, version: int = VERSION) -> int:
+    """A chunk's CRC32: bound to its stage and model from version 4 on."""
+    if version < 4:
+        return zlib.crc32(payload)
+    return zlib.crc32(payload, zlib.crc32(MAGIC + fingerprint + bytes([stage])))
+
+
 def write(header: Header, payloads: list[bytes]) -> bytes:
     """The file: header, then each stage's payload as a chunk."""
     assert len(payloads) == header.depth
     parts = [header.pack()]
-    for payload in payloads:
-        parts += [varint(len(payload)), struct.pack("<I", zlib.crc32(payload)), payload]
+    for stage, payload in enumerate(payloads):
+        crc = chunk_crc(payload, stage, header.fingerprint)
+        parts += [varint(len(payload)), struct.pack("<I", crc), payload]
     return b"".join(parts)
 
 
@@ -164,7 +187,7 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
                                       centres_end + 1) if end > centres_end else ()
     bands = tuple(BAND_CODES[c] for c in codes)
     return Header(fp, height, width, model_depth, depth, bands, centres, kind,
-                  filter_codes), end + 4
+                  filter_codes, version), end + 4
 
 
 def field_size(data: bytes, pos: int, width: int) -> int:
@@ -186,18 +209,22 @@ def filter_size(data: bytes, pos: int, band_field: bytes) -> int:
     return 1 + bandfilter.code_count(kind, len(unpack_bands(band_field) or ()))
 
 
-def read(data: bytes, name: str, depth: int | None = None) -> Parsed:
-    """Header and the first `depth` chunks (all stored ones by default) of a file's bytes.
+def read(data: bytes, name: str, depth: int | None = None,
+         check: Callable[[Header], None] | None = None) -> Parsed:
+    """Header and the first `depth` chunks (all stored ones by default) of a file's bytes;
+    `check(header)` runs before any chunk is read (the codec's checks against its model).
 
     A file that ends between chunks yields the chunks before the cut; one that ends inside a
     chunk or whose chunk fails its CRC raises a DataError naming the file and the stage.
     """
     header, pos = parse_header(data, name)
+    if check is not None:
+        check(header)
     want = header.depth if depth is None else min(depth, header.depth)
     payloads: list[bytes] = []
     while len(payloads) < want and pos < len(data):
         stage = len(payloads)
-        payload, pos = _read_chunk(data, pos, name, stage, header.depth)
+        payload, pos = _read_chunk(data, pos, name, stage, header)
         payloads.append(payload)
     if not payloads:
         raise DataError(f"{name} holds a header but no stage (cut before the first chunk); "
@@ -208,8 +235,49 @@ def read(data: bytes, name: str, depth: int | None = None) -> Parsed:
     return Parsed(header, payloads, header_bytes=len(header.pack()))
 
 
-def _read_chunk(data: bytes, pos: int, name: str, stage: int, total: int) -> tuple[bytes, int]:
-    where = f"{name}: chunk {stage + 1} of {total} (RVQ stage {stage})"
+def max_file_bytes(header: Header, header_bytes: int) -> int:
+    """The most bytes a file with this header can hold: one chunk per stage, each at most a
+    length varint, a CRC and a payload of one worst-case symbol per pixel plus the final state
+    (a latent grid never has more positions than the image has pixels)."""
+    payload = header.height * header.width * MAX_BITS_PER_SYMBOL // 8 + 8
+    return header_bytes + header.depth * (5 + 4 + payload)
+
+
+def check_size(prefix: bytes, size: int, name: str) -> Header:
+    """The header of a file of `size` bytes that starts with `prefix` (at least
+    MAX_HEADER_BYTES of it, or all); a DataError before anything large is read when the size
+    exceeds what that header allows."""
+    header, start = parse_header(prefix, name)
+    limit = max_file_bytes(header, start)
+    if size > limit:
+        raise DataError(f"{name} is {size:,} bytes, more than a .vqz file with its header "
+                        f"({header.height}x{header.width}, {header.depth} stages) can hold "
+                        f"({limit:,}); the file is damaged or not a .vqz file")
+    return header
+
+
+def read_file(path: Path) -> bytes:
+    """A .vqz file's bytes, read only after its header and size agree; a non-regular file (a
+    FIFO, a device, a folder) is refused without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO must not hang
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({err.strerror}); pass a .vqz file written by "
+                        "`vqae compress`") from err
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is not a regular file; pass a .vqz file written by "
+                        "`vqae compress`")
+    with os.fdopen(fd, "rb") as f:
+        prefix = f.read(min(st.st_size, MAX_HEADER_BYTES))
+        check_size(prefix, st.st_size, str(path))
+        return prefix + f.read(st.st_size - len(prefix))
+
+
+def _read_chunk(data: bytes, pos: int, name: str, stage: int,
+                header: Header) -> tuple[bytes, int]:
+    where = f"{name}: chunk {stage + 1} of {header.depth} (RVQ stage {stage})"
     fix = (f"re-copy the file, or decode the complete stages before it with --depth {stage}"
            if stage else "re-copy the file or compress the patch again")
     got = _read_varint(data, pos)
@@ -222,6 +290,6 @@ def _read_chunk(data: bytes, pos: int, name: str, stage: int, total: int) -> tup
         raise DataError(f"{where} is truncated: {length} payload bytes expected, "
                         f"{len(data) - start} present; {fix}")
     payload = data[start:end]
-    if zlib.crc32(payload) != crc:
+    if chunk_crc(payload, stage, header.fingerprint, header.version) != crc:
         raise DataError(f"{where} fails its CRC32 check (the file is damaged); {fix}")
     return payload, end

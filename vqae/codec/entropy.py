@@ -54,7 +54,8 @@ class Decoder:
         return out.astype(np.int64)
 
     def exhausted(self) -> bool:
-        """Whether every word was consumed, as it is for an intact payload."""
+        """The final state check: every word consumed and the coder back in the empty state
+        the encoder started from, as for an intact payload."""
         return self._coder.is_empty()
 
 
