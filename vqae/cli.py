@@ -13,6 +13,7 @@ import sys
 
 from vqae import __version__
 from vqae.errors import VqaeError
+from vqae.signals import Stopped
 
 # name -> (module under vqae.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(module.run(args) or 0)
+    except Stopped as err:  # on a signal, by request: not an error
+        print(f"vqae {name}: {err}", file=sys.stderr)
+        return err.exit_code
     except VqaeError as err:
         print(f"vqae {name}: error: {err}", file=sys.stderr)
         return err.exit_code

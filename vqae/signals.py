@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import signal
 
+from vqae.errors import VqaeError
+
 log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal with its state saved; requeue or resume
@@ -53,3 +55,9 @@ class StopFlag:
             raise KeyboardInterrupt
         log.warning("received %s: %s (exit status %d)", name, self.what, EXIT_PREEMPTED)
         self.requested, self.signal_name = True, self.signal_name or name
+
+
+class Stopped(VqaeError):
+    """A command stopped on TERM/USR1/INT with its output consistent (exit status 75)."""
+
+    exit_code = EXIT_PREEMPTED

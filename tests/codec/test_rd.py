@@ -93,7 +93,7 @@ def test_rd_front_joins_models_into_one_curve(tiny_ckpt, other_ckpt, fake_patche
     assert [(r["bpppb"], r["psnr"]) for r in joined] == front(models)
     assert all(r["setting"].split()[0] in ("tiny", "other") for r in joined)
     assert "vqae" in result["bd_rate"] and "BD-rate vqae vs JPEG 2000" in capsys.readouterr().out
-    assert main([*args, "--front", "jpeg2000-best"]) == 2
+    assert main([*args, "--front", "jpeg2000-best", "--overwrite"]) == 2
     assert "--front jpeg2000-best is already a curve's name" in capsys.readouterr().err
 
 

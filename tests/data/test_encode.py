@@ -178,7 +178,7 @@ def test_overwrite_keeps_old_out_until_new_one_is_complete(tmp_path):
     write_tiff(bad, new[PATCH]["B03"])
     assert run_cli("encode", "--bigearthnet-s2-root", tmp_path / "b", out, "--overwrite") == 0
     assert_same(read_lmdb(out), new)
-    assert sorted(p.name for p in out.iterdir()) == ["data.mdb", "lock.mdb"]
+    assert sorted(p.name for p in out.iterdir()) == ["data.mdb", "lock.mdb", "manifest.json"]
 
 
 def test_needs_a_root(tmp_path, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from vqae.data.lmdb_store import is_lmdb
 from vqae.data.source import ALL, DataSource, point_at
 from vqae.distributed import single_device
 from vqae.errors import DataError
+from vqae.signals import StopFlag, Stopped, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -122,33 +125,115 @@ class Totals:
                 "bpp_index": bpp_index}
 
 
-def compress(ckpt: str, data: str, out: str, depth: int | None = None, device_name: str = "auto",
-             lmdb: bool = False, split: str | None = ALL, batch_size: int = 16, workers: int = 0,
-             overwrite: bool = False, progress: bool = True, band_filter: str = "gain") -> dict:
-    """Compress every patch of `data` (of `split`) into OUT; returns the summary figures.
-    `band_filter`: the kind of band filter fitted and stored with each patch (bandfilter.py)."""
-    device = single_device(device_name)
+@dataclass
+class CompressOptions:
+    depth: int | None = None  # RVQ stages to store (None: all)
+    device: str = "auto"
+    lmdb: bool = False  # an LMDB of bitstreams (also for an OUT named *.lmdb)
+    split: str | None = ALL
+    batch_size: int = 16
+    workers: int = 0  # DataLoader worker processes
+    overwrite: bool = False  # replace an earlier output of vqae compress
+    resume: bool = False  # complete an interrupted output of the same settings
+    progress: bool = True
+    band_filter: str = "gain"  # bandfilter.KINDS
+
+
+def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None) -> dict:
+    """Compress every patch of `data` (of `opts.split`) into OUT; returns the summary figures.
+    A TERM/USR1/INT stops after the current batch with the patches so far kept (resumable
+    with `resume`); the summary then has `"stopped": True`."""
+    opts = opts or CompressOptions()
+    device = single_device(opts.device)
     model, cfg, codec = load(ckpt, device)
     codec.require_fitted()
-    depth = check_depth(depth, model)
+    depth = check_depth(opts.depth, model)
     out_path, totals = Path(out), Totals()
+    fields = manifest(ckpt, codec, depth, 0) | {"band_filter": opts.band_filter}
     with open_data(cfg, data) as source:
-        print(f"compressing {source.describe(split)}")
-        ds = source.dataset(split)
-        sink = BitstreamSink(out_path, lmdb or out_path.suffix == ".lmdb", overwrite)
-        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
-        start = time.perf_counter()
-        for batch in tqdm(loader, desc="compress", unit="batch", disable=not progress):
-            x = batch["image"].to(device)
-            indices, centres = codec.encode_images(x, depth)
-            fitted = codec.fit_filter(band_filter, x, indices, centres, device)  # (B, n)
-            for name, grid, side, codes in zip(batch["name"], indices, centres, fitted):
-                enc = codec.encode_indices(grid, side, band_filter, codes)  # (depth, h, w)
-                sink.write(name, enc.data)
-                totals.add(enc)
-        totals.seconds = time.perf_counter() - start
-    sink.close(manifest(ckpt, codec, depth, totals.patches) | {"band_filter": band_filter})
-    return summarize(totals, model, depth, codec.side_bits(band_filter))
+        print(f"compressing {source.describe(opts.split)}")
+        ds = source.dataset(opts.split)
+        sink = BitstreamSink(out_path, opts.lmdb or out_path.suffix == ".lmdb",
+                             overwrite=opts.overwrite, resume=opts.resume,
+                             inputs=[data, source.path], fields=fields,
+                             resumable=lambda found: same_settings(found, fields, out_path))
+        before = 0
+        if opts.resume:
+            ds, before = remaining(ds, sink, out_path)
+        with guarded(sink, fields, lambda: before + totals.patches, len(ds), "compress") as stop:
+            totals.seconds = encode_all(ds, codec, sink, totals, depth, opts, stop, device)
+    sink.close(fields | {"patches": before + totals.patches})
+    return summarize(totals, model, depth, codec.side_bits(opts.band_filter))
+
+
+def encode_all(ds, codec: Codec, sink, totals: Totals, depth: int, opts: CompressOptions,
+               stop: StopFlag, device: torch.device) -> float:
+    """Encode and write every patch of `ds`, a batch at a time, until done or stopped; the
+    seconds it took."""
+    loader = DataLoader(ds, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers,
+                        worker_init_fn=ignore_stop_signals)
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
+        x = batch["image"].to(device)
+        indices, centres = codec.encode_images(x, depth)
+        fitted = codec.fit_filter(opts.band_filter, x, indices, centres, device)  # (B, n)
+        for name, grid, side, codes in zip(batch["name"], indices, centres, fitted):
+            enc = codec.encode_indices(grid, side, opts.band_filter, codes)  # (depth, h, w)
+            sink.write(name, enc.data)
+            totals.add(enc)
+        if stop.requested:
+            break
+    return time.perf_counter() - start
+
+
+@contextmanager
+def guarded(sink, fields: dict, done: Callable[[], int], total: int, command: str):
+    """Run a command's loop under a StopFlag (yielded); after an error or a stop the sink keeps
+    what is consistent (sink.stop), and a stop raises Stopped (exit status 75)."""
+    with StopFlag("stopping after this batch") as stop:
+        try:
+            yield stop
+        except BaseException:
+            sink.stop(fields | {"patches": done()})
+            raise
+        if stop.requested:
+            sink.stop(fields | {"patches": done()})
+            raise Stopped(stopped_message(stop, done(), total, sink, command))
+
+
+def stopped_message(stop: StopFlag, done: int, total: int, sink, command: str) -> str:
+    where = sink.output
+    if where.replacing:
+        kept = f"{where.out} was left as it was; run the command again"
+    else:
+        kept = (f"the {done} patch(es) written are kept in {where.out}, marked incomplete"
+                + ("; continue with --resume" if command == "compress" else
+                   "; run again with --overwrite"))
+    return f"stopped on {stop.signal_name} after {done} of {total} patches; {kept}"
+
+
+SETTINGS = ("fingerprint", "depth", "band_filter", "version")  # what a resumed OUT must share
+
+
+def same_settings(previous: dict, fields: dict, out: Path) -> None:
+    """Refuse to resume an OUT compressed with another model or settings."""
+    for k in SETTINGS:
+        if k in previous and previous[k] != fields[k]:
+            raise DataError(f"OUT {out} was compressed with {k} {previous[k]!r}, this run has "
+                            f"{fields[k]!r}; --resume continues the same settings: pass the "
+                            "same options, or --overwrite to replace it")
+
+
+def remaining(ds, sink: BitstreamSink, out: Path):
+    """(the patches of `ds` that a resumed OUT lacks, how many it holds)."""
+    from torch.utils.data import Subset
+
+    present = sink.present()
+    keep = [i for i, name in enumerate(ds.names) if name not in present]
+    subset = Subset(ds, keep)
+    subset.names = [ds.names[i] for i in keep]
+    print(f"resuming: {len(ds) - len(keep)} patch(es) already in {out}, {len(keep)} to go")
+    return subset, len(ds) - len(keep)
 
 
 def manifest(ckpt: str, codec: Codec, depth: int, patches: int) -> dict:
@@ -175,44 +260,84 @@ def summarize(totals: Totals, model, depth: int, side_bits: int) -> dict:
 
 # ---- decompress -------------------------------------------------------------------------
 
-def model_for(path: Path, ckpt: str | None) -> str:
-    if ckpt:
-        return ckpt
+def model_for(path: Path, ckpt: str | None) -> tuple[str, dict | None]:
+    """(the checkpoint to decode `path` with, its manifest or None). The manifest is a hint:
+    a relative checkpoint path in it resolves against its own folder."""
     found = read_manifest(path)
-    if not found or not found.get("checkpoint"):
+    if ckpt:
+        return ckpt, found
+    named = (found or {}).get("checkpoint")
+    if not isinstance(named, str) or not named:
         raise DataError(f"{path} has no manifest.json naming its checkpoint; pass --ckpt CKPT "
                         "(the checkpoint that compressed it)")
-    return found["checkpoint"]
+    folder = path if path.is_dir() else path.parent
+    return str(folder / named), found  # an absolute `named` stays as it is
+
+
+def check_manifest(path: Path, found: dict | None, codec: Codec, count: int) -> None:
+    """Refuse a manifest whose fingerprint is not the checkpoint's; warn about an output that
+    an interrupted `vqae compress` left, or one whose completeness nothing records."""
+    fp = (found or {}).get("fingerprint")
+    if isinstance(fp, str) and fp != codec.fingerprint.hex():
+        raise DataError(f"{path}'s manifest.json gives model fingerprint {fp[:16]!r}, but "
+                        f"{codec.source} has {codec.fingerprint.hex()}; pass --ckpt with the "
+                        "checkpoint that compressed these files")
+    if found is None:
+        if is_lmdb(path) or path.is_dir():
+            log.warning("%s has no manifest.json: nothing says whether it holds every patch "
+                        "(an interrupted `vqae compress` leaves a part); decoding the %d found",
+                        path, count)
+    elif found.get("complete") is False:
+        log.warning("%s is INCOMPLETE: an interrupted `vqae compress` wrote %d patch(es) and "
+                    "did not finish; complete it with `vqae compress ... --resume`, then "
+                    "decompress again", path, count)
 
 
 def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None = None,
                native: bool = False, device_name: str = "auto", overwrite: bool = False,
                progress: bool = True) -> dict:
-    """Decode every bitstream of `data` into GeoTIFFs (or, from an LMDB, a rico-hdl LMDB)."""
+    """Decode every bitstream of `data` into GeoTIFFs (or, from an LMDB, a rico-hdl LMDB).
+    A TERM/USR1/INT stops after the current patch (the output stays consistent)."""
     path = Path(data)
     names, records = bitstream_source(path)
     device = single_device(device_name)
-    model, _, codec = load(model_for(path, ckpt), device)
+    named, found = model_for(path, ckpt)
+    model, _, codec = load(named, device)
+    check_manifest(path, found, codec, len(names))
     depth = None if depth is None else check_depth(depth, model)
     to_lmdb = is_lmdb(path)
-    sink = RicoLmdbSink(Path(out), overwrite) if to_lmdb else TiffSink(Path(out), overwrite)
+    fields = {"source": str(path.absolute()), "fingerprint": codec.fingerprint.hex(),
+              "depth": depth, "native": native or to_lmdb}
+    sink = (RicoLmdbSink if to_lmdb else TiffSink)(Path(out), overwrite, [data], fields)
     native = native or to_lmdb  # rico-hdl stores every band at its native size
-    cut = shallow = 0
+    counts = {"patches": 0, "cut": 0, "shallow": 0}
     start = time.perf_counter()
-    for name, blob in tqdm(records, total=len(names), desc="decompress", unit="patch",
+    with guarded(sink, fields, lambda: counts["patches"], len(names), "decompress") as stop:
+        decode_all(path, records, len(names), codec, sink, depth, native, device, counts,
+                   stop, progress)
+    sink.close(fields | {"patches": counts["patches"]})
+    warn_short(counts["cut"], counts["shallow"], depth)
+    seconds = time.perf_counter() - start
+    print(f"decompressed {len(names)} patches into {out} ({len(names) / seconds:.1f} patches/s)")
+    return {**counts, "seconds": seconds}
+
+
+def decode_all(path: Path, records, total: int, codec: Codec, sink, depth: int | None,
+               native: bool, device: torch.device, counts: dict, stop: StopFlag,
+               progress: bool) -> None:
+    to_lmdb = is_lmdb(path)
+    for name, blob in tqdm(records, total=total, desc="decompress", unit="patch",
                            disable=not progress):
         where = f"{path}[{name}]" if to_lmdb else str(
             path / f"{name}.vqz" if path.is_dir() else path)
         grid, header = codec.decode_file(blob, where, depth)  # (n, h, w)
-        cut += len(grid) < min(depth or header.depth, header.depth)
-        shallow += depth is not None and header.depth < depth
+        counts["cut"] += len(grid) < min(depth or header.depth, header.depth)
+        counts["shallow"] += depth is not None and header.depth < depth
         dn = codec.decode_patch(grid, header, device)  # (C, H, W)
         sink.write(name, band_arrays(dn, codec.bands, native))
-    sink.close()
-    warn_short(cut, shallow, depth)
-    seconds = time.perf_counter() - start
-    print(f"decompressed {len(names)} patches into {out} ({len(names) / seconds:.1f} patches/s)")
-    return {"patches": len(names), "cut": cut, "shallow": shallow, "seconds": seconds}
+        counts["patches"] += 1
+        if stop.requested:
+            return
 
 
 def warn_short(cut: int, shallow: int, depth: int | None) -> None:

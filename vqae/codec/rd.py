@@ -20,6 +20,7 @@ learned codecs are compared (one model per lambda), and that curve gets a BD-rat
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from vqae.atomic import write_json
+from vqae.atomic import write_atomic, write_json
 from vqae.codec import bandfilter, jpeg2000
 from vqae.codec.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
 from vqae.codec.pipeline import load, open_data
@@ -216,9 +217,23 @@ class RdOptions:
     bd_window: tuple[float, float] | None = None  # also a BD-rate within this PSNR window
 
 
+OUTPUTS = ("rd.csv", "rd.json", "rd.png")
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Before measuring: refuse to replace an earlier run's outputs unless asked."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; pass a folder")
+    found = [name for name in OUTPUTS if (out / name).exists()]
+    if found and not overwrite:
+        raise DataError(f"--out {out} already holds {', '.join(found)} of an earlier run; pass "
+                        "--overwrite to replace them or choose another --out")
+
+
 def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
-           options: RdOptions | None = None) -> dict:
+           options: RdOptions | None = None, overwrite: bool = False) -> dict:
     opts = options or RdOptions()
+    check_out(Path(out), overwrite)
     device = single_device(device_name)
     filters, front_name = list(dict.fromkeys(opts.filters)), opts.front_name
     models, taken = [], set()
@@ -288,10 +303,11 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
     columns = ["codec", "setting", "patches", "bytes", "bpp_coded", "bpppb", "bpp_entropy",
                "psnr", "ssim", "sam", "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000",
                *(f"psnr/{b}" for b in bands)]
-    with open(out / "rd.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out / "rd.csv", table.getvalue())
     result = {**meta, "bd_rate": bd, "rows": rows}
     write_json(out / "rd.json", result)
     plot_rd(rows, labels, out / "rd.png", meta["data"], fronts)

@@ -1,13 +1,14 @@
 """Where bitstreams and decompressed patches live: folders of `.vqz`, LMDBs of bitstreams,
 BigEarthNet GeoTIFF trees and rico-hdl LMDBs.
 
-A compressed folder or LMDB holds `manifest.json` (checkpoint path, model fingerprint, depth), so
-`vqae decompress` finds its model without being told.
+Every output follows `vqae.outputs.Output` (never the input, replaced only when vqae wrote it,
+built beside the old one, resumable when new). A compressed folder or LMDB's manifest.json
+names the checkpoint, fingerprint, depth and band filter: a hint that `vqae decompress` checks
+against the files, never trusts.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,103 +16,131 @@ from pathlib import Path
 import numpy as np
 
 from vqae.atomic import write_atomic
+from vqae.codec import bitstream
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.errors import DataError
+from vqae.outputs import Output
 
 SUFFIX = ".vqz"
-MANIFEST = "manifest.json"
 LMDB_FILES = {"data.mdb", "lock.mdb"}
 BATCH = 256  # records per LMDB transaction
 
 
 def check_name(name: str, source: object) -> str:
     """A patch name usable as a file name (it becomes <name>.vqz or a folder)."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
         raise DataError(f"patch name {name!r} from {source} cannot be a file name; rename it")
     return name
 
 
-def prepare_folder(out: Path, allowed: set[str], suffix: str, overwrite: bool) -> None:
-    """Create OUT; an existing non-empty OUT needs --overwrite and may then hold only files we
-    write (`allowed` names, `*suffix`), which are removed so no stale patch stays behind."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"OUT {out} is a file; choose a folder")
-    entries = sorted(out.iterdir()) if out.is_dir() else []
-    if entries and not overwrite:
-        raise DataError(f"OUT {out} already exists and is not empty; pass --overwrite to "
-                        "replace it or choose another OUT")
-    others = [p.name for p in entries
-              if p.name not in allowed and not (suffix and p.name.endswith(suffix))]
-    if others:
-        raise DataError(f"OUT {out} holds other files ({', '.join(others[:3])}); --overwrite "
-                        "replaces only a codec output, choose an empty or new OUT")
-    for p in entries:
-        p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+def _temp_leftover(p: Path) -> bool:
+    """A hidden temporary file of an atomic write killed midway."""
+    return p.name.startswith(".") and p.name.endswith(".tmp")
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
-    write_atomic(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+def _lmdb_entry(p: Path) -> bool:
+    return p.name in LMDB_FILES
 
 
-def read_manifest(path: Path) -> dict | None:
-    """The manifest of a compressed folder or LMDB, or of the folder holding a .vqz file."""
-    folder = path if path.is_dir() else path.parent
-    file = folder / MANIFEST
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{file} is unreadable ({err}); pass --ckpt CKPT instead") from err
+class _LmdbBatches:
+    """Records of an LMDB, committed a batch at a time (whole patches only)."""
 
-
-class BitstreamSink:
-    """`<name>.vqz` files in a folder, or records of an LMDB keyed by patch name."""
-
-    def __init__(self, out: Path, lmdb: bool, overwrite: bool):
-        self.out, self.lmdb = out, lmdb
-        allowed = LMDB_FILES | {MANIFEST}
-        prepare_folder(out, allowed, "" if lmdb else SUFFIX, overwrite)
+    def __init__(self, folder: Path):
         # vqae.data.encode imports rasterio: only when writing (training imports this module)
         from vqae.data.encode import LmdbWriter
 
-        self.writer = LmdbWriter(out) if lmdb else None
+        self.writer = LmdbWriter(folder)
         self.pending: list[tuple[bytes, bytes]] = []
 
-    def write(self, name: str, data: bytes) -> None:
-        check_name(name, "the input")
-        if self.writer is None:
-            write_atomic(self.out / f"{name}{SUFFIX}", data)
-            return
-        self.pending.append((name.encode("utf-8"), data))
+    def put(self, name: str, value: bytes) -> None:
+        self.pending.append((name.encode("utf-8"), value))
         if len(self.pending) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.write(self.pending)
-            self.pending = []
+        self.writer.write(self.pending)
+        self.pending = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+class _Sink:
+    """An `Output` with an optional LMDB writer: `close` completes it, `stop` (after an error
+    or a signal) keeps the whole patches written, marked incomplete, or drops a replacement
+    so that the old OUT stays."""
+
+    def __init__(self, output: Output, lmdb: bool):
+        self.output, self.target = output, output.target
+        self.batches = _LmdbBatches(self.target) if lmdb else None
+
+    def _close_writer(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
+            self.batches = None
 
     def close(self, manifest: dict) -> None:
-        self.flush()
-        if self.writer is not None:
-            self.writer.close()
-        write_manifest(self.out, manifest)
+        self._close_writer()
+        self.output.commit(manifest)
+
+    def stop(self, manifest: dict) -> None:
+        try:
+            if not self.output.replacing:
+                self._close_writer()
+                self.output.mark(manifest, complete=False)
+        finally:
+            self.output.abort(manifest.get("patches"))
+
+
+class BitstreamSink(_Sink):
+    """`<name>.vqz` files in a folder, or records of an LMDB keyed by patch name."""
+
+    def __init__(self, out: Path, lmdb: bool, *, overwrite: bool = False, resume: bool = False,
+                 inputs=(), fields: dict | None = None, resumable=lambda manifest: None):
+        entry = _lmdb_entry if lmdb else (lambda p: p.name.endswith(SUFFIX) or _temp_leftover(p))
+        super().__init__(Output.open(out, "vqz-lmdb" if lmdb else "vqz", inputs=inputs,
+                                     overwrite=overwrite, resume=resume, ours=entry,
+                                     fields=fields, rerun="--resume", resumable=resumable),
+                         lmdb)
+
+    def present(self) -> set[str]:
+        """Patches already in OUT (a resumed output): each was written whole."""
+        if self.batches is None:
+            return {p.name[: -len(SUFFIX)] for p in self.target.glob(f"*{SUFFIX}")}
+        if not (self.target / "data.mdb").is_file():
+            return set()
+        with LmdbStore(self.target) as store:
+            return set(store.keys())
+
+    def write(self, name: str, data: bytes) -> None:
+        check_name(name, "the input")
+        if self.batches is None:
+            write_atomic(self.target / f"{name}{SUFFIX}", data)
+        else:
+            self.batches.put(name, data)
+
+
+def read_manifest(path: Path) -> dict | None:
+    """The manifest of a compressed folder or LMDB, or of the folder holding a .vqz file."""
+    from vqae.outputs import read_manifest as read
+
+    return read(path if path.is_dir() else path.parent)
 
 
 def bitstream_source(path: Path) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
-    """(patch names, iterator of (name, file bytes)) of a .vqz file, a folder or an LMDB."""
+    """(patch names, iterator of (name, file bytes)) of a .vqz file, a folder or an LMDB.
+    Each file's size is checked against its header before it is read whole."""
     if not path.exists():
         raise DataError(f"{path} does not exist; pass a .vqz file, a folder of them or an "
                         "LMDB written by `vqae compress`")
     if is_lmdb(path):
         return _lmdb_source(path)
-    files = [path] if path.is_file() else sorted(path.glob(f"*{SUFFIX}"))
+    files = sorted(path.glob(f"*{SUFFIX}")) if path.is_dir() else [path]
     if not files:
         raise DataError(f"{path} holds no {SUFFIX} file; pass the OUT of `vqae compress`")
     names = [f.name[: -len(SUFFIX)] if f.name.endswith(SUFFIX) else f.stem for f in files]
-    return names, ((n, f.read_bytes()) for n, f in zip(names, files))
+    return names, ((n, bitstream.read_file(f)) for n, f in zip(names, files))
 
 
 def _lmdb_source(path: Path) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
@@ -120,30 +149,31 @@ def _lmdb_source(path: Path) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
 
     def records() -> Iterator[tuple[str, bytes]]:
         try:
-            for name in names:
-                data = store.get(name)
-                yield name, bytes(data or b"")
+            with store.env().begin(buffers=True) as txn:
+                for name in names:
+                    value = txn.get(name.encode("utf-8")) or b""  # a view of the mapped page
+                    prefix = bytes(value[: bitstream.MAX_HEADER_BYTES])
+                    bitstream.check_size(prefix, len(value), f"{path}[{name}]")
+                    yield name, bytes(value)
         finally:
             store.close()
 
     return names, records()
 
 
-class TiffSink:
+class TiffSink(_Sink):
     """BigEarthNet v1 layout: `DIR/<patch>/<patch>_<band>.tif`, one uint16 band per file."""
 
-    def __init__(self, out: Path, overwrite: bool):
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-            raise DataError(f"OUT {out} already exists and is not empty; pass --overwrite to "
-                            "write over its files or choose another OUT")
-        out.mkdir(parents=True, exist_ok=True)
-        self.out = out
+    def __init__(self, out: Path, overwrite: bool, inputs=(), fields: dict | None = None):
+        super().__init__(Output.open(out, "tiff", inputs=inputs, overwrite=overwrite,
+                                     ours=lambda p: p.is_dir() and not p.is_symlink(),
+                                     fields=fields), lmdb=False)
 
     def write(self, name: str, bands: dict[str, np.ndarray]) -> None:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
 
-        folder = self.out / check_name(name, "the input")
+        folder = self.target / check_name(name, "the input")
         folder.mkdir(exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # values only, no CRS
@@ -153,34 +183,15 @@ class TiffSink:
                 with rasterio.open(folder / f"{name}_{band}.tif", "w", **profile) as dst:
                     dst.write(arr[None])
 
-    def close(self) -> None:
-        pass
 
+class RicoLmdbSink(_Sink):
+    """rico-hdl LMDB: key = patch, value = safetensors {band: native array}."""
 
-class RicoLmdbSink:
-    """rico-hdl LMDB: key = patch, value = safetensors {band: native array}; built in OUT (or
-    OUT.tmp swapped in at the end with --overwrite), as `vqae encode` does."""
-
-    def __init__(self, out: Path, overwrite: bool):
-        from vqae.data.encode import LmdbWriter, prepare_out  # rasterio: only when writing
-
-        self.out = out
-        self.target = prepare_out(out, resume=False, overwrite=overwrite)
-        self.writer = LmdbWriter(self.target)
-        self.pending: list[tuple[bytes, bytes]] = []
+    def __init__(self, out: Path, overwrite: bool, inputs=(), fields: dict | None = None):
+        super().__init__(Output.open(out, "lmdb", inputs=inputs, overwrite=overwrite,
+                                     ours=_lmdb_entry, fields=fields), lmdb=True)
 
     def write(self, name: str, bands: dict[str, np.ndarray]) -> None:
         from safetensors.numpy import save
 
-        self.pending.append((name.encode("utf-8"), save(bands)))
-        if len(self.pending) >= BATCH:
-            self.writer.write(self.pending)
-            self.pending = []
-
-    def close(self) -> None:
-        from vqae.data.encode import replace_lmdb
-
-        self.writer.write(self.pending)
-        self.writer.close()
-        if self.target != self.out:
-            replace_lmdb(self.target, self.out)
+        self.batches.put(name, save(bands))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vqae.config import Config, absolute_paths, load_config
+from vqae.errors import ConfigError
 
 ACCEPTS_OVERRIDES = True
 
@@ -23,3 +24,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "data", None):
         overrides.append(f"data.path={args.data}")
     return absolute_paths(load_config(args.config, overrides))
+
+
+def check_counts(args: argparse.Namespace, **minimum: int) -> None:
+    """Refuse a count option below its minimum (`batch_size=1` checks --batch-size >= 1); an
+    option left unset (None) is not checked."""
+    for name, least in minimum.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")

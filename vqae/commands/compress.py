@@ -4,7 +4,8 @@ INPUT is a patch folder, a GeoTIFF tree, an archive or an LMDB (every patch by d
 a folder of `<patch>.vqz`, or with `--lmdb` (or a name ending in .lmdb) an LMDB of bitstreams
 keyed by patch name; either holds a manifest.json that `vqae decompress` reads. `--depth n`
 (or `--levels n`) keeps the first n RVQ stages; a full-depth file cut after chunk n
-decodes like a depth-n file. Each file carries a band filter fitted by the encoder for its
+decodes like a depth-n file. TERM/USR1/INT stop after the current batch (exit status 75) with
+the patches written kept; `--resume` completes OUT. Each file carries a band filter fitted by the encoder for its
 patch (`--band-filter`; vqae/codec/bandfilter.py): per-band gains by default (8 bits per band),
 a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel per band) or none.
 """
@@ -12,6 +13,7 @@ a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel p
 from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
+from vqae.commands.common import check_counts
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -28,8 +30,13 @@ def add_arguments(parser) -> None:
                         help="all (default: every patch), train, validation or test")
     parser.add_argument("--batch-size", type=int, default=16, help="patches per batch")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier codec output in OUT")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace OUT, an earlier output of vqae compress (it stays intact "
+                      "until the new one is complete)")
+    mode.add_argument("--resume", action="store_true",
+                      help="complete OUT, left by an interrupted vqae compress of the same "
+                      "checkpoint and options: keep its patches, add the missing ones")
     parser.add_argument("--band-filter", choices=KINDS, default="gain",
                         help="per-patch correction of the decoded bands, fitted by the encoder "
                              "and stored in the header: gain (default, each band's contrast), "
@@ -39,9 +46,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from vqae.codec.pipeline import compress
+    from vqae.codec.pipeline import CompressOptions, compress
 
-    compress(args.checkpoint, args.input, args.out, args.depth, args.device, args.lmdb,
-             args.split, args.batch_size, args.workers, args.overwrite, not args.no_progress,
-             args.band_filter)
+    check_counts(args, batch_size=1, workers=0, depth=1)
+    compress(args.checkpoint, args.input, args.out, CompressOptions(
+        args.depth, args.device, args.lmdb, args.split, args.batch_size, args.workers,
+        args.overwrite, args.resume, not args.no_progress, args.band_filter))
     return 0

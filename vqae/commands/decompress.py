@@ -10,6 +10,7 @@ even and clamped to uint16.
 
 from __future__ import annotations
 
+from vqae.commands.common import check_counts
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -25,13 +26,16 @@ def add_arguments(parser) -> None:
                         "decode: 60x60 for 20 m bands, 20x20 for 60 m bands)")
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="where the decoder network runs (indices decode on the CPU)")
-    parser.add_argument("--overwrite", action="store_true", help="write over files in OUT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT, an earlier output of vqae decompress (it stays intact "
+                        "until the new one is complete)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     from vqae.codec.pipeline import decompress
 
+    check_counts(args, depth=1)
     decompress(args.input, args.out, args.ckpt, args.depth, args.native, args.device,
                args.overwrite, not args.no_progress)
     return 0

@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = collect_jobs(args.bigearthnet_s2_root, args.bigearthnet_s1_root, args.hyspecnet)
     opts = EncodeOptions(workers=args.workers, batch_size=args.batch_size,
                          skip_bad=args.skip_bad, progress=not args.no_progress)
-    report = encode(jobs, args.out, opts, resume=args.resume, overwrite=args.overwrite)
+    roots = [args.bigearthnet_s2_root, args.bigearthnet_s1_root, args.hyspecnet]
+    report = encode(jobs, args.out, opts, resume=args.resume, overwrite=args.overwrite,
+                    inputs=roots)
     print(summary(report))
     if report.skipped:
         log.warning("skipped %d bad patch(es), listed in %s", len(report.skipped),

@@ -9,6 +9,7 @@ range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
 from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
+from vqae.commands.common import check_counts
 from vqae.commands.fit_prior import DEVICES
 from vqae.errors import ConfigError
 
@@ -37,6 +38,8 @@ def add_arguments(parser) -> None:
                              "filter, named MODEL+KIND")
     parser.add_argument("--bd-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="also report each BD-rate within this PSNR window (dB), e.g. 30 40")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the rd.csv, rd.json and rd.png of an earlier run in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,11 +47,12 @@ def run(args) -> int:
     from vqae.codec import jpeg2000
     from vqae.codec.rd import RdOptions, run_rd
 
+    check_counts(args, batch_size=1, max_patches=0)
     if args.bd_range and not args.bd_range[0] < args.bd_range[1]:
         raise ConfigError(f"--bd-range {args.bd_range[0]:g} {args.bd_range[1]:g}: LOW must be "
                           "below HIGH")
     options = RdOptions(list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES),
                         args.batch_size, args.max_patches, not args.no_progress, args.front,
                         args.band_filter, tuple(args.bd_range) if args.bd_range else None)
-    run_rd(args.ckpt, args.data, args.split, args.out, args.device, options)
+    run_rd(args.ckpt, args.data, args.split, args.out, args.device, options, args.overwrite)
     return 0

@@ -3,16 +3,16 @@
 key = patch name (utf-8); value = safetensors bytes of {band: array} at native size and stored
 dtype. Worker processes read and serialize whole patches; the parent is the only writer and
 commits batches of whole patches, so a killed run, or one whose disk fills up, leaves only
-complete entries and `resume` skips them; `overwrite` builds OUT.tmp and swaps it in at the end.
+complete entries and `resume` skips them; `overwrite` builds the new LMDB in a temporary folder
+beside OUT and swaps it in at the end (vqae.outputs: the policy of every output folder).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import shutil
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
 from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
 from vqae.data.lmdb_store import REENCODE, LmdbStore, is_lmdb
 from vqae.errors import DataError
+from vqae.outputs import Output
+from vqae.signals import StopFlag, Stopped, ignore_stop_signals
 
 SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
 LMDB_FILES = {"data.mdb", "lock.mdb"}
@@ -121,15 +123,21 @@ def encode_chunk(jobs: list[Job], fast: bool = True) -> list[Encoded]:
 
 @contextmanager
 def chunk_mapper(workers: int):
-    """`imap(fn, chunks)` over a process pool, or in this process when workers <= 1.
+    """`map(fn, chunks)` over worker processes, or in this process when workers <= 1.
 
-    Enter it before opening LMDB or starting threads (tqdm): the workers are forked here.
+    Enter it before opening LMDB or starting threads (tqdm): the workers are forked here. They
+    ignore TERM/USR1/INT (the parent stops them: on exit the queued chunks are cancelled and
+    the running ones finish), so a signal to the process group reaches the parent alone.
     """
     if workers <= 1:
         yield map
         return
-    with mp.get_context("fork").Pool(workers) as pool:  # terminated on exit, also on error
-        yield pool.imap
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
+                               initializer=ignore_stop_signals)
+    try:
+        yield pool.map
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def chunked(jobs: list[Job], size: int = 8) -> list[list[Job]]:
@@ -201,54 +209,6 @@ def skipped_path(out: Path) -> Path:
     return out.with_name(out.name + ".skipped.tsv")
 
 
-def _is_nonempty(out: Path) -> bool:
-    return out.is_dir() and any(out.iterdir())
-
-
-def _mkdir(path: Path, exist_ok: bool) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=exist_ok)
-    except OSError as err:
-        raise DataError(f"cannot create the folder {path} ({err.strerror}); choose an OUT on a "
-                        "writable disk") from err
-
-
-def prepare_out(out: Path, resume: bool, overwrite: bool) -> Path:
-    """The folder to write: OUT itself, or OUT.tmp when replacing an existing LMDB."""
-    if resume and overwrite:
-        raise DataError("--resume and --overwrite contradict each other; pass one of them")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"OUT {out} is a file; OUT must be a folder to hold the LMDB")
-    if not _is_nonempty(out):
-        _mkdir(out, exist_ok=True)
-        return out
-    others = sorted(p.name for p in out.iterdir() if p.name not in LMDB_FILES)
-    if (resume or overwrite) and (others or not (out / "data.mdb").exists()):
-        raise DataError(
-            f"OUT {out} holds files that are not an LMDB ({', '.join(others) or 'no data.mdb'}); "
-            "choose an empty or new OUT folder"
-        )
-    if resume:
-        return out
-    if overwrite:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed --overwrite
-        _mkdir(tmp, exist_ok=False)
-        return tmp
-    raise DataError(
-        f"OUT {out} already exists and is not empty; pass --resume to complete it, "
-        "--overwrite to replace it, or choose another OUT"
-    )
-
-
-def replace_lmdb(tmp: Path, out: Path) -> None:
-    """Move the new LMDB over the old one; os.replace of data.mdb is atomic, so OUT is always
-    either the old or the new database (lock.mdb holds only the reader table)."""
-    os.replace(tmp / "data.mdb", out / "data.mdb")
-    os.replace(tmp / "lock.mdb", out / "lock.mdb")
-    tmp.rmdir()
-
-
 class BadPatchError(DataError):
     """A patch that cannot be encoded (missing band, corrupt TIFF, wrong shape)."""
 
@@ -262,7 +222,8 @@ class EncodeOptions:
 
 
 def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
-               report: EncodeReport) -> None:
+               report: EncodeReport, stop: StopFlag) -> None:
+    """Commit whole batches of patches until done, a bad patch, or a stop signal."""
     pending: list[tuple[bytes, bytes]] = []
     with tqdm(total=len(jobs), unit="patch", disable=not opts.progress, smoothing=0.1) as bar:
         for encoded in (e for chunk in imap(encode_chunk, chunked(jobs)) for e in chunk):
@@ -277,19 +238,33 @@ def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
             report.written += 1
             report.bands += encoded.bands
             report.bytes += len(encoded.data)
-            if len(pending) >= opts.batch_size:
+            if len(pending) >= opts.batch_size or stop.requested:
                 writer.write(pending)
                 pending = []
+                if stop.requested:
+                    return
         writer.write(pending)
+
+
+SKIPPED_HEADER = "patch\treason"
+
+
+def _is_skipped_list(path: Path) -> bool:
+    """Whether `path` is a regular file that an earlier encode wrote (its header line)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(SKIPPED_HEADER) + 1) == (SKIPPED_HEADER + "\n").encode()
 
 
 def write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
     """OUT.skipped.tsv, written whole or not at all (a temporary file renamed over it)."""
     path = skipped_path(out)
-    lines = ["patch\treason"] + [f"{k}\t{' '.join(r.split())}" for k, r in skipped]
+    lines = [SKIPPED_HEADER] + [f"{k}\t{' '.join(r.split())}" for k, r in skipped]
     try:
         if not skipped:
-            path.unlink(missing_ok=True)  # a list from an earlier run would be stale
+            if _is_skipped_list(path):
+                path.unlink()  # a list from an earlier run would be stale
             return
         write_atomic(path, "\n".join(lines) + "\n")
     except OSError as err:
@@ -312,7 +287,7 @@ def _failure_hint(err: DataError, out: Path, replacing: bool) -> DataError:
 
 
 def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
-         opts: EncodeOptions) -> EncodeReport:
+         opts: EncodeOptions, stop: StopFlag) -> EncodeReport:
     report = EncodeReport()
     with chunk_mapper(opts.workers) as imap:
         done = present_keys(target) if resume else set()
@@ -320,29 +295,47 @@ def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
         report.present = len(jobs) - len(todo)
         writer = LmdbWriter(target, map_size)
         try:
-            _write_all(imap, todo, writer, opts, report)
+            _write_all(imap, todo, writer, opts, report, stop)
         finally:
             writer.close()
     return report
 
 
+def _lmdb_entry(p: Path) -> bool:
+    return p.name in LMDB_FILES
+
+
 def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, *,
-           resume: bool = False, overwrite: bool = False,
-           map_size: int = DEFAULT_MAP_SIZE) -> EncodeReport:
-    """Write every job's patch into the LMDB at OUT; see the module docstring for guarantees."""
+           resume: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE,
+           inputs=()) -> EncodeReport:
+    """Write every job's patch into the LMDB at OUT (never one of `inputs`, the roots); see
+    the module docstring for guarantees. TERM/USR1/INT commit the patches read and stop."""
     out, opts = Path(out), opts or EncodeOptions()
     start = time.perf_counter()
-    target = prepare_out(out, resume, overwrite)
-    try:
-        report = _run(target, jobs, resume, map_size, opts)
-    except BaseException as err:
-        if target != out:
-            shutil.rmtree(target, ignore_errors=True)  # OUT itself was never touched
-        if isinstance(err, (BadPatchError, OutWriteError)):
-            raise _failure_hint(err, out, target != out) from err
-        raise
-    if target != out:
-        replace_lmdb(target, out)
+    output = Output.open(out, "lmdb", inputs=inputs, overwrite=overwrite, resume=resume,
+                         ours=_lmdb_entry, fields={"command": "encode"}, rerun="--resume")
+    with StopFlag("committing the patches read, then stopping") as stop:
+        try:
+            report = _run(output.target, jobs, resume, map_size, opts, stop)
+        except BaseException as err:
+            output.abort()  # a replacement is dropped: OUT itself was never touched
+            if isinstance(err, (BadPatchError, OutWriteError)):
+                raise _failure_hint(err, out, output.replacing) from err
+            raise
+        if stop.requested:
+            output.abort()
+            raise Stopped(_stopped_message(stop, report, len(jobs), output))
+    output.commit({"command": "encode", "patches": report.present + report.written,
+                   "skipped": len(report.skipped)})
     write_skipped(out, report.skipped)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _stopped_message(stop: StopFlag, report: EncodeReport, total: int, output: Output) -> str:
+    done = report.present + report.written
+    if output.replacing:
+        kept = f"{output.out} was left unchanged; run again with --overwrite"
+    else:
+        kept = f"the patches committed are kept in {output.out}; continue with --resume"
+    return f"stopped on {stop.signal_name} after {done} of {total} patches; {kept}"

@@ -1,0 +1,337 @@
+"""Hostile and unlucky inputs to the codec commands: manifests, output folders, signals, bounded
+reads, crafted bitstreams and bad counts. Every hostile file is built here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from tests.data.encode_helpers import break_patch, one_line_error, read_lmdb
+from tests.fakes import write_fake_tree
+from vqae.checkpoint import load_model
+from vqae.cli import main
+from vqae.codec import bitstream
+from vqae.codec.api import Codec
+from vqae.errors import DataError
+from vqae.signals import EXIT_PREEMPTED
+
+
+def vqae(*args) -> int:
+    return main([str(a) for a in args] + ["--no-progress"])
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative name -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def compressed(tiny_ckpt, fake_patches, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("safety") / "vqz"
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_lmdb(fake_patches, tmp_path_factory) -> Path:
+    """The fake patches encoded as a rico-hdl LMDB: a dataset, not an output of compress."""
+    db = tmp_path_factory.mktemp("safety-db") / "data.lmdb"
+    assert main(["encode", "--bigearthnet-s2-root", str(fake_patches), str(db), "--workers",
+                 "1", "--no-progress"]) == 0
+    return db
+
+
+def set_manifest(folder: Path, **changes) -> None:
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+# ---- the manifest is a hint ----------------------------------------------------------------
+
+def test_a_relative_checkpoint_in_the_manifest_resolves_beside_it(tiny_ckpt, other_ckpt,
+                                                                  compressed, tmp_path,
+                                                                  monkeypatch):
+    tiles = tmp_path / "download" / "tiles"
+    shutil.copytree(compressed, tiles)
+    shutil.copy(tiny_ckpt, tiles / "model.pt")
+    set_manifest(tiles, checkpoint="model.pt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    shutil.copy(other_ckpt, cwd / "model.pt")  # a decoy under the same relative name
+    monkeypatch.chdir(cwd)
+    assert vqae("decompress", tiles, "-o", tmp_path / "dec") == 0
+    assert len(list((tmp_path / "dec").glob("*/*_B02.tif"))) == 8
+
+
+def test_a_manifest_naming_another_model_is_refused_before_decoding(other_ckpt, compressed,
+                                                                    tmp_path, capsys):
+    tiles = tmp_path / "tiles"
+    shutil.copytree(compressed, tiles)
+    set_manifest(tiles, checkpoint=str(other_ckpt))
+    capsys.readouterr()
+    assert vqae("decompress", tiles, "-o", tmp_path / "dec") == 2
+    msg = one_line_error(capsys.readouterr().err, "decompress")
+    assert "fingerprint" in msg and "--ckpt" in msg
+    assert not (tmp_path / "dec").exists()  # nothing decoded, nothing written
+
+
+@pytest.mark.parametrize("content", [
+    b"[1, 2]", b"7", b"\xff\xfe{}", b"[" * 100_000 + b"]" * 100_000, b'{"checkpoint": 5}',
+    b'{"checkpoint": ["a"]}', b" " * (2 << 20) + b"{}", b"{\"checkpoint\": \"x.pt\""])
+def test_malformed_manifests_are_one_line_errors(compressed, tmp_path, capsys, content):
+    tiles = tmp_path / "tiles"
+    shutil.copytree(compressed, tiles)
+    (tiles / "manifest.json").write_bytes(content)
+    capsys.readouterr()
+    assert vqae("decompress", tiles, "-o", tmp_path / "dec") == 2
+    msg = one_line_error(capsys.readouterr().err, "decompress")
+    assert "manifest.json" in msg or "--ckpt" in msg
+
+
+def test_a_fifo_manifest_is_refused_without_blocking(compressed, tmp_path, capsys):
+    tiles = tmp_path / "tiles"
+    shutil.copytree(compressed, tiles)
+    (tiles / "manifest.json").unlink()
+    os.mkfifo(tiles / "manifest.json")
+    capsys.readouterr()
+    assert vqae("decompress", tiles, "-o", tmp_path / "dec") == 2
+    assert "not a regular file" in one_line_error(capsys.readouterr().err, "decompress")
+
+
+# ---- OUT: never the input, replaced only when vqae wrote it, built beside it ----------------
+
+def test_out_is_never_the_input(tiny_ckpt, data_lmdb, tmp_path, capsys):
+    before = tree(data_lmdb)
+    link = tmp_path / "link.lmdb"
+    link.symlink_to(data_lmdb)
+    dotted = data_lmdb.parent / "x" / ".." / data_lmdb.name
+    for out in (data_lmdb, link, dotted):
+        for mode in ((), ("--overwrite",), ("--resume",)):
+            assert vqae("compress", tiny_ckpt, data_lmdb, "-o", out, *mode) == 2, (out, mode)
+            one_line_error(capsys.readouterr().err, "compress")
+    assert vqae("compress", tiny_ckpt, data_lmdb, "-o", data_lmdb / "inside", "--lmdb") == 2
+    assert "inside" in one_line_error(capsys.readouterr().err, "compress")
+    assert tree(data_lmdb) == before
+
+
+def test_overwrite_replaces_only_outputs_of_the_same_command(tiny_ckpt, fake_patches, data_lmdb,
+                                                             tmp_path, capsys):
+    dataset = tmp_path / "ben.lmdb"
+    shutil.copytree(data_lmdb, dataset)  # an LMDB of vqae encode: data, not bitstreams
+    rico = tmp_path / "rico.lmdb"
+    shutil.copytree(data_lmdb, rico)
+    (rico / "manifest.json").unlink()  # as rico-hdl writes it: nothing proves it is ours
+    for out in (dataset, rico):
+        before = tree(out)
+        assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--overwrite") == 2
+        msg = one_line_error(capsys.readouterr().err, "compress")
+        assert str(out) in msg and "another OUT" in msg
+        assert tree(out) == before
+
+
+def test_failed_overwrite_leaves_the_old_output(tiny_ckpt, fake_patches, compressed, tmp_path,
+                                                capsys):
+    out = tmp_path / "vqz"
+    shutil.copytree(compressed, out)
+    before = tree(out)
+    broken = tmp_path / "broken"
+    shutil.copytree(fake_patches, broken)
+    name = sorted(p.name for p in broken.iterdir())[5]
+    break_patch(broken, name, "corrupt")
+    capsys.readouterr()
+    assert vqae("compress", tiny_ckpt, broken, "-o", out, "--overwrite", "--batch-size",
+                "2") == 2
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "vqz"]  # no temp left
+
+
+def test_decompress_overwrite_never_touches_a_sibling(tiny_ckpt, fake_patches, tmp_path):
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "x.lmdb") == 0
+    mine = tmp_path / "dn.lmdb.tmp"  # the user's folder, with the name the old code used
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    out = tmp_path / "dn.lmdb"
+    assert vqae("decompress", tmp_path / "x.lmdb", "-o", out) == 0
+    first = read_lmdb(out)
+    assert vqae("decompress", tmp_path / "x.lmdb", "-o", out, "--overwrite") == 0
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert read_lmdb(out).keys() == first.keys()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dn.lmdb", "dn.lmdb.tmp", "x.lmdb"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["writer"] == "vqae" and manifest["complete"] is True
+
+
+def test_overwrite_keeps_files_the_tool_did_not_write(tiny_ckpt, fake_patches, compressed,
+                                                      tmp_path, capsys):
+    out = tmp_path / "vqz"
+    shutil.copytree(compressed, out)
+    (out / "notes.txt").write_text("mine")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--overwrite") == 2
+    assert "notes.txt" in one_line_error(capsys.readouterr().err, "compress")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+# ---- signals: stop after the batch, keep what is whole, resume --------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_stops_compress_and_resume_completes(tmp_path, sig):
+    from tests.codec.conftest import make_checkpoint
+
+    data = tmp_path / "tiffs"
+    write_fake_tree(data, n=48, layout="v1", seed=5)
+    ckpt = make_checkpoint(tmp_path / "tiny.pt", data)
+    out = tmp_path / "vqz"
+    cmd = [sys.executable, "-m", "vqae", "compress", str(ckpt), str(data), "-o", str(out),
+           "--workers", "2", "--batch-size", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.vqz"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)  # workers too, as Slurm, timeout and Ctrl-C do
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err
+    assert "Traceback" not in err and f"stopped on {sig.name}" in err and "--resume" in err
+    kept = sorted(out.glob("*.vqz"))
+    assert 3 <= len(kept) < 48
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False and manifest["patches"] == len(kept)
+    stamps = {p.name: p.stat().st_mtime_ns for p in kept}
+    assert main(cmd[3:] + ["--resume"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in kept} == stamps  # kept, not redone
+    assert main(cmd[3:-5] + ["-o", str(tmp_path / "straight"), "--no-progress"]) == 0
+    assert tree(out) == {**tree(tmp_path / "straight"), "manifest.json": tree(out)["manifest.json"]}
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def test_resume_refuses_other_settings(tiny_ckpt, other_ckpt, fake_patches, compressed,
+                                       tmp_path, capsys):
+    out = tmp_path / "vqz"
+    shutil.copytree(compressed, out)
+    before = tree(out)
+    capsys.readouterr()
+    assert vqae("compress", other_ckpt, fake_patches, "-o", out, "--resume") == 2
+    assert "fingerprint" in one_line_error(capsys.readouterr().err, "compress")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume", "--depth", "1") == 2
+    assert "depth" in one_line_error(capsys.readouterr().err, "compress")
+    assert tree(out) == before
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume") == 0  # all present
+    assert tree(out).keys() == before.keys()
+
+
+# ---- bounded reads and crafted bitstreams ------------------------------------------------------
+
+def test_a_huge_vqz_file_is_refused_from_its_header(compressed, tmp_path):
+    src = min(compressed.glob("*.vqz"))
+    big = tmp_path / "big.vqz"
+    big.write_bytes(src.read_bytes())
+    os.truncate(big, 1_500_000_000)  # sparse: 1.5 GB on paper, nothing on disk
+    tracemalloc.start()
+    with pytest.raises(DataError, match="more than a .vqz file"):
+        bitstream.read_file(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_000_000
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_non_regular_vqz_files_are_refused(tiny_ckpt, tmp_path, capsys, kind):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    target = tiles / "x.vqz"
+    if kind == "fifo":
+        os.mkfifo(target)  # reading it would block forever
+    elif kind == "dev-zero":
+        target.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        target.mkdir()
+    assert vqae("decompress", tiles, "-o", tmp_path / "dec", "--ckpt", tiny_ckpt) == 2
+    msg = one_line_error(capsys.readouterr().err, "decompress")
+    assert "x.vqz" in msg and "regular file" in msg
+
+
+def test_zeroed_chunks_under_a_valid_header_are_damage_not_an_image(tiny_ckpt, compressed,
+                                                                   tmp_path, capsys):
+    """Length 0 and CRC 0 is an empty payload with the CRC32 of nothing, and an ANS decoder
+    turns nothing into an all-zero index map; format 4 binds each chunk's CRC to its stage and
+    header, so zeroed bytes fail it."""
+    src = min(compressed.glob("*.vqz"))
+    header, _ = bitstream.parse_header(src.read_bytes(), str(src))
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    (tiles / "zeroed.vqz").write_bytes(header.pack() + bytes(5 * header.depth))
+    assert vqae("decompress", tiles, "-o", tmp_path / "dec", "--ckpt", tiny_ckpt) == 2
+    msg = one_line_error(capsys.readouterr().err, "decompress")
+    assert "zeroed.vqz" in msg and "CRC32" in msg
+    assert not (tmp_path / "dec").exists()
+
+
+@pytest.mark.parametrize("fields", [{"height": 64}, {"width": 240},
+                                    {"bands": ("B02", "B03", "B04"), "filter_codes": (0, 0, 0)},
+                                    {"model_depth": 4}])
+def test_header_fields_are_checked_against_the_model(tiny_ckpt, compressed, fields):
+    import dataclasses
+
+    data = min(compressed.glob("*.vqz")).read_bytes()
+    parsed = bitstream.read(data, "x")
+    forged = dataclasses.replace(parsed.header, **fields)  # with a valid CRC
+    codec = Codec(load_model(tiny_ckpt)[0], str(tiny_ckpt))
+    with pytest.raises(DataError, match="damaged"):
+        codec.decode_file(bitstream.write(forged, parsed.payloads), "forged.vqz")
+
+
+def test_decompress_says_when_an_input_may_be_incomplete(tiny_ckpt, fake_patches, tmp_path,
+                                                         caplog):
+    lmdb_out = tmp_path / "x.lmdb"
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", lmdb_out) == 0
+    set_manifest(lmdb_out, complete=False)
+    with caplog.at_level(logging.WARNING):
+        assert vqae("decompress", lmdb_out, "-o", tmp_path / "a.lmdb") == 0
+    assert "INCOMPLETE" in caplog.text and "--resume" in caplog.text
+    caplog.clear()
+    (lmdb_out / "manifest.json").unlink()  # as an interrupted older vqae left it
+    with caplog.at_level(logging.WARNING):
+        assert vqae("decompress", lmdb_out, "-o", tmp_path / "b.lmdb", "--ckpt", tiny_ckpt) == 0
+    assert "no manifest.json" in caplog.text
+
+
+# ---- counts and reports --------------------------------------------------------------------
+
+@pytest.mark.parametrize("command, option, value", [
+    ("compress", "--batch-size", "0"), ("compress", "--batch-size", "-3"),
+    ("compress", "--workers", "-1"), ("rd", "--batch-size", "0"), ("rd", "--max-patches", "-1"),
+    ("decompress", "--depth", "0")])
+def test_bad_counts_are_one_line_errors(tiny_ckpt, fake_patches, compressed, tmp_path, capsys,
+                                        command, option, value):
+    args = {"compress": ["compress", tiny_ckpt, fake_patches, "-o", tmp_path / "o"],
+            "decompress": ["decompress", compressed, "-o", tmp_path / "o"],
+            "rd": ["rd", "--ckpt", tiny_ckpt, "--data", fake_patches, "--out", tmp_path / "o"]}
+    assert vqae(*args[command], option, value) == 2
+    assert option in one_line_error(capsys.readouterr().err, command)
+    assert not (tmp_path / "o").exists()
+
+
+def test_rd_keeps_an_earlier_report_unless_told(tiny_ckpt, fake_patches, tmp_path, capsys):
+    args = ["rd", "--ckpt", tiny_ckpt, "--data", fake_patches, "--out", tmp_path / "rd",
+            "--max-patches", "1", "--jpeg2000-quality", "50"]
+    assert vqae(*args) == 0
+    before = (tmp_path / "rd" / "rd.csv").read_bytes()
+    capsys.readouterr()
+    assert vqae(*args, "--band-filter", "none") == 2
+    assert "--overwrite" in one_line_error(capsys.readouterr().err, "rd")
+    assert (tmp_path / "rd" / "rd.csv").read_bytes() == before
+    assert vqae(*args, "--band-filter", "none", "--overwrite") == 0
+    assert (tmp_path / "rd" / "rd.csv").read_bytes() != before
