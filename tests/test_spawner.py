@@ -31,10 +31,12 @@ ONE_STEP = {**TINY, "train.steps": 1, "train.eval_every": 1, "train.checkpoint_e
 
 def hostile(marker: Path) -> list[str]:
     """Values no shell may interpret (each would create `marker`), nor split, nor read as an
-    option: newline, tab, $(), backticks, quotes, `;`, a leading `-`, an option's look."""
+    option: newline, tab, $(), backticks, quotes, `;`, a leading `-`, an option's look, an
+    escape character."""
     return [f"a\nX\tfake\t$(touch {marker})\nb",
-            f"--run.dir=/tmp/x `touch {marker}`; it's \"q\" \\",
-            f"x; touch {marker} #", "-n", "--run.dir=/tmp/x", "*", "$HOME ~ !! %s {}", "\u00e9 \u00fc"]
+            f"--run.dir=/tmp/x `touch {marker}`; it's \"q\" \\ \x1b[1m",
+            f"x; touch {marker} #", "-n", "--run.dir=/tmp/x", "*", "$HOME ~ !! %s {}",
+            "\u00e9 \u00fc"]
 
 
 def write_sweep(tmp_path: Path, **fields) -> Path:

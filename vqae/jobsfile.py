@@ -46,10 +46,10 @@ def _check(raw: object, index: int) -> Job:
         raise ValueError(f"expected an object with the keys {', '.join(FIELDS)}")
     if raw["index"] != index:
         raise ValueError(f"holds job {raw['index']!r}, expected job {index}")
-    strings = [raw["name"], raw["run_dir"]]
-    if not (isinstance(raw["args"], list) and all(isinstance(s, str) for s in strings + raw["args"])):
+    fields = [raw["name"], raw["run_dir"], *(raw["args"] if isinstance(raw["args"], list) else [0])]
+    if not all(isinstance(f, str) for f in fields):
         raise ValueError("name and run_dir must be strings, args a list of strings")
-    if any("\0" in s for s in strings + raw["args"]):
+    if any("\0" in f for f in fields):
         raise ValueError("a field holds a NUL character")
     check_name(raw["name"], "name")
     if not os.path.isabs(raw["run_dir"]):

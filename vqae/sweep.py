@@ -134,6 +134,8 @@ def load_sweep(path: str | Path) -> Sweep:
         raise _fail(path, f"base config(s) {', '.join(map(str, missing))} not found (relative "
                           f"paths start at the folder you run from, {Path.cwd()})")
     raw.setdefault("name", path.stem)
+    if isinstance(raw["name"], int) and not isinstance(raw["name"], bool):
+        raw["name"] = str(raw["name"])  # `name: 2024` needs no quotes
     try:
         check_name(raw["name"], "name")
     except ConfigError as err:
@@ -206,6 +208,7 @@ def job_names(jobs: list[dict[str, Any]]) -> list[str]:
 
 def expand(sweep: Sweep) -> list[Job]:
     """The sweep's jobs; raises ConfigError naming the job whose config `vqae` would reject."""
+    check_name(sweep.name, "sweep name")  # load_sweep checked it; a Sweep built in code too
     folder = Path(sweep.folder).absolute()
     base = [str(Path(b).absolute()) for b in sweep.base]
     varying = points(sweep)
