@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import skip_or_fail
+from vqae.cli import parse
 from vqae.config import load_config
 from vqae.jobstatus import read_status
 from vqae.spawn import index_ranges, main
@@ -25,6 +26,19 @@ TINY = {"model.widths": [8, 16], "model.blocks_per_stage": 1, "model.latent_dim"
         "run.tracker": "none"}
 
 
+ONE_STEP = {**TINY, "train.steps": 1, "train.eval_every": 1, "train.checkpoint_every": 1}
+
+
+def hostile(marker: Path) -> list[str]:
+    """Values no shell may interpret (each would create `marker`), nor split, nor read as an
+    option: newline, tab, $(), backticks, quotes, `;`, a leading `-`, an option's look, an
+    escape character."""
+    return [f"a\nX\tfake\t$(touch {marker})\nb",
+            f"--run.dir=/tmp/x `touch {marker}`; it's \"q\" \\ \x1b[1m",
+            f"x; touch {marker} #", "-n", "--run.dir=/tmp/x", "*", "$HOME ~ !! %s {}",
+            "\u00e9 \u00fc"]
+
+
 def write_sweep(tmp_path: Path, **fields) -> Path:
     spec = {"name": "t", "folder": str(tmp_path / "sweep"),
             "base": [str(REPO / "configs/debug.yaml")], "overrides": TINY,
@@ -32,6 +46,12 @@ def write_sweep(tmp_path: Path, **fields) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def train_config(args: list[str]):
+    """The config `vqae train ARGS` would train with (its own argument parser, no training)."""
+    _, _, parsed = parse(["train", *args])
+    return load_config(parsed.config, parsed.overrides)
 
 
 def test_grid_variants_seeds_and_sample_expand_to_named_jobs(tmp_path):
@@ -45,9 +65,7 @@ def test_grid_variants_seeds_and_sample_expand_to_named_jobs(tmp_path):
     assert names[-1] == "codebook_size-32_distance-cosine_seed-1"
     assert jobs[0].run_dir == tmp_path / "sweep" / names[0]
     # the arguments resolve to the job's config, exactly as vqae train will read them
-    args = jobs[-1].args
-    files = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
-    cfg = load_config(files, [a[2:] for a in args if a.startswith("--") and "." in a])
+    cfg = train_config(jobs[-1].args)
     assert (cfg.quantizer.codebook_size, cfg.quantizer.distance, cfg.run.seed) == (32, "cosine", 1)
     assert cfg.optim.lr == 1e-3 and cfg.run.resume == "auto" and cfg.train.steps == 4
     sampled = expand(load_sweep(write_sweep(tmp_path, sample=1, sample_seed=3)))
@@ -59,6 +77,8 @@ def test_names_fall_back_to_full_keys_when_short_ones_clash():
     assert job_names(jobs) == ["model.groups-4_quantizer.groups-1",
                                "model.groups-8_quantizer.groups-2"]
     assert job_names([{"a.b": [8, 5]}, {"a.b": [4, 4]}]) == ["b-8x5", "b-4x4"]
+    long = job_names([{"a.b": "x" * 100}, {"a.b": "x" * 99}])  # cut, told apart by a hash
+    assert len(set(long)) == 2 and all(len(n) <= 2 + 40 and n.startswith("b-xxx") for n in long)
 
 
 def test_index_ranges():
@@ -74,6 +94,15 @@ def test_index_ranges():
                                                      "quantizer.codebook_size=0 is out of range"),
     ({"overrides": {"model.bogus": 1}}, "unknown key 'model.bogus'"),
     ({"seeds": 0}, "seeds must be a count >= 1"),
+    ({"name": "evil\ntouch pwned_name\n#"},
+     "name 'evil\\ntouch pwned_name\\n#' is not a valid name: use only letters, digits"),
+    ({"name": "-rf"}, "name '-rf' is not a valid name"),
+    ({"name": "../up"}, "name '../up' is not a valid name"),
+    ({"name": "a b"}, "name 'a b' is not a valid name"),
+    ({"grid": {"run.project;touch x": ["a", "b"]}}, "grid key 'run.project;touch x' is not a "
+                                                    "config key"),
+    ({"variants": [{"train": {"steps": 2}}]}, "variants[0] key 'train' is not a config key"),
+    ({"folder": "a\nb"}, "folder: 'a\\nb' is not a path"),
 ])
 def test_bad_sweeps_fail_in_one_line_before_anything_is_written(tmp_path, capsys, fields,
                                                                  fragment):
@@ -102,14 +131,62 @@ def test_dry_run_writes_everything_and_imports_no_torch(tmp_path):
                               "--deploy", deploy, "--dry-run"], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         command = res.stdout.strip().splitlines()[-1]
-        assert command.startswith("tmuxp load -d" if deploy == "tmux" else "sbatch --parsable")
-    assert "--array=0-1%4" in command and "VQAE_JOBS_FILE=" in command
-    lines = (tmp_path / "sweep" / "jobs.tsv").read_text().splitlines()
-    name, run_dir, args = lines[1].split("\t")
-    assert name == "codebook_size-32" and Path(run_dir) == tmp_path / "sweep" / name
-    assert "--quantizer.codebook_size=32" in shlex.split(args)
+        assert command.startswith("tmuxp load -d" if deploy == "tmux" else "env VQAE_JOBS_FILE=")
+    jobs_file = tmp_path / "sweep" / "jobs.jsonl"
+    assert shlex.split(command)[:3] == ["env", f"VQAE_JOBS_FILE={jobs_file}", "sbatch"]
+    assert "--array=0-1%4" in command
+    record = json.loads(jobs_file.read_text().splitlines()[1])
+    assert record["index"] == 1 and record["name"] == "codebook_size-32"
+    assert Path(record["run_dir"]) == tmp_path / "sweep" / "codebook_size-32"
+    assert "--quantizer.codebook_size=32" in record["args"]
     assert len(list((tmp_path / "sweep" / "scripts").glob("*.sh"))) == 2
     assert not list((tmp_path / "sweep").glob("*/status.json"))  # nothing was started
+
+
+def test_hostile_values_reach_train_as_one_argument_each(tmp_path):
+    """Each job's record, as `vqae sweep-job` hands it to a launcher, is exactly the job's
+    arguments, and `vqae train`'s own parser reads each value back unchanged."""
+    marker = tmp_path / "pwned"
+    values = hostile(marker)
+    path = write_sweep(tmp_path, grid={"run.project": values})
+    assert main([str(path), "--deploy", "slurm", "--dry-run"]) == 0
+    jobs = expand(load_sweep(path))
+    for i, (job, value) in enumerate(zip(jobs, values)):
+        res = subprocess.run([sys.executable, "-m", "vqae", "sweep-job",
+                              str(tmp_path / "sweep" / "jobs.jsonl"), str(i)],
+                             capture_output=True, check=False)
+        assert res.returncode == 0, res.stderr
+        fields = [os.fsdecode(f) for f in res.stdout.split(b"\0")]
+        assert fields == [job.name, str(job.run_dir), *job.args, ""]  # each ends with a NUL
+        cfg = train_config(fields[2:-1])
+        assert cfg.run.project == value and cfg.run.dir == str(job.run_dir)
+    assert not marker.exists()
+
+
+def test_damaged_jobs_file_is_refused_naming_file_and_line(tmp_path):
+    from vqae.errors import ConfigError
+    from vqae.jobsfile import Job, read_job, write_jobs
+
+    path = write_jobs([Job("ok", tmp_path / "ok", ["--run.project=a\nb"])], tmp_path)
+    record = json.loads(path.read_text())
+    damaged = [
+        "ok\t/tmp/ok\t--run.project=x",  # the old tab-separated line
+        json.dumps({**record, "index": 2, "name": "a\nb"}),
+        json.dumps({**record, "index": 9}),
+        json.dumps({**record, "index": 4, "args": ["--run.project=a\0--run.dir=/"]}),
+        json.dumps({**record, "index": 5, "run_dir": "relative"}),
+        '{"index": 6, "name": "torn"',
+    ]
+    path.write_text(path.read_text() + "\n".join(damaged))  # the last line has no newline
+    assert read_job(path, 0) == Job("ok", tmp_path / "ok", ["--run.project=a\nb"])
+    for index in range(1, 7):
+        with pytest.raises(ConfigError, match=f"jobs file {path} line {index + 1} is "):
+            read_job(path, index)
+    res = subprocess.run([sys.executable, "-m", "vqae", "sweep-job", str(path), "7"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and not res.stdout
+    assert res.stderr.strip().splitlines() == [
+        f"vqae sweep-job: error: jobs file {path} has 6 job(s); job 7 (line 8) does not exist"]
 
 
 def tmux_available() -> None:
@@ -117,9 +194,10 @@ def tmux_available() -> None:
         skip_or_fail("tmux or tmuxp is not installed (apt-get install tmux; pip install tmuxp)")
 
 
-def wait_for_states(run_dirs, states, timeout=300.0) -> list[dict]:
+def wait_for_states(run_dirs, states, timeout=300.0, healthy=lambda: True) -> list[dict]:
     end = time.time() + timeout
     while time.time() < end:
+        assert healthy(), "an injected command ran"
         current = [read_status(d) for d in run_dirs]
         if all(s.get("state") in states for s in current):
             return current
@@ -155,3 +233,29 @@ def test_tmux_deploy_runs_jobs_one_after_the_other(tmp_path, sample_dir, capsys)
     assert "every job is done" in capsys.readouterr().out
     subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
     assert json.loads((run_dirs[0] / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.slow
+def test_tmux_deploy_refuses_a_hostile_name_and_runs_hostile_values_as_given(
+        tmp_path, sample_dir, capsys, monkeypatch):
+    tmux_available()
+    monkeypatch.chdir(tmp_path)
+    marker, socket = tmp_path / "pwned", f"vqae-test-hostile-{os.getpid()}"
+    values = hostile(marker)[:2]  # newline, tab, $(); a leading --, backticks, quotes, `;`
+    try:
+        evil = write_sweep(tmp_path, name=f"evil\ntouch {marker}\n#")
+        assert main([str(evil), "--deploy", "tmux", "--tmux-socket", socket]) == 2
+        assert "name 'evil\\ntouch" in capsys.readouterr().err
+        path = write_sweep(tmp_path, grid={"run.project": values}, overrides=ONE_STEP)
+        assert main([str(path), "--deploy", "tmux", "--max-parallel", "2",
+                     "--tmux-socket", socket]) == 0
+        jobs = expand(load_sweep(path))
+        states = wait_for_states([job.run_dir for job in jobs], {"done", "failed"}, 240,
+                                 lambda: not marker.exists())
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    assert not marker.exists()
+    for job, value, state in zip(jobs, values, states):
+        assert state["state"] == "done" and state["job"] == job.name, state
+        config = yaml.safe_load((job.run_dir / "config.yaml").read_text())
+        assert config["run"]["project"] == value

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-encoded": ("verify_encoded", "compare an encoded LMDB with its source GeoTIFFs"),
     "config": ("config", "print the resolved config (or one key) that train would use"),
     "job-status": ("job_status", "record a launched job's state in <run dir>/status.json"),
+    "sweep-job": ("sweep_job", "print job I of a sweep's jobs file, NUL-separated (launchers)"),
     "fit-prior": ("fit_prior", "fit a checkpoint's entropy-coding prior on a split"),
     "compress": ("compress", "compress patches into entropy-coded .vqz bitstreams"),
     "decompress": ("decompress", "decompress .vqz bitstreams into GeoTIFFs or an LMDB"),

@@ -1,8 +1,10 @@
 """`spawner.py SWEEP.yaml --deploy slurm|tmux [--dry-run] [--max-parallel M]` and `--status`.
 
-Slurm: ONE job array (`sbatch --array=<jobs to run>%M slurm_launcher`) whose task i takes line
-i+1 of `<sweep folder>/jobs.tsv`. tmux: a tmuxp workspace with a window per job, loaded
-detached under a unique session name; a job waits for one of M slot locks before it trains.
+Slurm: ONE job array (`sbatch --array=<jobs to run>%M slurm_launcher`) whose task i runs job i
+of `<sweep folder>/jobs.jsonl` (read by `vqae sweep-job`, see vqae/jobsfile.py). tmux: a tmuxp
+workspace with a window per job, loaded detached under a unique session name; a job waits for
+one of M slot locks before it trains. Every value in a generated script or printed command is
+quoted by vqae.shell; names are checked by it.
 Each job records `<sweep folder>/<job>/status.json`; a rerun skips jobs that are done and
 resumes the others (`--run.resume=auto`). Imports no torch.
 """
@@ -13,6 +15,7 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +26,7 @@ from tabulate import tabulate
 
 from vqae.errors import ConfigError, VqaeError
 from vqae.jobstatus import read_status, write_status
+from vqae.shell import join, quote
 from vqae.sweep import JOBS_FILE, Job, Sweep, expand, load_sweep, write_jobs
 
 ACTIVE = ("queued", "running", "requeued")  # a requeued Slurm job is pending again
@@ -62,9 +66,12 @@ def show_jobs(sweep: Sweep, jobs: list[Job], todo: list[int]) -> None:
 
 def sbatch_command(sweep: Sweep, folder: Path, todo: list[int], max_parallel: int,
                    launcher: Path, extra: str) -> list[str]:
-    return ["sbatch", "--parsable", f"--array={index_ranges(todo)}%{max_parallel}",
-            f"--job-name={sweep.name}", f"--output={folder / 'logs'}/%x-%A_%a.out",
-            f"--export=ALL,VQAE_JOBS_FILE={folder / JOBS_FILE}", *shlex.split(extra),
+    """`env VQAE_JOBS_FILE=... sbatch ...`: the jobs file travels in the environment (sbatch's
+    --export list would split a path at its commas); `%` in the folder is not a pattern."""
+    logs = str(folder / "logs").replace("%", "%%")
+    return ["env", f"VQAE_JOBS_FILE={folder / JOBS_FILE}", "sbatch", "--parsable",
+            f"--array={index_ranges(todo)}%{max_parallel}", f"--job-name={sweep.name}",
+            f"--output={logs}/%x-%A_%a.out", "--export=ALL", *shlex.split(extra),
             str(launcher)]
 
 
@@ -79,13 +86,11 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     cmd = sbatch_command(sweep, folder, todo, args.max_parallel, args.launcher, args.sbatch)
     if args.dry_run:
-        print(shlex.join(cmd))
+        print(join(cmd))
         return 0
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux"
-                          ) from None
+    if shutil.which("sbatch") is None:
+        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ConfigError(f"sbatch refused the array: {' '.join(done.stderr.split())}")
     array_id = done.stdout.strip().split(";")[0]
@@ -99,17 +104,26 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
 # ---- tmux ---------------------------------------------------------------------------------
 
 JOB_SCRIPT = """#!/usr/bin/env bash
-# Job {name} of sweep {sweep}, written by spawner.py: waits for a free slot (at most
-# {slots} jobs of this session run at once), trains, and records its status.
-cd {cwd}
-exec 9>>{slot}
+# A job of a vqae sweep, written by spawner.py: waits for a free slot (at most {slots} jobs of
+# its tmux session run at once), trains, and records its status. Each value is assigned below
+# as one quoted word (vqae.shell.quote) and used only as "$variable".
+sweep={sweep}
+job={name}
+run_dir={run_dir}
+window={window}
+slot={slot}
+log={log}
+vqae=({python} -m vqae)
+train_args=({args})
+cd {cwd} || exit 1
+exec 9>>"$slot"
 flock 9
 export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{threads}}}  # the cores shared by the jobs at once
-vqae=({python} -m vqae)
-"${{vqae[@]}}" job-status {run_dir} running --job {name} --tmux-window {window}
-"${{vqae[@]}}" train {args} 2>&1 | tee -a {log}
+echo "sweep $sweep, job $job"
+"${{vqae[@]}}" job-status "$run_dir" running --job="$job" --tmux-window="$window"
+"${{vqae[@]}}" train "${{train_args[@]}}" 2>&1 | tee -a "$log"
 rc=${{PIPESTATUS[0]}}
-"${{vqae[@]}}" job-status {run_dir} --exit-code "$rc" --job {name}
+"${{vqae[@]}}" job-status "$run_dir" --exit-code="$rc" --job="$job"
 exit "$rc"
 """
 
@@ -121,12 +135,11 @@ def session_name(sweep: Sweep) -> str:
 
 
 def job_script(sweep: Sweep, job: Job, slot: Path, slots: int, window: str) -> str:
-    q = shlex.quote
     return JOB_SCRIPT.format(
-        name=q(job.name), sweep=sweep.name, slots=slots, cwd=q(os.getcwd()), slot=q(str(slot)),
-        python=q(sys.executable), run_dir=q(str(job.run_dir)), window=q(window),
-        threads=max(1, (os.cpu_count() or 1) // slots),
-        args=shlex.join(job.args), log=q(str(job.run_dir / "train.log")))
+        sweep=quote(sweep.name), name=quote(job.name), run_dir=quote(job.run_dir),
+        window=quote(window), slot=quote(slot), log=quote(job.run_dir / "train.log"),
+        python=quote(sys.executable), args=join(job.args), cwd=quote(os.getcwd()),
+        slots=int(slots), threads=max(1, (os.cpu_count() or 1) // slots))
 
 
 def tmux_workspace(sweep: Sweep, jobs: list[Job], todo: list[int], max_parallel: int,
@@ -144,7 +157,7 @@ def tmux_workspace(sweep: Sweep, jobs: list[Job], todo: list[int], max_parallel:
         # the window runs the script itself: tmuxp's send-keys to a shell waited up to a minute
         # for a prompt on a machine without a terminal
         windows.append({"window_name": job.name,
-                        "window_shell": f"bash {shlex.quote(str(script))}", "panes": ["pane"]})
+                        "window_shell": join(["bash", script]), "panes": ["pane"]})
     return {"session_name": session, "start_directory": os.getcwd(), "windows": windows}
 
 
@@ -157,7 +170,7 @@ def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
     socket = ["-L", args.tmux_socket] if args.tmux_socket else []
     cmd = ["tmuxp", "load", "-d", "-y", "--no-progress", *socket, str(path)]
     if args.dry_run:
-        print(shlex.join(cmd))
+        print(join(cmd))
         return 0
     for i in todo:
         write_status(jobs[i].run_dir, "queued", job=jobs[i].name,
@@ -168,7 +181,7 @@ def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
         raise ConfigError("tmuxp not found: pip install tmuxp (and install tmux)") from None
     if done.returncode != 0:
         raise ConfigError(f"tmuxp could not load {path}: {' '.join(done.stderr.split())}")
-    attach = shlex.join(["tmux", *socket, "attach", "-t", session])
+    attach = join(["tmux", *socket, "attach", "-t", session])
     print(f"tmux session {session}: {len(todo)} windows, at most {args.max_parallel} running "
           f"at once; watch with `{attach}`")
     return 0

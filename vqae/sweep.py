@@ -18,16 +18,19 @@ A sweep file (configs/sweeps/*.yaml):
     max_parallel: 4                  # default for --max-parallel
 
 Job names come from the values that vary (`codebook_size-32_lr-0.001_seed-0`), so they are
-stable and readable. Every job's config is validated before anything runs. Imports no torch.
+stable and readable. Names (the sweep's and the jobs') use only letters, digits and `_.+-`;
+keys are `section.key`; any other value reaches `vqae train` as exactly one argument
+(`--section.key=value`), whatever characters it holds. Every job's config is validated before
+anything runs. Imports no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import random
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +39,16 @@ import yaml
 
 from vqae.config import load_config
 from vqae.errors import ConfigError
+from vqae.jobsfile import FILE as JOBS_FILE
+from vqae.jobsfile import Job, write_jobs
+from vqae.shell import check_name
 
-JOBS_FILE = "jobs.tsv"  # line i+1: job i as name <TAB> run folder <TAB> shell-quoted arguments
+__all__ = ["JOBS_FILE", "Job", "Sweep", "expand", "job_names", "load_sweep", "points",
+           "write_jobs"]
+
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")  # section.key
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SLUG_MAX = 40  # longer values are cut and told apart by a hash
 
 
 @dataclass
@@ -52,16 +63,6 @@ class Sweep:
     sample: int = 0
     sample_seed: int = 0
     max_parallel: int = 4
-
-
-@dataclass
-class Job:
-    name: str
-    run_dir: Path
-    args: list[str]  # `vqae train` arguments
-
-    def line(self) -> str:
-        return "\t".join([self.name, str(self.run_dir), shlex.join(self.args)])
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -88,10 +89,33 @@ def _check_types(path: Path, raw: dict) -> None:
     for key in ("sample", "sample_seed", "max_parallel"):
         if key in raw and (not isinstance(raw[key], int) or raw[key] < (key == "max_parallel")):
             raise _fail(path, f"{key} must be a non-negative integer (max_parallel >= 1)")
+    _check_keys(path, raw)
+    _check_paths(path, raw)
     seeds = raw.get("seeds", 1)
     if not (isinstance(seeds, int) and seeds >= 1 or isinstance(seeds, list) and seeds
             and all(isinstance(s, int) and s >= 0 for s in seeds)):
         raise _fail(path, f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+
+
+def _check_keys(path: Path, raw: dict) -> None:
+    """Override keys are dotted config keys, as `--section.key=value` takes them."""
+    where = [("overrides", raw.get("overrides", {})), ("grid", raw.get("grid", {}))]
+    where += [(f"variants[{i}]", v) for i, v in enumerate(raw.get("variants", []))]
+    for section, mapping in where:
+        for key in mapping:
+            if not (isinstance(key, str) and KEY.fullmatch(key)):
+                raise _fail(path, f"{section} key {key!r} is not a config key: write "
+                                  "section.key (letters, digits, '_'), e.g. train.steps")
+
+
+def _check_paths(path: Path, raw: dict) -> None:
+    paths = [("base", b) for b in raw.get("base", [])]
+    if "folder" in raw:
+        paths.append(("folder", raw["folder"]))
+    for key, text in paths:
+        if not isinstance(text, str) or not text or CONTROL.search(text):
+            raise _fail(path, f"{key}: {text!r} is not a path (a non-empty string without "
+                              "control characters)")
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -110,6 +134,13 @@ def load_sweep(path: str | Path) -> Sweep:
         raise _fail(path, f"base config(s) {', '.join(map(str, missing))} not found (relative "
                           f"paths start at the folder you run from, {Path.cwd()})")
     raw.setdefault("name", path.stem)
+    if isinstance(raw["name"], int) and not isinstance(raw["name"], bool):
+        raw["name"] = str(raw["name"])  # `name: 2024` needs no quotes
+    try:
+        check_name(raw["name"], "name")
+    except ConfigError as err:
+        default = "" if "name" in raw else f" (the file's name; set name: in {path.name})"
+        raise _fail(path, f"{err}{default}") from None
     raw.setdefault("folder", f"runs/sweeps/{raw['name']}")
     return Sweep(**raw)
 
@@ -141,8 +172,13 @@ def cli_value(value: Any) -> str:
 
 
 def _slug(value: Any) -> str:
+    """A value as a name part: letters, digits and `.+-`, at most SLUG_MAX characters."""
     text = "x".join(map(str, value)) if isinstance(value, list) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "empty"
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "empty"
+    if len(slug) > SLUG_MAX:
+        digest = hashlib.sha1(repr(value).encode()).hexdigest()[:8]
+        slug = f"{slug[:SLUG_MAX - 9].rstrip('-')}-{digest}"
+    return slug
 
 
 def job_names(jobs: list[dict[str, Any]]) -> list[str]:
@@ -161,12 +197,18 @@ def job_names(jobs: list[dict[str, Any]]) -> list[str]:
         while name in seen:
             name, n = f"{base}-{n}", n + 1
         seen.add(name)
-        names.append(name)
+        try:
+            names.append(check_name(name, "job name"))
+        except ConfigError as err:
+            keys = ", ".join(k for k in varying if k in j)
+            raise ConfigError(f"{err} (made from the varying keys {keys}): vary fewer keys or "
+                              "shorten their values") from None
     return names
 
 
 def expand(sweep: Sweep) -> list[Job]:
     """The sweep's jobs; raises ConfigError naming the job whose config `vqae` would reject."""
+    check_name(sweep.name, "sweep name")  # load_sweep checked it; a Sweep built in code too
     folder = Path(sweep.folder).absolute()
     base = [str(Path(b).absolute()) for b in sweep.base]
     varying = points(sweep)
@@ -174,18 +216,16 @@ def expand(sweep: Sweep) -> list[Job]:
     for name, point in zip(job_names(varying), varying):
         settings = {**sweep.overrides, **point}
         overrides = [f"{k}={cli_value(v)}" for k, v in settings.items()]
+        bad = [o for o in overrides if "\0" in o]
+        if bad:
+            raise ConfigError(f"sweep {sweep.name}, job {name}: {bad[0]!r} holds a NUL "
+                              "character, which no command argument can hold")
         run = [f"run.dir={folder / name}", "run.resume=auto", f"run.name={sweep.name}-{name}"]
         try:
             load_config(base, overrides + run)
         except ConfigError as err:
             raise ConfigError(f"sweep {sweep.name}, job {name}: {err}") from err
-        args = [a for b in base for a in ("--config", b)] + [f"--{o}" for o in overrides + run]
+        args = [f"--config={b}" for b in base] + [f"--{o}" for o in overrides + run]
         jobs.append(Job(name, folder / name, args))
     return jobs
 
-
-def write_jobs(jobs: list[Job], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / JOBS_FILE
-    path.write_text("".join(job.line() + "\n" for job in jobs))
-    return path

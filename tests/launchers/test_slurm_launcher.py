@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.launchers.conftest import LAUNCHER, REPO, SMALL_JOB, wait_for
+from vqae.jobsfile import Job, write_jobs
 from vqae.tracking import read_jsonl
 
 # a few steps of the debug model on the real 24-patch sample (the default data)
@@ -82,6 +82,40 @@ def test_defaults_are_for_one_gpu_node_and_hold_no_hyperparameters():
     assert not any(o.startswith(("--partition", "--account")) for o in sbatch)  # comments only
     assert "##SBATCH --partition=" in text
     assert not [line for line in text.splitlines() if "--train." in line or "--model." in line]
+
+
+def test_array_task_runs_its_job_as_written_and_nothing_injected(tmp_path, monkeypatch):
+    """The launcher's own reading of a sweep's jobs file, as array tasks 0 and 1 (outside a
+    real job: SLURM_CONF names an empty file, so the training step itself fails at once)."""
+    from tests.test_spawner import hostile, write_sweep
+    from vqae.jobstatus import read_status
+    from vqae.spawn import main
+    from vqae.sweep import expand, load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "pwned"
+    path = write_sweep(tmp_path, grid={"run.project": hostile(marker)[:2]})
+    assert main([str(path), "--deploy", "slurm", "--dry-run"]) == 0
+    (jobs_file,) = (tmp_path / "sweep").glob("jobs.*")
+    (tmp_path / "slurm.conf").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(SLURM_CONF=str(tmp_path / "slurm.conf"), SLURM_JOB_ID="7",
+               SLURM_ARRAY_JOB_ID="7", VQAE_JOBS_FILE=str(jobs_file))
+    for task, job in enumerate(expand(load_sweep(path))):
+        res = subprocess.run([str(LAUNCHER)], env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             check=False)
+        assert not marker.exists(), res.stderr
+        starts = records(job.run_dir, "start")
+        assert [r["args"] for r in starts] == [[*job.args, "--run.resume=auto"]], res.stderr
+        status = read_status(job.run_dir)
+        assert (status["job"], status["slurm_job"]) == (job.name, f"7_{task}")
+    env["SLURM_ARRAY_TASK_ID"] = "2"
+    res = subprocess.run([str(LAUNCHER)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        f"slurm_launcher: error: array task 2: jobs file {jobs_file} has 2 job(s); job 2 "
+        "(line 3) does not exist"]
 
 
 # ---- on the cluster ---------------------------------------------------------------------------
@@ -161,8 +195,7 @@ def test_usr1_checkpoints_requeues_and_resumes_until_the_limit(cluster, tmp_path
     run = tmp_path / "run"
     env = {"VQAE_MAX_REQUEUES": "1"}
     if array:  # requeued as JOB_TASK, with its state in status.json
-        jobs_file = tmp_path / "jobs.tsv"
-        jobs_file.write_text(f"long\t{run}\t{shlex.join(long_run(run))}\n")
+        jobs_file = write_jobs([Job("long", run, long_run(run))], tmp_path)
         env["VQAE_JOBS_FILE"] = str(jobs_file)
         job = cluster.submit(tmp_path, [*SMALL_JOB, "--array=0", *out(tmp_path, "%x-%A_%a")],
                              [], env)
@@ -234,14 +267,13 @@ def test_cancelled_job_checkpoints_and_stays_cancelled(cluster, tmp_path):
 @pytest.mark.slow
 def test_array_tasks_take_their_line_of_the_jobs_file(cluster, tmp_path):
     runs = {"lr-a": tmp_path / "sweep" / "lr-a", "lr-b": tmp_path / "sweep" / "lr-b"}
-    jobs_file = tmp_path / "jobs.tsv"
-    lines = []
+    jobs = []
     for lr, (name, run) in zip(("2e-3", "1e-3"), runs.items()):
         args = ["--config", DEBUG, "--run.tracker=none", "--train.steps=3",
                 "--train.eval_every=3", f"--optim.lr={lr}", f"--run.dir={run}",
                 "--run.name=a name with spaces"]
-        lines.append(f"{name}\t{run}\t{shlex.join(args)}\n")
-    jobs_file.write_text("".join(lines))
+        jobs.append(Job(name, run, args))
+    jobs_file = write_jobs(jobs, tmp_path)
     job = cluster.submit(tmp_path, [*SMALL_JOB, "--array=0-1", *out(tmp_path, "%x-%A_%a")],
                          ["--data.num_workers=0"], {"VQAE_JOBS_FILE": str(jobs_file)})
     for task, (name, run) in enumerate(runs.items()):
