@@ -65,10 +65,12 @@ def test_archive_data_path_is_staged_automatically(tmp_path):
 def test_interrupted_staging_is_redone_but_user_files_are_refused(tmp_path):
     archive, _ = make_archive(tmp_path)
     dest = tmp_path / "d"
-    dest.mkdir()  # empty: a killed run leaves only its own DEST.partial beside it
-    (tmp_path / "d.partial" / "source_a").mkdir(parents=True)
+    dest.mkdir()  # empty: a killed run leaves only its own hidden temporary folder beside it
+    (tmp_path / ".d.k1lled42.partial" / "source_a").mkdir(parents=True)
+    (tmp_path / "d.partial" / "notes").mkdir(parents=True)  # the user's: never touched
     stage_archive(archive, dest)
-    assert (dest / MARKER).is_file() and not (tmp_path / "d.partial").exists()
+    assert (dest / MARKER).is_file() and not (tmp_path / ".d.k1lled42.partial").exists()
+    assert (tmp_path / "d.partial" / "notes").is_dir()
 
     mine = tmp_path / "mine"
     (mine / "junk").mkdir(parents=True)
@@ -135,7 +137,8 @@ def test_dest_that_is_a_file_is_refused(tmp_path):
     dest.write_text("a file")
     with pytest.raises(DataError, match="is a file"):
         stage_archive(archive, dest)
-    assert dest.read_text() == "a file" and not (tmp_path / "d.partial").exists()
+    assert dest.read_text() == "a file"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".partial" in p.name) == []
 
 
 def test_existing_lock_file_is_not_truncated(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -59,13 +60,23 @@ def check_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     return members
 
 
+def _partial_pattern(dest: Path) -> re.Pattern:
+    """The names mkdtemp gives our temporary folders beside DEST: `.<DEST>.<8 chars>.partial`."""
+    return re.compile(rf"\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.partial")
+
+
 def _extract(archive: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)  # ours, left over from a killed extraction
+    """Extract into a fresh hidden folder beside DEST (never a name a user might hold), then
+    rename it to DEST. Runs under the lock: a leftover of a killed extraction is removed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ours = _partial_pattern(dest)
+    for stale in dest.parent.iterdir():
+        if ours.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         with tarfile.open(archive) as tar:
             members = check_members(tar, archive)
-            tmp.mkdir(parents=True)
             # members are checked above; the "data" filter adds a second guard where available
             extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(tmp, members=members, **extra)
