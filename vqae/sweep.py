@@ -36,6 +36,7 @@ import yaml
 
 from vqae.config import load_config
 from vqae.errors import ConfigError
+from vqae.safe_yaml import load_file
 
 JOBS_FILE = "jobs.tsv"  # line i+1: job i as name <TAB> run folder <TAB> shell-quoted arguments
 
@@ -98,10 +99,7 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise _fail(path, f"not valid YAML: {' '.join(str(err).split())}") from err
+    raw = load_file(path, "sweep file") or {}  # no aliases, bounded size and depth, UTF-8
     if not isinstance(raw, dict):
         raise _fail(path, "expected a mapping of keys (name, folder, base, grid, ...)")
     _check_types(path, raw)
