@@ -71,3 +71,18 @@ def one_line(proc: subprocess.CompletedProcess, command: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith(f"vqae {command}: error: ")]
     assert "Traceback" not in err and len(lines) == 1, err[-2000:]
     return lines[0]
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -c CODE` in a child with ADDRESS_SPACE of memory (a SIGBUS kills only it)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=_limit_memory)
+
+
+def truncated_copy(lmdb: Path, dest: Path, size: int) -> Path:
+    """A copy of an LMDB folder whose data.mdb is cut to `size` bytes."""
+    dest.mkdir()
+    data = (lmdb / "data.mdb").read_bytes()
+    (dest / "data.mdb").write_bytes(data[:size])
+    return dest
