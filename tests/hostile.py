@@ -59,7 +59,7 @@ def run_vqae(*args, cwd: Path | None = None, timeout: float = 120) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "vqae", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout,
+                          capture_output=True, text=True, check=False, timeout=timeout,
                           preexec_fn=_limit_memory)
 
 
@@ -77,7 +77,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -c CODE` in a child with ADDRESS_SPACE of memory (a SIGBUS kills only it)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=_limit_memory)
+                          check=False, timeout=timeout, preexec_fn=_limit_memory)
 
 
 def truncated_copy(lmdb: Path, dest: Path, size: int) -> Path:

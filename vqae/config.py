@@ -86,7 +86,7 @@ class ModelConfig:
     downsample: int = field(default=8, metadata={"choices": (2, 4, 8, 16)})  # spatial factor f
     blocks_per_stage: int = bounded(2, 0, 64)  # residual blocks per stage
     latent_dim: int = bounded(64, 1, WIDTH_MAX)  # channels of the latent fed to the quantizer
-    groups: int = bounded(32, 1, WIDTH_MAX)  # GroupNorm groups (clamped to divide the channel count)
+    groups: int = bounded(32, 1, WIDTH_MAX)  # GroupNorm groups (clamped to divide the channels)
     activation: str = choice("silu", "gelu", "relu")  # nonlinearity of every block
     patch_means: bool = False  # centre each patch on its own band means (S2 only), sent as side
     # information (16 bits per band per file), instead of the data set's means: the quantizer

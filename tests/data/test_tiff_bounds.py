@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.fakes import write_fake_tree, write_tiff
-from tests.hostile import run_vqae, one_line, tiff_bomb
+from tests.hostile import one_line, run_vqae, tiff_bomb
 
 PATCH_BAND = "B02"
 

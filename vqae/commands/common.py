@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vqae.config import Config, absolute_paths, load_config
+from vqae.config import INT_MAX, Config, absolute_paths, load_config
+from vqae.errors import cut
 
 ACCEPTS_OVERRIDES = True
 
@@ -23,3 +24,23 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "data", None):
         overrides.append(f"data.path={args.data}")
     return absolute_paths(load_config(args.config, overrides))
+
+
+def int_in(low: int, high: int = INT_MAX):
+    """argparse type: an integer in [low, high]; anything else is argparse's one-line usage
+    error naming the option (not a ValueError from deep inside a DataLoader)."""
+
+    def parse(text: str) -> int:
+        digits = text.strip().lstrip("+-").isdigit()
+        try:
+            value = int(text) if len(text) < 100 else None  # int() of 5000 digits raises
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{cut(text, 60)!r} is not an integer") from None
+        if value is None and not digits:
+            raise argparse.ArgumentTypeError(f"{cut(text, 60)!r} is not an integer")
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{cut(text, 60)} is outside {low}..{high}")
+        return value
+
+    parse.__name__ = "int"
+    return parse

@@ -12,6 +12,7 @@ a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel p
 from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
+from vqae.commands.common import int_in
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -26,8 +27,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lmdb", action="store_true", help="write an LMDB of bitstreams")
     parser.add_argument("--split", default="all",
                         help="all (default: every patch), train, validation or test")
-    parser.add_argument("--batch-size", type=int, default=16, help="patches per batch")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=16, help="patches per batch")
+    parser.add_argument("--workers", type=int_in(0, 1024), default=0,
+                        help="DataLoader worker processes")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier codec output in OUT")
     parser.add_argument("--band-filter", choices=KINDS, default="gain",
