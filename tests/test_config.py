@@ -130,7 +130,6 @@ def test_data_paths_are_made_absolute(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("override, fragment", [
     ("run.seed=99999999999999999999999", "it must be >= 0 and <= 2147483647 (numpy takes 32-bit"),
-    ("run.seed=-1", "run.seed=-1 is out of range"),
     ("quantizer.codebook_size=1099511627776", "must be >= 2 and <= 65536 (the .vqz coder"),
     ("quantizer.depth=256", "<= 255 (a .vqz header stores the stages in one byte)"),
     ("model.image_size=128", "model.image_size=128 is not valid; choose one of: 120 (every"),
@@ -139,7 +138,6 @@ def test_data_paths_are_made_absolute(tmp_path, monkeypatch):
     ("data.batch_size=10000000", "<= 65536"),
     ("model.widths=[64, 1000000]", "each value must be >= 1 and <= 4096"),
     ("train.steps=99999999999", "it must be >= 1 and <= 2147483647"),
-    ("train.eval_images=-3", "train.eval_images=-3 is out of range"),
     ("optim.warmup_steps=99999999999", "optim.warmup_steps=99999999999 is out of range"),
 ])
 def test_integers_are_bounded_by_what_they_reach(override, fragment):

@@ -1,8 +1,10 @@
-"""`vqae compress` from, and `vqae decompress` of, a truncated LMDB: one line, not SIGBUS."""
+"""`vqae compress` from, and `vqae decompress` of, a truncated LMDB: one line, not SIGBUS; a
+checkpoint whose config the codec cannot serve: one line, not an AssertionError."""
 
 from __future__ import annotations
 
 from tests.codec.test_commands import vqae
+from vqae.checkpoint import read_checkpoint, save_checkpoint
 from tests.hostile import one_line, run_vqae, truncated_copy
 
 
@@ -25,3 +27,12 @@ def test_compress_from_truncated_lmdb(tiny_ckpt, fake_patches, tmp_path):
     proc = run_vqae("compress", tiny_ckpt, cut, "-o", tmp_path / "bits", "--no-progress")
     message = one_line(proc, "compress")
     assert str(cut) in message and "truncated" in message
+
+
+def test_checkpoint_with_unsupported_image_size_is_one_line(tiny_ckpt, fake_patches, tmp_path):
+    state = read_checkpoint(tiny_ckpt)
+    state["config"]["model"]["image_size"] = 128  # what base accepted, then asserted on
+    ckpt = save_checkpoint(tmp_path / "128.pt", state)
+    message = one_line(run_vqae("compress", ckpt, fake_patches, "-o", tmp_path / "bits",
+                                "--no-progress"), "compress")
+    assert "model.image_size=128 is not valid; choose one of: 120" in message
