@@ -115,3 +115,13 @@ def test_sweep_file_refuses_aliases(tmp_path):
     path.write_text("grid:\n  run.seed: &s [1, 2]\n  train.steps: *s\n")
     with pytest.raises(ConfigError, match="sweep file .*sweep.yaml: anchor &s"):
         load_sweep(path)
+
+
+def test_written_config_has_no_aliases_and_reads_back(tmp_path):
+    from vqae.config import dump_yaml
+
+    cfg = load_config(overrides=["quantizer.name=rvq", "quantizer.depth=2"])
+    cfg.train.eval_depths = cfg.model.widths = [1, 2]  # one list object in two places
+    text = dump_yaml(cfg, tmp_path / "c.yaml")
+    assert "&" not in text and "*" not in text
+    assert load_config([str(tmp_path / "c.yaml")]).train.eval_depths == [1, 2]

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vqae import safe_yaml
 from vqae.data.bands import PATCH_SIZE, S2_BANDS, check_bands
 from vqae.errors import ConfigError, cut, shown
@@ -406,7 +404,7 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 def dump_yaml(cfg: Config, path: str | Path | None = None) -> str:
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    text = safe_yaml.dumps(to_dict(cfg), sort_keys=False)
     if path is not None:
         Path(path).write_text(text)
     return text

@@ -99,3 +99,16 @@ def load_file(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at "
                           f"offset {err.start}); save it as UTF-8") from None
     return loads(text, f"{what} {path}")
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes a value repeated in the data out again instead of as an alias,
+    so that what vqae writes, vqae (and `loads`) reads back."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def dumps(data: Any, **options) -> str:
+    """YAML text of plain data without anchors or aliases (`yaml.safe_dump` options)."""
+    return yaml.dump(data, Dumper=_Dumper, **options)

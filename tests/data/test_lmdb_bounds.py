@@ -47,17 +47,27 @@ def test_truncation_after_open_is_one_line(encoded, tmp_path):
         import os, sys
         from vqae.data.lmdb_store import LmdbStore
         from vqae.errors import DataError
+        data = {str(lmdb / "data.mdb")!r}
         store = LmdbStore({str(lmdb)!r})
         keys = store.keys()
-        os.truncate({str(lmdb / "data.mdb")!r}, {2 * PAGE + 10})
+        size = os.path.getsize(data)
+        os.truncate(data, size // 2)
         try:
             store.get(keys[-1])
         except DataError as err:
-            print("refused:", err)
+            print("get refused:", err)
+        os.truncate(data, size)  # restored (zeros) and read from the start ...
+        try:
+            for i, (key, value) in enumerate(store.items()):
+                bytes(value)
+                os.truncate(data, {2 * PAGE})  # ... then cut under the scan
+        except DataError as err:
+            print("scan refused after", i + 1, "record:", err)
         """)
     proc = run_python(code)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
-    assert "refused:" in proc.stdout and "truncated" in proc.stdout
+    assert "get refused:" in proc.stdout and "truncated" in proc.stdout
+    assert "scan refused after 1 record:" in proc.stdout
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])

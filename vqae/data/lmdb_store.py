@@ -100,6 +100,14 @@ class DataFile:
                             f"{meta.page_size}); {REENCODE}")
         return meta
 
+    def require(self, meta: Meta) -> None:
+        """The cheap re-check inside a transaction: the file still holds `meta`'s pages."""
+        size = os.fstat(self.fd).st_size
+        if size < meta.needed:
+            raise DataError(f"LMDB {self.lmdb_path} was truncated while being read: "
+                            f"{self.path} holds {size:,} bytes, {meta.needed:,} needed; "
+                            f"{REENCODE}")
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -210,11 +218,16 @@ class LmdbStore:
         return DataError(f"{where} is unreadable ({type(err).__name__}: {err}); {REENCODE}")
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        """(key, value) of every record in key order; values are only valid inside the loop."""
+        """(key, value) of every record in key order; values are only valid inside the loop.
+        The file's size is checked again before each record (one fstat): a long scan outlives
+        its start."""
         try:
             with self.env().begin(buffers=True) as txn:
+                data = _HANDLES[self._id].data
+                meta = data.check()
                 for raw_key, value in txn.cursor():
                     yield self._decode_key(raw_key), value
+                    data.require(meta)
         except lmdb.Error as err:
             raise self.corrupt(err) from err
 
