@@ -4,8 +4,8 @@ checkpoint whose config the codec cannot serve: one line, not an AssertionError.
 from __future__ import annotations
 
 from tests.codec.test_commands import vqae
-from vqae.checkpoint import read_checkpoint, save_checkpoint
 from tests.hostile import one_line, run_vqae, truncated_copy
+from vqae.checkpoint import read_checkpoint, save_checkpoint
 
 
 def test_decompress_truncated_bitstream_lmdb(tiny_ckpt, fake_patches, tmp_path):
