@@ -95,3 +95,21 @@ def test_ci_runs_the_readme_commands_as_written():
     tests = 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -q'
     for command in (first, tests):
         assert command in readme and command in ci.splitlines()
+
+
+def test_command_integer_options_are_bounded_usage_errors(capsys):
+    import pytest
+
+    for argv, fragment in [
+        (["compress", "c.pt", "d", "-o", "o", "--batch-size", "0"], "--batch-size: 0 is outside"),
+        (["compress", "c.pt", "d", "-o", "o", "--workers", "-1"], "--workers: -1 is outside 0"),
+        (["fit-prior", "c.pt", "--batch-size", "-3"], "--batch-size: -3 is outside 1"),
+        (["rd", "--ckpt", "c.pt", "--out", "o", "--batch-size", "0"], "--batch-size: 0"),
+        (["encode", "o", "--workers", "100000"], "--workers: 100000 is outside 1..1024"),
+        (["preview", "--limit", "9" * 5000], "is outside 0..2147483647"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and fragment in err and "Traceback" not in err, err
+        assert len(err) < 2000

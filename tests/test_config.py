@@ -126,3 +126,34 @@ def test_data_paths_are_made_absolute(tmp_path, monkeypatch):
     cfg = absolute_paths(load_config(overrides=["data.path=data/lmdb", "data.stats=s.json"]))
     assert cfg.data.path == str(tmp_path / "data" / "lmdb")
     assert cfg.data.stats == str(tmp_path / "s.json") and cfg.data.splits == ""
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("run.seed=99999999999999999999999", "it must be >= 0 and <= 2147483647 (numpy takes 32-bit"),
+    ("quantizer.codebook_size=1099511627776", "must be >= 2 and <= 65536 (the .vqz coder"),
+    ("quantizer.depth=256", "<= 255 (a .vqz header stores the stages in one byte)"),
+    ("model.image_size=128", "model.image_size=128 is not valid; choose one of: 120 (every"),
+    ("model.image_size=64", "choose one of: 120"),
+    ("data.num_workers=100000", "data.num_workers=100000 is out of range: it must be >= 0"),
+    ("data.batch_size=10000000", "<= 65536"),
+    ("model.widths=[64, 1000000]", "each value must be >= 1 and <= 4096"),
+    ("train.steps=99999999999", "it must be >= 1 and <= 2147483647"),
+    ("optim.warmup_steps=99999999999", "optim.warmup_steps=99999999999 is out of range"),
+])
+def test_integers_are_bounded_by_what_they_reach(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_integer_bounds_are_inclusive():
+    cfg = load_config(overrides=["run.seed=2147483647", "quantizer.codebook_size=65536",
+                                 "quantizer.name=rvq", "quantizer.depth=255"])
+    assert (cfg.run.seed, cfg.quantizer.codebook_size, cfg.quantizer.depth) == (2**31 - 1,
+                                                                                2**16, 255)
+
+
+def test_fsq_levels_product_is_a_codebook_size():
+    assert load_config(overrides=["quantizer.name=fsq", "quantizer.levels=[8,8,8,5,5,5]"])
+    with pytest.raises(ConfigError, match="make 1,048,576 FSQ codes, more than 65536"):
+        load_config(overrides=["quantizer.name=fsq", "quantizer.levels=[16,16,16,16,16]"])

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vqae.data.bands import S2_BANDS, check_bands
-from vqae.errors import ConfigError
+from vqae import safe_yaml
+from vqae.data.bands import PATCH_SIZE, S2_BANDS, check_bands
+from vqae.errors import ConfigError, cut, shown
 
 
 def choice(default: str, *options: str) -> Any:
@@ -27,12 +27,25 @@ def choice(default: str, *options: str) -> Any:
 
 
 def bounded(default: Any, low: float | None = None, high: float | None = None,
-            open_low: bool = False, open_high: bool = False, factory: bool = False) -> Any:
-    """A number (or list of numbers) field with an allowed range; open ends exclude the bound."""
-    meta = {"range": (low, high, open_low, open_high)}
+            open_low: bool = False, open_high: bool = False, factory: bool = False,
+            why: str = "") -> Any:
+    """A number (or list of numbers) field with an allowed range; open ends exclude the bound.
+    An int field without `high` is capped at INT_MAX; `why` says where a bound comes from."""
+    meta = {"range": (low, high, open_low, open_high), "why": why}
     if factory:
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+INT_MAX = 2**31 - 1  # every int field fits a C int, whatever library it reaches
+SEED_MAX = 2**31 - 1  # numpy seeds take < 2**32, and each process adds its rank (< 2**31)
+# Codes per quantizer stage: the .vqz coder (constriction, 24-bit precision) takes fewer than
+# 2**24 symbols, and the codec holds one K-entry float64 distribution per latent position and
+# stage (225 x K x 8 bytes at 120 px and f=8: 118 MB at K=65536), the fit a K-entry count row
+# per context: 2**16 keeps compress/fit-prior within a workstation's memory.
+CODEBOOK_MAX = 2**16
+DEPTH_MAX = 255  # a .vqz header stores the model's RVQ stages in one byte
+WIDTH_MAX = 4096  # channels of a stage, the latent or the codes
 
 
 def listed(default: list) -> Any:
@@ -55,21 +68,23 @@ class DataConfig:
     exclude_snow_cloud: bool = False  # drop patches listed in the v2 snow/cloud/shadow parquet
     split_ratios: list[float] = bounded([0.8, 0.1, 0.1], 0, factory=True)  # hash split fractions
     scratch: str = ""  # where archives are staged; "" = $VQAE_SCRATCH, $SLURM_TMPDIR or $TMPDIR
-    batch_size: int = bounded(16, 1)  # patches per step per process
-    num_workers: int = bounded(2, 0)  # DataLoader worker processes; 0 = read in the main process
+    batch_size: int = bounded(16, 1, 65536)  # patches per step per process
+    num_workers: int = bounded(2, 0, 1024)  # DataLoader worker processes; 0 = the main process
     pin_memory: bool = True  # only takes effect on CUDA
     persistent_workers: bool = True  # keep workers (and their LMDB handles) between epochs
 
 
 @dataclass
 class ModelConfig:
-    image_size: int = bounded(120, 16)  # patch side in pixels; the decoder crops its output to it
-    widths: list[int] = bounded([64, 128, 256], 1, factory=True)  # channels per stage
+    image_size: int = field(default=PATCH_SIZE, metadata={  # patch side in pixels
+        "choices": (PATCH_SIZE,), "why": "every reader yields 120x120 patches (1200 m at 10 m) "
+        "and the codec sizes its index grid from this value"})
+    widths: list[int] = bounded([64, 128, 256], 1, WIDTH_MAX, factory=True)  # channels per stage
     # (log2(f) + 1 stages; the last width repeats when f needs more stages than listed)
     downsample: int = field(default=8, metadata={"choices": (2, 4, 8, 16)})  # spatial factor f
-    blocks_per_stage: int = bounded(2, 0)  # residual blocks per stage
-    latent_dim: int = bounded(64, 1)  # channels of the latent fed to the quantizer
-    groups: int = bounded(32, 1)  # GroupNorm groups (clamped to divide the channel count)
+    blocks_per_stage: int = bounded(2, 0, 64)  # residual blocks per stage
+    latent_dim: int = bounded(64, 1, WIDTH_MAX)  # channels of the latent fed to the quantizer
+    groups: int = bounded(32, 1, WIDTH_MAX)  # GroupNorm groups (clamped to divide the channels)
     activation: str = choice("silu", "gelu", "relu")  # nonlinearity of every block
     patch_means: bool = False  # centre each patch on its own band means (S2 only), sent as side
     # information (16 bits per band per file), instead of the data set's means: the quantizer
@@ -79,10 +94,13 @@ class ModelConfig:
 @dataclass
 class QuantizerConfig:
     name: str = choice("vq", "rvq", "fsq")  # quantizer kind
-    codebook_size: int = bounded(1024, 2)  # K codes per RVQ stage (vq, rvq)
-    codebook_dim: int = bounded(0, 0)  # > 0: low-dimensional codes with in/out projections
+    codebook_size: int = bounded(1024, 2, CODEBOOK_MAX, why="the .vqz coder and the prior's "
+                                 "tables hold K entries per latent position")  # K codes per
+    # RVQ stage (vq, rvq)
+    codebook_dim: int = bounded(0, 0, WIDTH_MAX)  # > 0: low-dimensional codes with projections
     distance: str = choice("l2", "cosine")  # nearest-code metric
-    depth: int = bounded(1, 1)  # rvq: number of residual quantizers (stages)
+    depth: int = bounded(1, 1, DEPTH_MAX, why="a .vqz header stores the stages in one byte"
+                         )  # rvq: number of residual quantizers (stages)
     shared_codebook: bool = False  # rvq: one codebook for all stages
     dropout: bool = False  # rvq quantizer dropout: random 1..depth stages per example in training
     ema: bool = True  # codebook learned by EMA (else by gradient with the codebook loss)
@@ -90,14 +108,15 @@ class QuantizerConfig:
     eps: float = bounded(1e-5, 0, open_low=True)  # Laplace smoothing of EMA counts
     beta: float = bounded(0.25, 0)  # commitment loss weight
     kmeans_init: bool = True  # initialise the codebook by k-means on the first batch
-    kmeans_iters: int = bounded(10, 1)  # Lloyd iterations for the k-means init
+    kmeans_iters: int = bounded(10, 1, 1000)  # Lloyd iterations for the k-means init
     revive_threshold: float = bounded(0.03, 0, 1)  # re-seed codes whose EMA usage is below this
     # fraction of the uniform share 1/K; 0 = never
     rotation_trick: bool = False  # rotation-trick gradient instead of plain straight-through
     rate_weight: float = bounded(0.0, 0)  # entropy-constrained VQ (vq, rvq; l2): each row takes
     # the code minimising squared distance + rate_weight * code length in bits (from EMA usage),
     # in training and when compressing; 0 = the nearest code
-    levels: list[int] = bounded([8, 5, 5, 5], 2, factory=True)  # fsq: values per latent channel
+    levels: list[int] = bounded([8, 5, 5, 5], 2, CODEBOOK_MAX, factory=True)  # fsq: values per
+    # latent channel; their product is the codebook size (at most CODEBOOK_MAX)
 
 
 @dataclass
@@ -134,7 +153,8 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     dir: str = "runs/default"  # run folder: config, checkpoints, metrics.jsonl, images
-    seed: int = bounded(0, 0)  # seeds python, numpy and torch
+    seed: int = bounded(0, 0, SEED_MAX, why="numpy takes 32-bit seeds and each process adds "
+                        "its rank")  # seeds python, numpy and torch
     device: str = choice("auto", "cpu", "cuda")  # cuda without a GPU is an error
     tracker: str = choice("wandb", "none")  # metrics.jsonl is always written
     project: str = "vqae"  # wandb project
@@ -170,7 +190,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {shown(value)}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(typ):
@@ -178,7 +198,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: {value!r} matches none of {typ}")
+        raise ConfigError(f"{key}: {shown(value)} matches none of {typ}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):
@@ -187,24 +207,26 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         except ValueError:
             pass
     if typ in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected {typ.__name__}, got a bool {value!r}")
+        raise ConfigError(f"{key}: expected {typ.__name__}, got a bool {shown(value)}")
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # a YAML file's `dir: 2024` should not need quoting
     if not isinstance(value, typ):
-        raise ConfigError(f"{key}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {type(value).__name__} "
+                          f"{shown(value)}")
     return value
 
 
 def _merge(node: Any, diff: dict, prefix: str) -> Any:
     """Return a copy of dataclass `node` with the nested dict `diff` applied."""
     if not isinstance(diff, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {diff!r}")
+        what = f"a {type(diff).__name__} {shown(diff)}" if diff is not None else "nothing"
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {what}")
     hints = typing.get_type_hints(type(node))
     changes = {}
     for key, value in diff.items():
         name = f"{prefix}{key}"
         if key not in hints:
-            raise ConfigError(f"unknown key '{name}'; valid keys here: {_valid(type(node))}")
+            raise ConfigError(f"unknown key {shown(name)}; valid keys here: {_valid(type(node))}")
         current = getattr(node, key)
         if dataclasses.is_dataclass(current):
             changes[key] = _merge(current, value, f"{name}.")
@@ -215,28 +237,36 @@ def _merge(node: Any, diff: dict, prefix: str) -> Any:
 
 # ---- ranges -------------------------------------------------------------------------------
 
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _range_text(low, high, open_low, open_high) -> str:
     parts = []
     if low is not None:
-        parts.append(f"{'>' if open_low else '>='} {low:g}")
+        parts.append(f"{'>' if open_low else '>='} {_number(low)}")
     if high is not None:
-        parts.append(f"{'<' if open_high else '<='} {high:g}")
+        parts.append(f"{'<' if open_high else '<='} {_number(high)}")
     return " and ".join(parts)
 
 
 def _check_field(key: str, value: Any, meta: typing.Mapping) -> None:
+    why = f" ({meta['why']})" if meta.get("why") else ""
     if "choices" in meta and value not in meta["choices"]:
         valid = ", ".join(str(c) for c in meta["choices"])
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {valid}")
+        raise ConfigError(f"{key}={shown(value)} is not valid; choose one of: {valid}{why}")
     if "range" in meta:
         low, high, open_low, open_high = meta["range"]
-        for v in value if isinstance(value, list) else [value]:
+        values = value if isinstance(value, list) else [value]
+        if high is None and any(isinstance(v, int) for v in values):
+            high = INT_MAX  # ints reach numpy/torch/C APIs: none is unbounded
+        for v in values:
             too_low = low is not None and (v <= low if open_low else v < low)
             too_high = high is not None and (v >= high if open_high else v > high)
             if too_low or too_high or (isinstance(v, float) and not math.isfinite(v)):
                 what = "each value" if isinstance(value, list) else "it"
-                raise ConfigError(f"{key}={value!r} is out of range: {what} must be "
-                                  f"{_range_text(*meta['range'])}")
+                raise ConfigError(f"{key}={shown(value)} is out of range: {what} must be "
+                                  f"{_range_text(low, high, open_low, open_high)}{why}")
 
 
 def _check_rules(cfg: Config) -> None:
@@ -255,6 +285,10 @@ def _check_rules(cfg: Config) -> None:
     q = cfg.quantizer
     if not q.levels:
         raise ConfigError("quantizer.levels is empty; give values per FSQ channel, e.g. [8, 5, 5, 5]")
+    if q.name == "fsq" and math.prod(q.levels) > CODEBOOK_MAX:
+        raise ConfigError(f"quantizer.levels={shown(q.levels)} make {math.prod(q.levels):,} FSQ "
+                          f"codes, more than {CODEBOOK_MAX} (the .vqz coder and the prior's "
+                          "tables hold one entry per code): use fewer or smaller levels")
     depth = q.depth if q.name == "rvq" else 1
     if q.name != "rvq" and (q.depth != 1 or q.dropout):
         raise ConfigError(f"quantizer.depth and quantizer.dropout need quantizer.name=rvq "
@@ -307,17 +341,18 @@ def parse_override(text: str) -> dict:
     """`section.key=value` -> nested dict.
 
     String fields take the text as is (`--data 010` is the folder "010", `a #b` keeps its `#`);
-    other fields parse it as YAML (so 1e-3, true, [1, 2]).
+    other fields parse it as YAML (so 1e-3, true, [1, 2]) without anchors or aliases; text
+    that is not YAML stays text (and then fails the type check).
     """
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like --section.key=value")
+        raise ConfigError(f"override {shown(text)} must look like --section.key=value")
     dotted, raw = text.split("=", 1)
     dotted = dotted.lstrip("-")
     value: Any = raw
     if field_type(dotted) is not str and raw != "":
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = safe_yaml.loads(raw, f"override --{cut(dotted)}")
+        except safe_yaml.YamlSyntaxError:
             value = raw
     keys = dotted.split(".")
     out: dict = {}
@@ -329,15 +364,18 @@ def parse_override(text: str) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """A config file's mapping (safe_yaml: no aliases, bounded size and depth, UTF-8)."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}"
-                          ) from err
-    return data or {}
+    data = safe_yaml.load_file(path, "config file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} holds {shown(data, 60)} (of type "
+                          f"{type(data).__name__}), not a mapping of sections such as "
+                          "`model: {codebook_size: 512}`")
+    return data
 
 
 def load_config(files: list[str] | None = None, overrides: list[str] | None = None) -> Config:
@@ -366,7 +404,7 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 def dump_yaml(cfg: Config, path: str | Path | None = None) -> str:
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    text = safe_yaml.dumps(to_dict(cfg), sort_keys=False)
     if path is not None:
         Path(path).write_text(text)
     return text

@@ -32,3 +32,28 @@ class ConfigError(VqaeError):
 
 class DataError(VqaeError):
     """Missing, malformed or unsafe input data, or output that cannot be written."""
+
+
+SHOWN_CHARS = 200  # at most this much of a user's value is echoed in an error message
+
+
+def cut(text: str, limit: int = SHOWN_CHARS) -> str:
+    """Text for an error message, at most about `limit` characters."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """repr(value) for an error message, cut to about `limit` characters without building the
+    whole repr of a huge value (a 1 MB string or list is echoed as its start and its size)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset = 3, 8, 12, 12, 12
+    r.maxstring = r.maxother = r.maxlong = limit
+    text = r.repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if "..." in text and isinstance(value, (str, bytes, list, tuple, dict)):
+        unit = "characters" if isinstance(value, (str, bytes)) else "items"
+        text += f" ({len(value):,} {unit})"
+    return text

@@ -42,6 +42,7 @@ from vqae.errors import ConfigError
 from vqae.jobsfile import FILE as JOBS_FILE
 from vqae.jobsfile import Job, write_jobs
 from vqae.shell import check_name
+from vqae.safe_yaml import load_file
 
 __all__ = ["JOBS_FILE", "Job", "Sweep", "expand", "job_names", "load_sweep", "points",
            "write_jobs"]
@@ -122,10 +123,7 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise _fail(path, f"not valid YAML: {' '.join(str(err).split())}") from err
+    raw = load_file(path, "sweep file") or {}  # no aliases, bounded size and depth, UTF-8
     if not isinstance(raw, dict):
         raise _fail(path, "expected a mapping of keys (name, folder, base, grid, ...)")
     _check_types(path, raw)

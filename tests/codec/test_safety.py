@@ -319,8 +319,11 @@ def test_bad_counts_are_one_line_errors(tiny_ckpt, fake_patches, compressed, tmp
     args = {"compress": ["compress", tiny_ckpt, fake_patches, "-o", tmp_path / "o"],
             "decompress": ["decompress", compressed, "-o", tmp_path / "o"],
             "rd": ["rd", "--ckpt", tiny_ckpt, "--data", fake_patches, "--out", tmp_path / "o"]}
-    assert vqae(*args[command], option, value) == 2
-    assert option in one_line_error(capsys.readouterr().err, command)
+    with pytest.raises(SystemExit) as exited:  # argparse: a usage line and one error line
+        vqae(*args[command], option, value)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert f"vqae {command}: error: argument {option}" in err and value in err
     assert not (tmp_path / "o").exists()
 
 

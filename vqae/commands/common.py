@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vqae.config import Config, absolute_paths, load_config
-from vqae.errors import ConfigError
+from vqae.config import INT_MAX, Config, absolute_paths, load_config
+from vqae.errors import cut
 
 ACCEPTS_OVERRIDES = True
 
@@ -26,11 +26,21 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return absolute_paths(load_config(args.config, overrides))
 
 
-def check_counts(args: argparse.Namespace, **minimum: int) -> None:
-    """Refuse a count option below its minimum (`batch_size=1` checks --batch-size >= 1); an
-    option left unset (None) is not checked."""
-    for name, least in minimum.items():
-        value = getattr(args, name)
-        if value is not None and value < least:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+def int_in(low: int, high: int = INT_MAX):
+    """argparse type: an integer in [low, high]; anything else is argparse's one-line usage
+    error naming the option (not a ValueError from deep inside a DataLoader)."""
+
+    def parse(text: str) -> int:
+        digits = text.strip().lstrip("+-").isdigit()
+        try:
+            value = int(text) if len(text) < 100 else None  # int() of 5000 digits raises
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{cut(text, 60)!r} is not an integer") from None
+        if value is None and not digits:
+            raise argparse.ArgumentTypeError(f"{cut(text, 60)!r} is not an integer")
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{cut(text, 60)} is outside {low}..{high}")
+        return value
+
+    parse.__name__ = "int"
+    return parse

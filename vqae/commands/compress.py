@@ -13,7 +13,7 @@ a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel p
 from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
-from vqae.commands.common import check_counts
+from vqae.commands.common import int_in
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -21,15 +21,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint with a fitted prior (`vqae fit-prior`)")
     parser.add_argument("input", help="GeoTIFF folder, .tar/.tar.gz archive or LMDB")
     parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
-    parser.add_argument("--depth", "--levels", type=int, dest="depth",
+    parser.add_argument("--depth", "--levels", type=int_in(1, 255), dest="depth",
                         help="RVQ stages to store (default: all)")
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="where the encoder runs; entropy coding is always on the CPU")
     parser.add_argument("--lmdb", action="store_true", help="write an LMDB of bitstreams")
     parser.add_argument("--split", default="all",
                         help="all (default: every patch), train, validation or test")
-    parser.add_argument("--batch-size", type=int, default=16, help="patches per batch")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=16,
+                        help="patches per batch")
+    parser.add_argument("--workers", type=int_in(0, 1024), default=0,
+                        help="DataLoader worker processes")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true",
                       help="replace OUT, an earlier output of vqae compress (it stays intact "
@@ -48,7 +50,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from vqae.codec.pipeline import CompressOptions, compress
 
-    check_counts(args, batch_size=1, workers=0, depth=1)
     compress(args.checkpoint, args.input, args.out, CompressOptions(
         args.depth, args.device, args.lmdb, args.split, args.batch_size, args.workers,
         args.overwrite, args.resume, not args.no_progress, args.band_filter))

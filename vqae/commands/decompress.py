@@ -10,7 +10,7 @@ even and clamped to uint16.
 
 from __future__ import annotations
 
-from vqae.commands.common import check_counts
+from vqae.commands.common import int_in
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
     parser.add_argument("--ckpt", help="the checkpoint that compressed IN (default: the one "
                         "named in IN's manifest.json)")
-    parser.add_argument("--depth", "--levels", type=int, dest="depth",
+    parser.add_argument("--depth", "--levels", type=int_in(1, 255), dest="depth",
                         help="decode the first n RVQ stages (default: all)")
     parser.add_argument("--native", action="store_true",
                         help="each band at its native size (area averaging of the 120x120 "
@@ -35,7 +35,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from vqae.codec.pipeline import decompress
 
-    check_counts(args, depth=1)
     decompress(args.input, args.out, args.ckpt, args.depth, args.native, args.device,
                args.overwrite, not args.no_progress)
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from vqae.commands.common import int_in
 from vqae.data.encode import EncodeOptions, EncodeReport, collect_jobs, encode, skipped_path
 from vqae.errors import DataError
 
@@ -29,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bigearthnet-s1-root", metavar="DIR", help="BigEarthNet-S1 GeoTIFFs")
     parser.add_argument("--hyspecnet", "--hyspecnet-root", "--hyspecnet-11k", dest="hyspecnet",
                         metavar="DIR", help="HySpecNet-11k patches (*-SPECTRAL_IMAGE.TIF)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=int_in(1, 1024), default=default_workers(),
                         help="reader processes (default: the usable cores)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=64,
                         help="patches per write transaction (default: 64)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",

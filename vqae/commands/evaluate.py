@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vqae.commands.common import int_in
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by `vqae train`")
@@ -12,7 +14,7 @@ def add_arguments(parser) -> None:
                         "default: test")
     parser.add_argument("--out", help="write the metrics JSON here")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--depths", type=int, nargs="*", default=None,
+    parser.add_argument("--depths", type=int_in(1, 255), nargs="*", default=None,
                         help="RVQ depths to evaluate besides the full one (an RD sweep)")
 
 

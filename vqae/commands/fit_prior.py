@@ -6,6 +6,8 @@ and writes the integer tables into the checkpoint (atomically), or into a new fi
 
 from __future__ import annotations
 
+from vqae.commands.common import int_in
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -17,8 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out", help="write the checkpoint here instead of in place")
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="where the encoder runs (the tables are counted on the CPU)")
-    parser.add_argument("--batch-size", type=int, default=16, help="patches per batch")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=16, help="patches per batch")
+    parser.add_argument("--workers", type=int_in(0, 1024), default=0,
+                        help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

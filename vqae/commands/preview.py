@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from tabulate import tabulate
 
-from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args
+from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args, int_in
 from vqae.data.source import DataSource
 
 __all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "run"]
@@ -13,7 +13,7 @@ __all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "run"]
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--limit", type=int, default=8, help="patches to show")
+    parser.add_argument("--limit", type=int_in(0), default=8, help="patches to show")
 
 
 def run(args) -> int:

@@ -9,7 +9,7 @@ range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
 from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
-from vqae.commands.common import check_counts
+from vqae.commands.common import int_in
 from vqae.commands.fit_prior import DEVICES
 from vqae.errors import ConfigError
 
@@ -24,8 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--jpeg2000-quality", type=float, nargs="+", metavar="DB",
                         help="OpenJPEG target PSNRs (dB of the 16-bit range) to sweep")
-    parser.add_argument("--batch-size", type=int, default=8, help="patches per model batch")
-    parser.add_argument("--max-patches", type=int, default=0,
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=8,
+                        help="patches per model batch")
+    parser.add_argument("--max-patches", type=int_in(0), default=0,
                         help="use only the first N patches (0: all)")
     parser.add_argument("--front", metavar="NAME",
                         help="also report the models together as one codec NAME: the front "
@@ -47,7 +48,6 @@ def run(args) -> int:
     from vqae.codec import jpeg2000
     from vqae.codec.rd import RdOptions, run_rd
 
-    check_counts(args, batch_size=1, max_patches=0)
     if args.bd_range and not args.bd_range[0] < args.bd_range[1]:
         raise ConfigError(f"--bd-range {args.bd_range[0]:g} {args.bd_range[1]:g}: LOW must be "
                           "below HIGH")

@@ -10,6 +10,7 @@ import argparse
 
 from tabulate import tabulate
 
+from vqae.commands.common import int_in
 from vqae.commands.encode import default_workers
 from vqae.data.verify import detect_jobs, verify
 
@@ -18,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="LMDB folder written by `vqae encode`")
     parser.add_argument("--against", nargs="+", required=True, metavar="ROOT",
                         help="the source roots that were encoded (S2, S1 and/or HySpecNet)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=int_in(1, 1024), default=default_workers(),
                         help="reader processes (default: the usable cores)")
-    parser.add_argument("--show", type=int, default=50, help="print at most this many differences")
+    parser.add_argument("--show", type=int_in(0), default=50,
+                        help="print at most this many differences")
 
 
 def run(args: argparse.Namespace) -> int:

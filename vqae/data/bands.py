@@ -20,6 +20,8 @@ NATIVE_SIZE = {
     **{b: 20 for b in ("B01", "B09")},
     **{b: 120 for b in S1_BANDS},
 }
+# Stored dtypes (rico-hdl keeps them as they are): S2 digital numbers, S1 dB, EnMAP L2A.
+S2_DTYPE, S1_DTYPE, HYSPECNET_DTYPE = "uint16", "float32", "int16"
 L2A_OFFSET = 1000  # added to L2A digital numbers from processing baseline 04.00 (2022) on
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vqae.data.bands import HYSPECNET_BANDS, HYSPECNET_SIZE
-from vqae.data.geotiff import read_tiff
+from vqae.data.bands import HYSPECNET_BANDS, HYSPECNET_DTYPE, HYSPECNET_SIZE
+from vqae.data.geotiff import Expected, read_tiff
 from vqae.errors import DataError
 
 SPECTRAL_SUFFIX = "-SPECTRAL_IMAGE"
@@ -50,12 +50,10 @@ def find_hyspecnet(root: str | Path) -> dict[str, Path]:
 
 
 def read_hyspecnet(path: str | Path) -> dict[str, np.ndarray]:
-    """Band name (B1..B224) -> (128, 128) array in the stored dtype; wrong shapes name the file."""
-    cube = read_tiff(path)  # (224, 128, 128)
-    expected = (len(HYSPECNET_BANDS), HYSPECNET_SIZE, HYSPECNET_SIZE)
-    if cube.shape != expected:
-        raise DataError(
-            f"{path}: spectral image has shape {cube.shape}, expected {expected} "
-            "(bands, height, width) for a HySpecNet-11k patch"
-        )
+    """Band name (B1..B224) -> (128, 128) int16 arrays; a header declaring another shape or
+    dtype is refused before decoding, naming the file."""
+    expected = Expected(len(HYSPECNET_BANDS), HYSPECNET_SIZE, HYSPECNET_SIZE, HYSPECNET_DTYPE,
+                        f"{path}: spectral image", "(bands, height, width) for a HySpecNet-11k "
+                        "patch")
+    cube = read_tiff(path, expected)  # (224, 128, 128), checked from the header
     return {band: cube[i] for i, band in enumerate(HYSPECNET_BANDS)}

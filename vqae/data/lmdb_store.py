@@ -6,12 +6,20 @@ keyed by the data file's device and inode and shared by reference count: each `L
 per data source) takes a reference on first use and gives it back in `close()`, and the last
 one closes the handle. A DataLoader worker forked from a process that holds a handle drops its
 inherited copy and opens its own; a store pickles without its handle (spawned workers).
+
+LMDB maps data.mdb into memory, and touching a page past the end of a truncated file kills the
+process with SIGBUS (rc 135, no message). So before opening, and again before every read
+transaction, `DataFile.check` reads LMDB's two meta pages itself (page size, last page number,
+transaction id; the newer valid one counts, as LMDB picks it) and refuses a file shorter than
+(last page + 1) x page size with one line. LMDB never reads a page past that last page, so
+a file that passes is safe to map; only a truncation racing an open transaction remains.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,23 +28,113 @@ from pathlib import Path
 import lmdb
 
 from vqae.errors import DataError
+from vqae.inputs import require_regular
 
 REENCODE = "re-create it with `vqae encode ... --overwrite` or copy it again"
+
+# LMDB 0.9 meta page on 64-bit builds: page header (pgno u64, pad u16, flags u16, lower/upper
+# u16 u16), then MDB_meta: magic u32, version u32, address u64, mapsize u64, two MDB_db of 48
+# bytes (the first one's leading u32 holds the page size), last page u64, txnid u64.
+_META = struct.Struct("<QHHI" "IIQQ" "I44x" "48x" "QQ")
+META_MAGIC, META_VERSION, P_META = 0xBEEFC0DE, 1, 0x08
+MIN_PAGE, MAX_PAGE = 512, 1 << 16
+
+
+@dataclass(frozen=True)
+class Meta:
+    page_size: int
+    last_page: int
+    txnid: int
+
+    @property
+    def needed(self) -> int:
+        """Bytes data.mdb must hold: every page up to the last one."""
+        return (self.last_page + 1) * self.page_size
+
+
+def _meta(raw: bytes) -> Meta | None:
+    """A meta page's fields, or None when it is not a valid LMDB 0.9 meta page."""
+    if len(raw) < _META.size:
+        return None
+    _pgno, _pad, flags, _bounds, magic, version, _addr, _mapsize, psize, last, txnid = (
+        _META.unpack_from(raw))
+    valid = (flags & P_META and magic == META_MAGIC and version == META_VERSION
+             and MIN_PAGE <= psize <= MAX_PAGE and psize & (psize - 1) == 0)
+    return Meta(psize, last, txnid) if valid else None
+
+
+class DataFile:
+    """data.mdb opened for reading its meta pages (non-blocking: a FIFO cannot hang it)."""
+
+    def __init__(self, lmdb_path: Path):
+        self.lmdb_path = lmdb_path
+        self.path = lmdb_path / "data.mdb" if lmdb_path.is_dir() else lmdb_path
+        require_regular(self.path, f"LMDB {lmdb_path}: data file")
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            raise DataError(f"cannot open LMDB {lmdb_path}: {err.strerror or err}") from err
+        try:
+            self.check()
+        except BaseException:
+            self.close()
+            raise
+
+    def check(self) -> Meta:
+        """The meta LMDB reads; DataError when the file cannot hold the pages it names."""
+        st = os.fstat(self.fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"LMDB {self.lmdb_path}: {self.path} is not a regular file")
+        first = _meta(os.pread(self.fd, _META.size, 0))
+        second = first and _meta(os.pread(self.fd, _META.size, first.page_size))
+        if not first or not second:
+            which = "first" if not first else "second"
+            raise DataError(f"LMDB {self.lmdb_path}: {self.path} ({st.st_size:,} bytes) has no "
+                            f"valid {which} meta page, it is not an LMDB or is damaged; "
+                            f"{REENCODE}")
+        meta = max(first, second, key=lambda m: m.txnid)
+        if st.st_size < meta.needed:
+            raise DataError(f"LMDB {self.lmdb_path} is truncated: {self.path} holds "
+                            f"{st.st_size:,} bytes, its meta page (transaction {meta.txnid}) "
+                            f"needs {meta.needed:,} ({meta.last_page + 1} pages of "
+                            f"{meta.page_size}); {REENCODE}")
+        return meta
+
+    def require(self, meta: Meta) -> None:
+        """The cheap re-check inside a transaction: the file still holds `meta`'s pages."""
+        size = os.fstat(self.fd).st_size
+        if size < meta.needed:
+            raise DataError(f"LMDB {self.lmdb_path} was truncated while being read: "
+                            f"{self.path} holds {size:,} bytes, {meta.needed:,} needed; "
+                            f"{REENCODE}")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 @dataclass
 class _Handle:
     env: lmdb.Environment
+    data: DataFile  # checked before every transaction
     pid: int  # the process that opened it; a forked child must not use it
     users: int = 0
+
+    def close(self) -> None:
+        self.env.close()
+        self.data.close()
 
 
 _HANDLES: dict[tuple[int, int], _Handle] = {}
 
 
 def is_lmdb(path: str | Path) -> bool:
+    """A folder with a data.mdb, or an .mdb file; of any file type, so that a data.mdb that
+    is a FIFO or a device is refused by LmdbStore, not taken for a folder of GeoTIFFs."""
     path = Path(path)
-    return (path / "data.mdb").is_file() or (path.is_file() and path.suffix == ".mdb")
+    return os.path.lexists(path / "data.mdb") or (
+        path.suffix == ".mdb" and os.path.lexists(path) and not path.is_dir())
 
 
 def _file_id(path: Path) -> tuple[int, int]:
@@ -48,12 +146,15 @@ def _file_id(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _open(path: Path) -> lmdb.Environment:
+def _open(path: Path, pid: int) -> _Handle:
+    data = DataFile(path)  # refuses a truncated or non-regular data.mdb before LMDB maps it
     try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False,
-                         subdir=path.is_dir(), max_readers=512)
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
+                        subdir=path.is_dir(), max_readers=512)
     except lmdb.Error as err:
+        data.close()
         raise DataError(f"cannot open LMDB {path}: {err}; {REENCODE}") from err
+    return _Handle(env, data, pid)
 
 
 class LmdbStore:
@@ -72,18 +173,22 @@ class LmdbStore:
         self._pid: int | None = None  # the process in which this store holds a reference
 
     def env(self) -> lmdb.Environment:
+        """The environment, its data file checked against its meta pages just now (call it
+        once per transaction)."""
         pid = os.getpid()
         if self._pid == pid:
-            return _HANDLES[self._id].env
+            handle = _HANDLES[self._id]
+            handle.data.check()
+            return handle.env
         file_id = _file_id(self.path)
         handle = _HANDLES.get(file_id)
         if handle is not None and handle.pid != pid:
             # Inherited across fork: closing unmaps only this process's copy (lock=False, so
             # no shared reader table is touched) and lets this process open its own.
-            handle.env.close()
+            handle.close()
             handle = None
         if handle is None:
-            handle = _HANDLES[file_id] = _Handle(_open(self.path), pid)
+            handle = _HANDLES[file_id] = _open(self.path, pid)
         handle.users += 1
         self._id, self._pid = file_id, pid
         return handle.env
@@ -95,7 +200,7 @@ class LmdbStore:
         handle = _HANDLES[self._id]
         handle.users -= 1
         if handle.users == 0:
-            handle.env.close()
+            handle.close()
             del _HANDLES[self._id]
         self._pid = None
 
@@ -113,11 +218,16 @@ class LmdbStore:
         return DataError(f"{where} is unreadable ({type(err).__name__}: {err}); {REENCODE}")
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        """(key, value) of every record in key order; values are only valid inside the loop."""
+        """(key, value) of every record in key order; values are only valid inside the loop.
+        The file's size is checked again before each record (one fstat): a long scan outlives
+        its start."""
         try:
             with self.env().begin(buffers=True) as txn:
+                data = _HANDLES[self._id].data
+                meta = data.check()
                 for raw_key, value in txn.cursor():
                     yield self._decode_key(raw_key), value
+                    data.require(meta)
         except lmdb.Error as err:
             raise self.corrupt(err) from err
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqae.errors import ConfigError, DataError
+from vqae.inputs import read_small
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
+CSV_MAX_BYTES = 256 << 20  # a v1 split CSV: ~600,000 names of ~60 bytes at most
 ALIASES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 SNOW_CLOUD_FILE = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
 V1_CSV = {"train": "train.csv", "validation": "val.csv", "test": "test.csv"}
@@ -66,10 +69,15 @@ def read_v1_csvs(folder: Path) -> SplitTable:
     table = SplitTable({}, {})
     for split, filename in V1_CSV.items():
         f = folder / filename
-        if not f.is_file():
+        if not os.path.lexists(f):
             raise DataError(f"split folder {folder} has no {filename}; v1 splits need "
                             f"{', '.join(V1_CSV.values())} with one patch name per line")
-        for line in f.read_text().splitlines():
+        try:
+            text = read_small(f, CSV_MAX_BYTES, "split list").decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"split list {f} is not UTF-8 text (byte {err.start}); one patch "
+                            "name per line") from None
+        for line in text.splitlines():
             name = line.split(",")[0].strip()
             if name:
                 table.split[name] = split

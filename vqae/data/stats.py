@@ -8,6 +8,7 @@ constant however many patches stream by and the result is exact to the grid.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from tqdm import tqdm
 
 from vqae.data.bands import is_s1
 from vqae.data.readers import PatchDataset
-from vqae.errors import DataError
+from vqae.errors import DataError, cut, shown
+from vqae.inputs import read_small
 
 # BigEarthNet-S2 (v1, L2A) band statistics in digital numbers, as published with the dataset's
 # reference models; good enough to start training without running `vqae stats` first.
@@ -30,6 +32,7 @@ BIGEARTHNET_S2_STATS = {
 # Sentinel-1 GRD backscatter in dB: typical land means/spreads; run `vqae stats` for your data.
 S1_STATS = {"VV": (-12.6, 5.1), "VH": (-19.3, 5.5)}
 
+STATS_MAX_BYTES = 1 << 20  # a `vqae stats` file is a few KB
 PERCENTILES = (1, 2, 50, 98, 99)
 # band kind -> (lowest value, grid step, number of bins)
 GRIDS = {"s2": (-1000.0, 1.0, 67_537), "s1": (-60.0, 0.01, 10_001)}
@@ -65,13 +68,18 @@ def load_stats(path: str, bands: list[str]) -> tuple[list[float], list[float]]:
     if not path:
         return band_mean_std(builtin_stats(), bands, "built-in BigEarthNet stats")
     p = Path(path)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise DataError(f"stats file {p} does not exist; create it with `vqae stats --out {p}`")
+    raw = read_small(p, STATS_MAX_BYTES, "stats file")  # a regular file of a few KB
     try:
-        stats = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"stats file {p} is not valid JSON: {err}") from err
-    return band_mean_std(stats.get("bands", stats), bands, str(p))
+        stats = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise DataError(f"stats file {p} is not valid JSON: {cut(str(err))}") from err
+    stats = stats.get("bands", stats) if isinstance(stats, dict) else stats
+    if not isinstance(stats, dict) or not all(isinstance(v, dict) for v in stats.values()):
+        raise DataError(f"stats file {p} holds {shown(stats, 80)}, not band -> {{mean, std}}; "
+                        f"recompute it with `vqae stats --out {p}`")
+    return band_mean_std(stats, bands, str(p))
 
 
 class BandAccumulator:

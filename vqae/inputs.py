@@ -1,0 +1,58 @@
+"""Checks every input file passes before it is read: a regular file (a FIFO would block the
+reader forever, /dev/zero never ends), of a size the reader can hold.
+
+DESIGN.md, Safety: memory per input is bounded by what its header declares and the file's
+size, checked before reading; non-regular files are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from vqae.errors import DataError, VqaeError
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def require_regular(path: str | Path, what: str = "input file",
+                    error: type[VqaeError] = DataError) -> os.stat_result:
+    """stat() of `path` (links followed) when it is a regular file; else one-line `error`.
+
+    Never opens the file, so a FIFO cannot block and a device is never read."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise error(f"{what} {path} cannot be read: {err.strerror or err}") from err
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+        raise error(f"{what} {path} is {kind}{link}, not a regular file; pass a plain file")
+    return st
+
+
+def read_small(path: str | Path, limit: int, what: str = "input file",
+               error: type[VqaeError] = DataError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (config files, JSON tables)."""
+    require_regular(path, what, error)
+    try:  # O_NONBLOCK: a file swapped for a FIFO since the check cannot block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise error(f"{what} {path} cannot be read: {err.strerror or err}") from err
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} {path} is not a regular file; pass a plain file")
+        if st.st_size > limit:
+            raise error(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} "
+                        "such a file can be; pass the right file")
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise error(f"{what} {path} cannot be read: {err.strerror or err}") from err
+    if len(data) > limit:  # grew after the check
+        raise error(f"{what} {path} is more than the {limit:,} bytes such a file can be")
+    return data
