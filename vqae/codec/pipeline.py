@@ -71,16 +71,17 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, dev
 
 
 def fit_after_training(model, train_ds, ckpts, state_fn, step: int, cfg,
-                       device: torch.device) -> None:
+                       device: torch.device, stop=None) -> None:
     """Rank 0 at the end of `vqae train`: fit the prior on the train split and rewrite the final
-    checkpoint; best.pt too (refitted on its own weights when it is from an earlier step)."""
+    checkpoint; best.pt too (refitted on its own weights when it is from an earlier step).
+    `stop` (a callable) cuts a fit short with Stopped; a checkpoint is rewritten whole or not."""
     from vqae.checkpoint import load_model, read_checkpoint, save_checkpoint
     from vqae.codec.fit import fit_prior, report
 
     if len(train_ds) < 2:
         log.warning("train split has %d patch(es): no prior fitted", len(train_ds))
         return
-    args = (train_ds, device, cfg.data.batch_size, cfg.data.num_workers, False)
+    args = (train_ds, device, cfg.data.batch_size, cfg.data.num_workers, False, stop)
     fits = fit_prior(model, *args)
     _, h, w = model.latent_shape()
     log.info("prior fitted on %d train patches:\n%s", len(train_ds),
