@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import write_fake_tree
 from tests.test_train import REPO, train_args
+from vqae.checkpoint import load_model
 from vqae.cli import main
 from vqae.tracking import read_jsonl
 from vqae.train import EXIT_PREEMPTED
@@ -27,12 +29,17 @@ class Run:
     stderr in a file."""
 
     def __init__(self, run_dir: Path, *args: str):
-        self.dir, self.err_path = run_dir, run_dir.parent / f"{run_dir.name}.stderr"
+        self.dir, self.out_path = run_dir, run_dir.parent / f"{run_dir.name}.stdout"
+        self.err_path = self.out_path.with_suffix(".stderr")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-        with open(self.err_path, "w") as err:
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vqae", *train_args(run_dir, *WORKERS, *args)], env=env,
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                cwd=REPO, stdout=out, stderr=err, start_new_session=True)
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
 
     @property
     def stderr(self) -> str:
@@ -136,3 +143,26 @@ def test_second_interrupt_stops_at_once_without_a_traceback(sample_dir, tmp_path
     assert code == 130, run.stderr[-3000:]
     assert "vqae train: interrupted" in run.stderr
     assert "Ctrl-C again stops at once, unsaved" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_signal_during_the_prior_fit_exits_75_and_resume_only_fits_the_prior(tmp_path, caplog):
+    data = tmp_path / "tiffs"
+    write_fake_tree(data, n=48, seed=5)  # about 24 train patches: a dozen prior-fit batches
+    common = [f"--data={data}", "--data.split_ratios=[0.5,0.5,0]", "--data.batch_size=2",
+              "--train.steps=2", "--train.eval_batches=1", "--train.eval_images=0"]
+    run = Run(tmp_path / "run", *common)
+    run.wait_until(lambda: "final (2 steps)" in run.stdout, "the end of training")
+    run.signal_group(signal.SIGTERM)  # the prior fit follows the final table
+    code, _ = run.wait()
+    assert code == EXIT_PREEMPTED, run.stderr[-3000:]
+    assert "prior fit stopped: training is complete and checkpointed at step 2" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert ckpt_steps(run.dir) == [2] and eval_steps(run.dir) == [2]
+    assert not load_model(run.dir / "checkpoints" / "ckpt-00000002.pt")[0].prior.fitted
+    caplog.set_level(logging.INFO, logger="vqae")
+    assert main(train_args(run.dir, *WORKERS, *common, "--run.resume=auto")) == 0
+    assert "prior fitted on" in caplog.text and "resumed from" in caplog.text
+    assert run.train_steps() == [1, 2] and eval_steps(run.dir) == [2]  # nothing trained again
+    for name in ("ckpt-00000002.pt", "best.pt"):
+        assert load_model(run.dir / "checkpoints" / name)[0].prior.fitted, name
