@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterable
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from vqae.atomic import write_json
 from vqae.config import Config
 from vqae.data.device_input import DeviceInput, Prefetcher
+from vqae.data.loader import Loader
 from vqae.data.readers import PatchDataset
 from vqae.data.source import ALL, DataSource, point_at
 from vqae.data.splits import canonical_split
@@ -18,17 +20,18 @@ from vqae.distributed import DistEnv
 from vqae.errors import ConfigError
 from vqae.metrics import MetricAccumulator
 from vqae.models import Autoencoder
+from vqae.signals import Stopped
 
 log = logging.getLogger(__name__)
 
 
-def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv) -> DataLoader:
+def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv) -> Loader:
     sampler = (DistributedSampler(ds, env.world_size, env.rank, shuffle=False)
                if env.enabled else None)
-    return DataLoader(ds, batch_size=cfg.data.batch_size, sampler=sampler, shuffle=False,
-                      num_workers=cfg.data.num_workers,
-                      pin_memory=env.device.startswith("cuda"),
-                      generator=torch.Generator().manual_seed(0))  # keeps the global RNG as is
+    return Loader(ds, batch_size=cfg.data.batch_size, sampler=sampler, shuffle=False,
+                  num_workers=cfg.data.num_workers,
+                  pin_memory=env.device.startswith("cuda"),
+                  generator=torch.Generator().manual_seed(0))  # keeps the global RNG as is
 
 
 def eval_depths(model: Autoencoder, requested: list[int]) -> list[int | None]:
@@ -41,14 +44,24 @@ def eval_depths(model: Autoencoder, requested: list[int]) -> list[int | None]:
 
 
 @torch.no_grad()
-def evaluate(model: Autoencoder, loader: DataLoader, inputs: DeviceInput,
+def evaluate(model: Autoencoder, loader: Iterable[dict], inputs: DeviceInput,
              depths: list[int | None] = (None,), max_batches: int = 0,
-             autocast=contextlib.nullcontext) -> dict[str, float]:
+             autocast=contextlib.nullcontext,
+             stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Metrics of `model` on `loader`, its batches brought to the device by `inputs`; keys
-    `psnr`, ... at full depth, `depth<n>/psnr`, ... per n."""
-    device = inputs.device
+    `psnr`, ... at full depth, `depth<n>/psnr`, ... per n. `stop` is asked before each batch
+    (under DDP it must answer alike on every rank: every rank has as many batches); when it
+    says yes, Stopped is raised."""
     was_training = model.training
     model.eval()
+    try:
+        return _evaluate(model, loader, inputs, depths, max_batches, autocast, stop)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model, loader, inputs, depths, max_batches, autocast, stop) -> dict[str, float]:
+    device = inputs.device
     offsets = model.normalize.offsets()
     accs = {n: MetricAccumulator(model.bands, model.quantizer.codebook_size, offsets,
                                  model.side_bits())
@@ -57,6 +70,8 @@ def evaluate(model: Autoencoder, loader: DataLoader, inputs: DeviceInput,
     for i, batch in enumerate(Prefetcher(loader, inputs)):
         if max_batches and i >= max_batches:
             break
+        if stop is not None and stop():
+            raise Stopped(f"evaluation stopped after {i} batches")
         x = inputs(batch)  # (B, C, H, W) float32 digital numbers
         for n, acc in accs.items():
             with autocast():
@@ -73,7 +88,6 @@ def evaluate(model: Autoencoder, loader: DataLoader, inputs: DeviceInput,
         acc.reduce()
         prefix = "" if n is None else f"depth{n}/"
         metrics.update({prefix + k: v for k, v in acc.compute().items()})
-    model.train(was_training)
     return metrics
 
 

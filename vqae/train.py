@@ -17,13 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 from vqae.atomic import write_atomic
 from vqae.checkpoint import CheckpointManager, capture_rng_state, read_checkpoint, restore_rng_state
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.device_input import DeviceInput, Prefetcher
+from vqae.data.loader import Loader
 from vqae.data.source import DataSource
 from vqae.data.stats import load_stats
 from vqae.distributed import all_reduce_max, cleanup, setup
@@ -32,8 +33,8 @@ from vqae.evaluate import eval_depths, eval_loader, evaluate
 from vqae.images import render_panel
 from vqae.metrics import psnr, ssim
 from vqae.models import build_model
-from vqae.signals import EXIT_PREEMPTED, StopFlag
-from vqae.tracking import Tracker, format_table, make_tracker
+from vqae.signals import EXIT_PREEMPTED, StopFlag, Stopped
+from vqae.tracking import Tracker, format_table, make_tracker, read_jsonl
 
 log = logging.getLogger(__name__)
 # What a run writes into its folder; --run.overwrite=true removes exactly these.
@@ -108,6 +109,15 @@ def drop_records_after(path: Path, step: int) -> None:
     keep = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= step]
     write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def eval_record(path: Path, step: int) -> dict[str, float] | None:
+    """The val/* metrics logged at `step` in metrics.jsonl, None when there are none."""
+    if not path.is_file():
+        return None
+    found = [r for r in read_jsonl(path) if r.get("step") == step and any(
+        k.startswith("val/") for k in r)]
+    return {k: v for k, v in found[-1].items() if k.startswith("val/")} if found else None
 
 
 def check_run_dir(run_dir: Path, cfg: Config) -> list[Path]:
@@ -218,6 +228,7 @@ class Trainer:
         self.schedule = Schedule(t)
         self.pos = Position()
         self.saved_step = -1  # the step of the newest checkpoint this process wrote
+        self.stop = StopFlag()  # fit() gets the one whose handlers are installed
 
     def _wrap(self, model):
         if self.cfg.train.compile:
@@ -230,17 +241,17 @@ class Trainer:
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             broadcast_buffers=False)  # the quantizer keeps its EMA codebooks in sync itself
 
-    def _train_loader(self) -> DataLoader:
+    def _train_loader(self) -> Loader:
         d = self.cfg.data
         if len(self.train_ds) < d.batch_size * self.env.world_size:
             raise ConfigError(f"train split has {len(self.train_ds)} patches, fewer than one "
                               f"batch ({d.batch_size} x {self.env.world_size} ranks); lower "
                               "data.batch_size")
-        return DataLoader(self.train_ds, batch_size=d.batch_size, sampler=self.sampler,
-                          num_workers=d.num_workers, drop_last=True,
-                          generator=loader_generator(self.cfg.run.seed),
-                          pin_memory=d.pin_memory and self.device.type == "cuda",
-                          persistent_workers=d.persistent_workers and d.num_workers > 0)
+        return Loader(self.train_ds, batch_size=d.batch_size, sampler=self.sampler,
+                      num_workers=d.num_workers, drop_last=True,
+                      generator=loader_generator(self.cfg.run.seed),
+                      pin_memory=d.pin_memory and self.device.type == "cuda",
+                      persistent_workers=d.persistent_workers and d.num_workers > 0)
 
     # ---- state ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -378,9 +389,15 @@ class Trainer:
         bar.set_postfix(loss=f"{values['train/loss']:.4f}", psnr=f"{values['train/psnr']:.2f}")
 
     def run_eval(self, tracker: Tracker) -> dict[str, float]:
+        """Evaluate, log and render; raises Stopped (on every rank alike) when a stop request
+        cuts the pass short: nothing is logged then."""
         loader = eval_loader(self.val_ds, self.cfg, self.env)
-        metrics = evaluate(self.model, loader, self.input, self.depths,
-                           self.cfg.train.eval_batches, self.autocast)
+        try:
+            metrics = evaluate(self.model, loader, self.input, self.depths,
+                               self.cfg.train.eval_batches, self.autocast,
+                               stop=self.stop_requested)
+        finally:
+            loader.shutdown()
         metrics = {f"val/{k}": v for k, v in metrics.items()}
         tracker.log(metrics, self.pos.step)
         if self.env.is_main:
@@ -408,18 +425,30 @@ class Trainer:
             torch.distributed.barrier()
 
     def eval_and_checkpoint(self, tracker: Tracker) -> dict[str, float] | None:
-        """Evaluation steps also checkpoint (best.pt follows val/psnr)."""
+        """Evaluation steps also checkpoint (best.pt follows val/psnr). A stop request during
+        the evaluation checkpoints without it at once (a pass over the whole validation split
+        may outlast the grace time before SIGKILL); the resumed run evaluates first."""
         if self.schedule.evaluates(self.pos.step):
-            metrics = self.run_eval(tracker)
+            try:
+                metrics = self.run_eval(tracker)
+            except Stopped:
+                log.warning("evaluation at step %d stopped: checkpointing without it (a resumed "
+                            "run evaluates this step first)", self.pos.step)
+                self.checkpoint()
+                return None
             self.checkpoint(metrics.get("val/psnr"))
             return metrics
         if self.schedule.checkpoints(self.pos.step):
             self.checkpoint()
         return None
 
-    def preempted(self, stop: StopFlag) -> bool:
+    def stop_requested(self) -> bool:
+        """Whether any rank got TERM/USR1/INT (a collective under DDP: all ranks call it)."""
+        return bool(all_reduce_max(float(self.stop.requested), self.device))
+
+    def preempted(self) -> bool:
         """Any rank signalled: checkpoint (unless this step already did) and stop."""
-        if not all_reduce_max(float(stop.requested), self.device):
+        if not self.stop_requested():
             return False
         if self.saved_step != self.pos.step:
             self.checkpoint()
@@ -435,8 +464,27 @@ class Trainer:
         return float((hi - lo).abs().max())
 
     # ---- main loop -----------------------------------------------------------------------
+    def resumed_eval(self, tracker: Tracker) -> dict[str, float]:
+        """The evaluation of the step this run resumed at, if that step evaluates: read back
+        from metrics.jsonl, or run now when a stop cut it short before its checkpoint."""
+        step = self.pos.step
+        if step == 0 or not self.schedule.evaluates(step):
+            return {}
+        record = eval_record(self.run_dir / "metrics.jsonl", step) if self.env.is_main else None
+        if not all_reduce_max(float(self.env.is_main and record is None), self.device):
+            return record or {}
+        log.info("step %d has no evaluation yet (stopped during it): evaluating now", step)
+        metrics = self.run_eval(tracker)
+        self.checkpoint(metrics.get("val/psnr"))  # the same state, now with its metric
+        return metrics
+
     def fit(self, stop: StopFlag) -> int:
-        t = self.cfg.train
+        """Train to train.steps, then fit the prior: 0. Stopped by TERM/USR1/INT: the state
+        is checkpointed (unless nothing changed since the last checkpoint) and 75 returned."""
+        t, self.stop = self.cfg.train, stop
+        if self.stop_requested():  # while data and model loaded: nothing new to save
+            log.warning("stopped before training started (exit status %d)", EXIT_PREEMPTED)
+            return EXIT_PREEMPTED
         self.maybe_resume()
         self.prepare_run_dir()
         if self.env.is_main:
@@ -449,9 +497,8 @@ class Trainer:
                    unit="step", dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file, not a bar
         try:
-            for group in self.batches():
-                if self.pos.step >= t.steps:
-                    break
+            metrics = self.resumed_eval(tracker)
+            for group in self.batches() if self.pos.step < t.steps else ():
                 sums = self.train_step(group, self.schedule.logs(self.pos.step + 1))
                 self.pos.step += 1
                 meter.add(sum(len(b["name"]) for b in group) * self.env.world_size)
@@ -459,29 +506,52 @@ class Trainer:
                 if sums:
                     self.log_train(tracker, sums, meter, bar)
                 metrics = self.eval_and_checkpoint(tracker) or metrics
-                if self.pos.step < t.steps and self.preempted(stop):
+                if self.preempted():  # the last step too: the prior fit is still to come
                     status = EXIT_PREEMPTED
                     break
+                if self.pos.step >= t.steps:
+                    break
                 meter.restart()
+        except Stopped:  # the evaluation of a resumed step; its checkpoint is there already
+            status = EXIT_PREEMPTED
         finally:
             bar.close()
-        self.finish(tracker, status, metrics)
-        return status
+        return self.finish(tracker, status, metrics)
 
-    def finish(self, tracker: Tracker, status: int, metrics: dict) -> None:
+    def finish(self, tracker: Tracker, status: int, metrics: dict) -> int:
         if self.env.enabled:
             tracker.log({"ddp/max_param_diff": self.rank_divergence()}, self.pos.step)
         if status == 0 and self.env.is_main:
             tracker.summary(metrics)
             print(format_table(metrics, title=f"final ({self.pos.step} steps)"))
-            from vqae.codec.pipeline import fit_after_training  # the codec's prior, rank 0
+            status = self.fit_prior()
+        if self.env.enabled:  # the other ranks wait (one that tears its gloo group down early
+            # aborts) and learn whether rank 0's prior fit was stopped
+            status = int(all_reduce_max(float(status), self.device))
+        tracker.close()
+        return status
 
+    def fit_prior(self) -> int:
+        """Rank 0 fits the codec's prior after the last step. A stop request cuts it short:
+        75, with the last step's checkpoint as it was (training complete, no prior yet); the
+        resumed run (--run.resume=auto) finds it complete and only fits the prior."""
+        from vqae.codec.pipeline import fit_after_training
+
+        try:
             # codec/fit.py reads float images: the CPU-resampled reader of the same split
             fit_after_training(self.model, self.source.dataset("train"), self.ckpts, self.state,
-                               self.pos.step, self.cfg, self.device)
-        if self.env.enabled:  # the other ranks wait: one that tears its gloo group down early aborts
-            torch.distributed.barrier()
-        tracker.close()
+                               self.pos.step, self.cfg, self.device,
+                               stop=lambda: self.stop.requested)
+        except Stopped:
+            log.warning("prior fit stopped: training is complete and checkpointed at step %d; "
+                        "resume (--run.resume=auto) to fit the prior", self.pos.step)
+            return EXIT_PREEMPTED
+        return 0
+
+    def close(self) -> None:
+        """Stop the train loader's worker processes (they ignore TERM) and close the data."""
+        self.loader.shutdown()
+        self.source.close()
 
 
 def train(cfg: Config) -> int:
@@ -493,5 +563,5 @@ def train(cfg: Config) -> int:
             return trainer.fit(stop)
         finally:
             if trainer is not None:
-                trainer.source.close()
+                trainer.close()
             cleanup()

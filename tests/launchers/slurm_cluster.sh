@@ -61,7 +61,9 @@ MpiDefault=none
 ReturnToService=2
 MaxJobCount=10000
 MinJobAge=600
-KillWait=10
+# TERM to KILL: time for vqae train to checkpoint and the launcher to record its end (Slurm's
+# default; the tests' runs take a few seconds, a large model's checkpoint longer)
+KillWait=30
 InactiveLimit=0
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
@@ -154,7 +156,7 @@ stop() {
   export SLURM_CONF=$dir/slurm.conf
   if [ -s "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
     scancel --full --quiet --partition=debug 2>/dev/null || true
-    for _ in $(seq 40); do  # until no job is left running (KillWait=10 s at most)
+    for _ in $(seq 80); do  # until no job is left running (KillWait=30 s at most)
       [ -z "$(squeue -h -t R,CG -o %i 2>/dev/null)" ] && break
       sleep 0.5
     done

@@ -307,3 +307,73 @@ def test_two_tasks_form_one_ddp_group(cluster, tmp_path):
     assert diffs == [0.0]  # two ranks, in sync
     (start,) = records(run, "start")
     assert start["ntasks"] == 2
+
+
+def with_workers(run_dir: Path, steps: int) -> list[str]:
+    """Two persistent DataLoader workers (they get every signal the job's processes get), one
+    metrics record per step, a checkpoint only on a signal and at the end."""
+    return [*TINY, "--data.num_workers=2", "--data.persistent_workers=true",
+            f"--train.steps={steps}", f"--train.eval_every={steps}",
+            "--train.checkpoint_every=100000", "--train.log_every=1", f"--run.dir={run_dir}"]
+
+
+def submit_array_task(cluster, tmp_path: Path, run: Path, args: list[str]) -> str:
+    jobs_file = tmp_path / "jobs.tsv"
+    jobs_file.write_text(f"long\t{run}\t{shlex.join(args)}\n")
+    job = cluster.submit(tmp_path, [*SMALL_JOB, "--array=0", *out(tmp_path, "%x-%A_%a")], [],
+                         {"VQAE_JOBS_FILE": str(jobs_file)})
+    return job + "_0"
+
+
+@pytest.mark.slow
+def test_term_to_every_process_of_the_job_checkpoints_and_records_75(cluster, tmp_path):
+    run = tmp_path / "run"
+    job = submit_array_task(cluster, tmp_path, run, with_workers(run, 2000))
+    describe = lambda: log_of(tmp_path, job)[-3000:]
+    cluster.wait_while_alive(job, lambda: len(train_steps(run)) >= 2, 180,
+                             "the first training steps", describe)
+    cluster.cmd("scancel", "--signal=TERM", "--full", job)  # batch shell, vqae and its workers
+    info = cluster.wait_state(job, timeout=120)
+    log = log_of(tmp_path, job)
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "75:0", log[-3000:]
+    assert "Traceback" not in log and "exited unexpectedly" not in log
+    stopped = train_steps(run)[-1]
+    assert ckpt_steps(run) == [stopped] and 2 <= stopped < 2000  # the step it stopped at
+    (end,) = records(run, "end")
+    assert end["exit_code"] == 75 and end["requeued"] is False
+    status = status_of(run)
+    assert status["state"] == "failed" and status["exit_code"] == 75
+    assert "training ended on SIGTERM (exit 75): not requeueing" in log
+
+
+@pytest.mark.slow
+def test_slurm_requeue_of_a_running_job_resumes_from_the_checkpoint_at_the_signal(
+        cluster, tmp_path):
+    run = tmp_path / "run"
+    job = submit_array_task(cluster, tmp_path, run, with_workers(run, 60))
+    describe = lambda: log_of(tmp_path, job)[-3000:]
+    cluster.wait_while_alive(job, lambda: len(train_steps(run)) >= 2, 180,
+                             "the first training steps", describe)
+    cluster.cmd("scontrol", "requeue", job)  # Slurm signals the job (TERM) and requeues it
+
+    seen = []
+
+    def first_run_ended():
+        seen.append(status_of(run).get("state"))
+        return len(records(run, "end")) == 1
+
+    cluster.wait_while_alive(job, first_run_ended, 120, "the first run's end record", describe)
+    stopped = train_steps(run)[-1]
+    assert ckpt_steps(run) == [stopped] and 2 <= stopped < 60
+    info = cluster.wait_state(job, "COMPLETED", timeout=300, restarts=1)
+    seen.append(status_of(run).get("state"))
+    log = log_of(tmp_path, job)
+    assert "Traceback" not in log and "exited unexpectedly" not in log
+    assert f"resumed from {run / 'checkpoints' / f'ckpt-{stopped:08d}.pt'} at step {stopped}" in log
+    assert "Slurm requeues this job" in log
+    assert train_steps(run) == list(range(1, 61))  # continued from the signal, no step twice
+    assert ckpt_steps(run) == [stopped, 60] and info["ExitCode"] == "0:0"
+    starts, ends = records(run, "start"), records(run, "end")
+    assert [r["restart_count"] for r in starts] == [0, 1]
+    assert [(r["exit_code"], r["requeued"]) for r in ends] == [(75, True), (0, False)]
+    assert "requeued" in seen and "failed" not in seen and seen[-1] == "done"

@@ -16,15 +16,18 @@ wins at stages >= 1, the row above at stage 0 (14.5% fewer bits than no context)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from vqae.codec.prior import CONTEXT_NAMES, NONE, PARENT, UP, context_symbols
+from vqae.data.loader import Loader
+from vqae.signals import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -204,24 +207,33 @@ def fit_tables(counts: IndexCounts) -> tuple[np.ndarray, list[int], np.ndarray, 
 
 @torch.no_grad()
 def collect_counts(model, dataset: Dataset, device: torch.device, batch_size: int = 16,
-                   workers: int = 0, progress: bool = True) -> IndexCounts:
-    """Index counts of `model` over every patch of `dataset`, in a fixed order."""
+                   workers: int = 0, progress: bool = True,
+                   stop: Callable[[], bool] | None = None) -> IndexCounts:
+    """Index counts of `model` over every patch of `dataset`, in a fixed order; Stopped when
+    `stop` (asked before each batch) says so."""
     depth, h, _ = model.latent_shape()
     counts = IndexCounts(depth, model.quantizer.codebook_size, h)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        generator=torch.Generator().manual_seed(0))  # global RNG untouched
+    loader = Loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                    generator=torch.Generator().manual_seed(0))  # global RNG untouched
     model.eval()
-    for batch in tqdm(loader, desc="fit-prior", unit="batch", disable=not progress):
-        x = batch["image"].to(device)  # (B, C, H, W) digital numbers
-        counts.add(model.encode(x).cpu().numpy())  # (B, depth, h, w)
+    try:
+        for batch in tqdm(loader, desc="fit-prior", unit="batch", disable=not progress):
+            if stop is not None and stop():
+                raise Stopped(f"prior fit stopped after {counts.patches} patches")
+            x = batch["image"].to(device)  # (B, C, H, W) digital numbers
+            counts.add(model.encode(x).cpu().numpy())  # (B, depth, h, w)
+    finally:
+        loader.shutdown()
     counts.flush()
     return counts
 
 
 def fit_prior(model, dataset: Dataset, device: torch.device, batch_size: int = 16,
-              workers: int = 0, progress: bool = True) -> list[StageFit]:
-    """Fit `model.prior` on every patch of `dataset`; returns the per-stage choices."""
-    counts = collect_counts(model, dataset, device, batch_size, workers, progress)
+              workers: int = 0, progress: bool = True,
+              stop: Callable[[], bool] | None = None) -> list[StageFit]:
+    """Fit `model.prior` on every patch of `dataset`; returns the per-stage choices. Raises
+    Stopped, the prior untouched, when `stop` says so while the indices are counted."""
+    counts = collect_counts(model, dataset, device, batch_size, workers, progress, stop)
     if counts.patches < 2:
         raise ValueError("fitting a prior needs at least 2 patches (two folds)")
     freqs, kinds, clusters, fits = fit_tables(counts)

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vqae.codec import bitstream
 from vqae.codec.api import Codec, Encoded, band_arrays
 from vqae.codec.store import BitstreamSink, RicoLmdbSink, TiffSink, bitstream_source, read_manifest
 from vqae.data.lmdb_store import is_lmdb
+from vqae.data.loader import Loader
 from vqae.data.source import ALL, DataSource, point_at
 from vqae.distributed import single_device
 from vqae.errors import DataError
-from vqae.signals import StopFlag, Stopped, ignore_stop_signals
+from vqae.signals import StopFlag, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,17 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, dev
 
 
 def fit_after_training(model, train_ds, ckpts, state_fn, step: int, cfg,
-                       device: torch.device) -> None:
+                       device: torch.device, stop=None) -> None:
     """Rank 0 at the end of `vqae train`: fit the prior on the train split and rewrite the final
-    checkpoint; best.pt too (refitted on its own weights when it is from an earlier step)."""
+    checkpoint; best.pt too (refitted on its own weights when it is from an earlier step).
+    `stop` (a callable) cuts a fit short with Stopped; a checkpoint is rewritten whole or not."""
     from vqae.checkpoint import load_model, read_checkpoint, save_checkpoint
     from vqae.codec.fit import fit_prior, report
 
     if len(train_ds) < 2:
         log.warning("train split has %d patch(es): no prior fitted", len(train_ds))
         return
-    args = (train_ds, device, cfg.data.batch_size, cfg.data.num_workers, False)
+    args = (train_ds, device, cfg.data.batch_size, cfg.data.num_workers, False, stop)
     fits = fit_prior(model, *args)
     _, h, w = model.latent_shape()
     log.info("prior fitted on %d train patches:\n%s", len(train_ds),
@@ -170,19 +171,21 @@ def encode_all(ds, codec: Codec, sink, totals: Totals, depth: int, opts: Compres
                stop: StopFlag, device: torch.device) -> float:
     """Encode and write every patch of `ds`, a batch at a time, until done or stopped; the
     seconds it took."""
-    loader = DataLoader(ds, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers,
-                        worker_init_fn=ignore_stop_signals)
+    loader = Loader(ds, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers)
     start = time.perf_counter()
-    for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
-        x = batch["image"].to(device)
-        indices, centres = codec.encode_images(x, depth)
-        fitted = codec.fit_filter(opts.band_filter, x, indices, centres, device)  # (B, n)
-        for name, grid, side, codes in zip(batch["name"], indices, centres, fitted):
-            enc = codec.encode_indices(grid, side, opts.band_filter, codes)  # (depth, h, w)
-            sink.write(name, enc.data)
-            totals.add(enc)
-        if stop.requested:
-            break
+    try:
+        for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
+            x = batch["image"].to(device)
+            indices, centres = codec.encode_images(x, depth)
+            fitted = codec.fit_filter(opts.band_filter, x, indices, centres, device)  # (B, n)
+            for name, grid, side, codes in zip(batch["name"], indices, centres, fitted):
+                enc = codec.encode_indices(grid, side, opts.band_filter, codes)  # (depth, h, w)
+                sink.write(name, enc.data)
+                totals.add(enc)
+            if stop.requested:
+                break
+    finally:
+        loader.shutdown()  # the workers ignore TERM: stopped here, not left to exit hooks
     return time.perf_counter() - start
 
 

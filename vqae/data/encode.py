@@ -33,7 +33,7 @@ from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
 from vqae.data.lmdb_store import REENCODE, LmdbStore, is_lmdb
 from vqae.errors import DataError
 from vqae.outputs import Output
-from vqae.signals import StopFlag, Stopped, ignore_stop_signals
+from vqae.signals import StopFlag, Stopped, ignore_stop_signals, stop_signals_blocked
 
 SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
 LMDB_FILES = {"data.mdb", "lock.mdb"}
@@ -134,8 +134,13 @@ def chunk_mapper(workers: int):
         return
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
                                initializer=ignore_stop_signals)
+
+    def imap(fn, chunks):
+        with stop_signals_blocked():  # the workers fork here: none dies of an early signal
+            return pool.map(fn, chunks)
+
     try:
-        yield pool.map
+        yield imap
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
