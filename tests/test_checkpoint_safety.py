@@ -329,8 +329,8 @@ TRAINING_CASES = {
     "scheduler extra attribute": (lambda s: {**s, "scheduler": {**s["scheduler"],
                                                                  "optimizer": 1}},
                                   "scheduler.optimizer does not match"),
-    "optimizer moment of another shape": (_moment_reshaped, "optimizer state exp_avg has "
-                                          "shape [3]"),
+    "optimizer moment of another shape": (_moment_reshaped,
+                                          "optimizer state exp_avg has shape [3]"),
 }
 
 

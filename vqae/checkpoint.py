@@ -19,8 +19,9 @@ import random
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,7 +126,8 @@ def _named_globals(path: Path, err: BaseException) -> list[str]:
         return []
     try:
         return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # a legacy (non-zip) torch file or a damaged one: the message names one
+    except (ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError):
+        # a legacy (non-zip) torch file or a damaged one: torch's message names the first
         return _GLOBAL.findall(str(err))[:1]
 
 
