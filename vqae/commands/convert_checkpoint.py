@@ -5,8 +5,9 @@ loader (torch.load with weights_only=True) refuses; every command then stops wit
 this. It rewrites such files in the current format, in place (atomically, and only after the new
 file is verified) or into OUT. Even here no code in the file runs: only numpy arrays are allowed
 beyond tensors and plain values, and only where the old format kept one. A file that names any
-other Python object is refused, whatever its origin. Converting does not make a file from a
-stranger trustworthy as a model; it only changes how its values are stored.
+other Python object is refused, whatever its origin. Convert only checkpoints you trust (your own
+runs): the result loads in every command, and converting changes how values are stored, not
+whether the weights in it are what you expect.
 """
 
 from __future__ import annotations
