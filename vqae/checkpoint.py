@@ -1,9 +1,11 @@
 """Atomic checkpoints, RNG state capture, a manager that keeps the last N plus the best, and
 `load_model`, the one way to rebuild a trained model.
 
-A checkpoint is a plain dict saved with torch.save. Writes go to a temp file in the same folder,
-are fsynced and renamed over the target, so a crash or SIGKILL leaves either the old file or the
-new one, never a torn one under the final name.
+A checkpoint is a dict of tensors and plain Python values (vqae/checkpoint_format.py) saved with
+torch.save and read only with `torch.load(weights_only=True)`: no code in a checkpoint file can
+run, whoever wrote it. Writes go to a temp file in the same folder, are fsynced and renamed over
+the target, so a crash or SIGKILL leaves either the old file or the new one, never a torn one
+under the final name.
 """
 
 from __future__ import annotations
@@ -17,22 +19,45 @@ import random
 import re
 import shutil
 import uuid
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vqae.checkpoint_format import (
+    FORMAT_VERSION,
+    check_plain,
+    check_state,
+    numpy_rng_plain,
+    numpy_rng_tuple,
+    python_rng_plain,
+    python_rng_tuple,
+)
 from vqae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d{8,})\.pt$")
 TEMP_SUFFIX = ".tmp"
-# What torch.load raises on a truncated or garbled file (zip reader, legacy pickle, short read).
-LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
-               zipfile.BadZipFile)
+# Globals a format-1 checkpoint (vqae up to 4fe91c4) names: numpy's RNG state, an ndarray.
+LEGACY_GLOBALS = frozenset({"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType",
+                            "numpy.core.multiarray._reconstruct",
+                            "numpy._core.multiarray._reconstruct"})
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class UnreadableCheckpoint(DataError):
+    """Truncated, damaged, or not a torch file at all (a torn write: resume skips it)."""
+
+
+class OldFormatCheckpoint(DataError):
+    """Written by vqae up to 4fe91c4: `vqae convert-checkpoint` makes it loadable."""
+
+
+class UnsafeCheckpoint(DataError):
+    """Names Python objects no vqae checkpoint holds (crafted to run code, or damaged): refused."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -60,9 +85,14 @@ def _write_failed(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and "inline_container" in str(err))
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """torch.save `state` to `path` atomically (temp file + fsync + rename + directory fsync)."""
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
+                    verify: Callable[[Path], None] | None = None) -> Path:
+    """torch.save `state` (tensors and plain values only, stamped with the format version) to
+    `path` atomically (temp file + fsync + rename + directory fsync); `verify(temp file)` may
+    raise to keep the old file."""
     target = Path(path)
+    state = {**state, "format": FORMAT_VERSION}
+    check_plain(state)  # what we write must load back with weights_only=True
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +101,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
         _replace_atomically(tmp, target)
     except BaseException as err:
         if tmp is not None:
@@ -83,36 +115,75 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return target
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load one of our own checkpoints (full pickle: RNG states and config dicts included)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """`load_checkpoint` for a file the user named: every failure is one DataError naming it."""
+def _named_globals(path: Path, err: BaseException) -> list[str]:
+    """The Python objects a refused pickle names: all of them for a zip checkpoint (read without
+    unpickling), else the first, from torch's message."""
+    if not _GLOBAL.search(str(err)):
+        return []
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except (ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError):
+        # a legacy (non-zip) torch file or a damaged one: torch's message names the first
+        return _GLOBAL.findall(str(err))[:1]
+
+
+def _refused(path: Path, err: BaseException) -> DataError:
+    """The weights_only unpickler refused `path`: an old format, a hostile pickle, or damage."""
+    names = _named_globals(path, err)
+    if names and set(names) <= LEGACY_GLOBALS:
+        return OldFormatCheckpoint(
+            f"checkpoint {path} was written by an older vqae (numpy RNG state): convert it once "
+            f"with `vqae convert-checkpoint {path}` (or the folder holding it), then run again")
+    if names:
+        return UnsafeCheckpoint(
+            f"checkpoint {path} refused: it names Python objects no vqae checkpoint holds "
+            f"({', '.join(names[:4])}); crafted to run code or damaged, it was not loaded")
+    return UnreadableCheckpoint(
+        f"checkpoint {path} is unreadable (truncated or not a checkpoint: {_one_line(err)}); "
+        "pass another checkpoint, or --run.resume=auto to take the newest valid one")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """What `path` holds, loaded with torch.load(weights_only=True), the one load of the package:
+    only tensors and plain values are rebuilt, so no code in the file runs. Failures are
+    one-line DataErrors naming the file: UnreadableCheckpoint (torn or damaged),
+    OldFormatCheckpoint (convert it) or UnsafeCheckpoint (refused)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"checkpoint {path} does not exist; pass a file written by `vqae train` "
                         "(runs/<name>/checkpoints/*.pt)")
+    if not path.is_file():
+        raise UnreadableCheckpoint(f"checkpoint {path} is not a regular file; pass a file "
+                                   "written by `vqae train`")
     try:
-        state = load_checkpoint(path, map_location)
-    except LOAD_ERRORS as err:
-        raise DataError(f"checkpoint {path} is unreadable (truncated or not a checkpoint: "
-                        f"{' '.join(str(err).split())[:200]}); pass another checkpoint, or "
-                        "--run.resume=auto to take the newest valid one") from err
-    missing = {"model", "config"} - set(state) if isinstance(state, dict) else {"a dict"}
-    if missing:
-        raise DataError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by "
-                        "`vqae train`")
-    return state
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refused(path, err) from err
+    except MemoryError as err:
+        raise UnreadableCheckpoint(f"checkpoint {path} is unreadable: it declares more data "
+                                   "than fits in memory") from err
+    except Exception as err:  # torch's zip and pickle readers raise whatever a damaged byte trips
+        raise UnreadableCheckpoint(
+            f"checkpoint {path} is unreadable (truncated or not a checkpoint: {_one_line(err)}); "
+            "pass another checkpoint, or --run.resume=auto to take the newest valid one") from err
 
 
-def load_model(path: str | os.PathLike, device: Any = "cpu"):
-    """(model, config) rebuilt from the config and weights saved in a checkpoint, in eval mode."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
+                    training: bool = False) -> dict[str, Any]:
+    """`load_checkpoint` and its structural check (a training checkpoint with `training`):
+    every failure is one DataError naming the file (and the key)."""
+    return check_state(Path(path), load_checkpoint(path, map_location), training)
+
+
+def model_from_state(path: str | os.PathLike, state: dict[str, Any], device: Any = "cpu"):
+    """(model, config) rebuilt from a checked checkpoint `state` read from `path`."""
     from vqae.config import from_dict
     from vqae.models import build_model
 
-    state = read_checkpoint(path, device)
     try:
         cfg = from_dict(state["config"])
     except ConfigError as err:
@@ -128,11 +199,17 @@ def load_model(path: str | os.PathLike, device: Any = "cpu"):
     return model.to(device).eval(), cfg
 
 
+def load_model(path: str | os.PathLike, device: Any = "cpu"):
+    """(model, config) rebuilt from the config and weights saved in a checkpoint, in eval mode."""
+    return model_from_state(path, read_checkpoint(path, device), device)
+
+
 def capture_rng_state() -> dict[str, Any]:
-    """States of python random, numpy's global RNG, torch CPU and every visible CUDA device."""
+    """States of python random, numpy's global RNG, torch CPU and every visible CUDA device, as
+    tensors and plain values (the layout is in vqae/checkpoint_format.py)."""
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": python_rng_plain(random.getstate()),
+        "numpy": numpy_rng_plain(np.random.get_state()),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -140,8 +217,8 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of capture_rng_state; CUDA states are restored for the devices present in both."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(python_rng_tuple(state["python"]))
+    np.random.set_state(numpy_rng_tuple(state["numpy"]))
     torch.set_rng_state(state["torch"].cpu())
     saved = list(state.get("cuda", []))
     if not torch.cuda.is_available():
@@ -233,12 +310,20 @@ class CheckpointManager:
             stale.unlink(missing_ok=True)
 
     def latest_valid(self, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:
-        """Newest checkpoint that loads as a dict; torn or corrupt ones are skipped, warned."""
+        """Newest checkpoint that loads as a dict; torn or corrupt ones are skipped, warned.
+        An old-format or refused (unsafe) one is an error: skipping it would quietly restart
+        the run from an older step, or from scratch."""
         for _, path in reversed(self.checkpoints()):
             try:
                 state = load_checkpoint(path, map_location)
-            except LOAD_ERRORS as err:
-                log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            except OldFormatCheckpoint as err:
+                raise OldFormatCheckpoint(
+                    f"checkpoint {path}, the newest of the run, was written by an older vqae: "
+                    f"convert the run's checkpoints once with `vqae convert-checkpoint "
+                    f"{self.dir}`, then resume") from err
+            except UnreadableCheckpoint as err:
+                cause = _one_line(err.__cause__) if err.__cause__ else "not a regular file"
+                log.warning("skipping unreadable checkpoint %s: %s", path, cause)
                 continue
             if not isinstance(state, dict):
                 log.warning("skipping checkpoint %s: holds %s, not a dict", path,

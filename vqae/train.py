@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from vqae.atomic import write_atomic
 from vqae.checkpoint import CheckpointManager, capture_rng_state, read_checkpoint, restore_rng_state
+from vqae.checkpoint_format import check_optimizer_shapes, check_scheduler, check_state
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.loader import Loader
@@ -263,13 +264,24 @@ class Trainer:
             "config": to_dict(self.cfg),
         }
 
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
+    def load_state(self, state: dict, path: Path) -> None:
+        """Restore a checked training state (check_state(..., training=True)) read from `path`;
+        one that does not fit this run's model or optimizer is a DataError naming the file."""
+        check_scheduler(path, state["scheduler"], self.sched.state_dict())
+        for part, load in (("model", self.model.load_state_dict),
+                           ("optimizer", self.opt.load_state_dict),
+                           ("scheduler", self.sched.load_state_dict),
+                           ("rng", restore_rng_state)):
+            try:
+                load(state[part])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                raise DataError(f"checkpoint {path}: its {part} state does not fit this run "
+                                f"({first[:200]}); resume with the config it was trained with"
+                                ) from err
+        check_optimizer_shapes(path, self.opt)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
         self.pos = Position(**state["position"])
 
     def maybe_resume(self) -> None:
@@ -282,11 +294,12 @@ class Trainer:
                 log.info("no checkpoint in %s yet: starting fresh", self.run_dir)
                 path, state = None, None
             else:
-                path, state = found
+                path, state = found[0], check_state(found[0], found[1], training=True)
         else:
-            path, state = Path(how), read_checkpoint(how, map_location=self.device)
+            path = Path(how)
+            state = read_checkpoint(how, map_location=self.device, training=True)
         if state is not None:
-            self.load_state(state)
+            self.load_state(state, path)
             self.saved_step = self.pos.step
             log.info("resumed from %s at step %d", path, self.pos.step)
         if self.env.is_main:  # records past the checkpoint are logged again

@@ -54,12 +54,12 @@ def open_data(cfg, data: str | None):
 def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, device_name: str,
                    batch_size: int, workers: int, progress: bool = True) -> Path:
     """Fit the prior of a checkpoint's model on a split and write the checkpoint (atomically)."""
-    from vqae.checkpoint import read_checkpoint, save_checkpoint
+    from vqae.checkpoint import model_from_state, read_checkpoint, save_checkpoint
     from vqae.codec.fit import fit_prior, report
 
     device = single_device(device_name)
-    model, cfg, _ = load(ckpt, device)
-    state = read_checkpoint(ckpt)
+    state = read_checkpoint(ckpt)  # read once: the file rewritten is the file fitted
+    model, cfg = model_from_state(ckpt, state, device)
     with open_data(cfg, data) as source:
         print(f"fitting the prior on {source.describe(split)}")
         ds = source.dataset(split)
@@ -78,7 +78,7 @@ def fit_after_training(model, train_ds, ckpts, state_fn, step: int, cfg,
     """Rank 0 at the end of `vqae train`: fit the prior on the train split and rewrite the final
     checkpoint; best.pt too (refitted on its own weights when it is from an earlier step).
     `stop` (a callable) cuts a fit short with Stopped; a checkpoint is rewritten whole or not."""
-    from vqae.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from vqae.checkpoint import model_from_state, read_checkpoint, save_checkpoint
     from vqae.codec.fit import fit_prior, report
 
     if len(train_ds) < 2:
@@ -97,10 +97,10 @@ def fit_after_training(model, train_ds, ckpts, state_fn, step: int, cfg,
     if best["step"] == step:
         save_checkpoint(ckpts.best_path, state)
         return
-    best_model, _ = load_model(ckpts.best_path, device)
-    fit_prior(best_model, *args)
     best_state = read_checkpoint(ckpts.best_path)
-    best_state["model"] = best_model.state_dict()
+    best_model, _ = model_from_state(ckpts.best_path, best_state, device)
+    fit_prior(best_model, *args)
+    best_state["model"] = {k: v.cpu() for k, v in best_model.state_dict().items()}
     save_checkpoint(ckpts.best_path, best_state)
 
 
