@@ -318,8 +318,7 @@ def with_workers(run_dir: Path, steps: int) -> list[str]:
 
 
 def submit_array_task(cluster, tmp_path: Path, run: Path, args: list[str]) -> str:
-    jobs_file = tmp_path / "jobs.tsv"
-    jobs_file.write_text(f"long\t{run}\t{shlex.join(args)}\n")
+    jobs_file = write_jobs([Job("long", run, args)], tmp_path)
     job = cluster.submit(tmp_path, [*SMALL_JOB, "--array=0", *out(tmp_path, "%x-%A_%a")], [],
                          {"VQAE_JOBS_FILE": str(jobs_file)})
     return job + "_0"

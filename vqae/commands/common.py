@@ -44,3 +44,16 @@ def int_in(low: int, high: int = INT_MAX):
 
     parse.__name__ = "int"
     return parse
+
+
+def add_out_mode(parser: argparse.ArgumentParser, command: str, same: str) -> None:
+    """--overwrite | --resume of a command's OUT (the policy is vqae.outputs); `same` says
+    what a resumed OUT must share with this run."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true",
+                      help=f"replace OUT, an earlier output of vqae {command} (it stays intact "
+                      "until the new one is complete)")
+    mode.add_argument("--resume", action="store_true",
+                      help=f"complete OUT, left by an interrupted vqae {command} (killed, "
+                      f"signalled or out of disk space) {same}: keep its patches, add the "
+                      "missing ones")

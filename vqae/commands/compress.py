@@ -13,7 +13,7 @@ a full band mix (8 bits per band pair, worth it from about 0.02 bits per pixel p
 from __future__ import annotations
 
 from vqae.codec.bandfilter import KINDS
-from vqae.commands.common import int_in
+from vqae.commands.common import add_out_mode, int_in
 from vqae.commands.fit_prior import DEVICES
 
 
@@ -32,13 +32,7 @@ def add_arguments(parser) -> None:
                         help="patches per batch")
     parser.add_argument("--workers", type=int_in(0, 1024), default=0,
                         help="DataLoader worker processes")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true",
-                      help="replace OUT, an earlier output of vqae compress (it stays intact "
-                      "until the new one is complete)")
-    mode.add_argument("--resume", action="store_true",
-                      help="complete OUT, left by an interrupted vqae compress of the same "
-                      "checkpoint and options: keep its patches, add the missing ones")
+    add_out_mode(parser, "compress", "with the same checkpoint, depth and band filter")
     parser.add_argument("--band-filter", choices=KINDS, default="gain",
                         help="per-patch correction of the decoded bands, fitted by the encoder "
                              "and stored in the header: gain (default, each band's contrast), "

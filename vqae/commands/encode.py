@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vqae.commands.common import int_in
+from vqae.commands.common import add_out_mode, int_in
 from vqae.data.encode import EncodeOptions, EncodeReport, collect_jobs, encode, skipped_path
 from vqae.errors import DataError
 
@@ -34,12 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reader processes (default: the usable cores)")
     parser.add_argument("--batch-size", type=int_in(1, 65536), default=64,
                         help="patches per write transaction (default: 64)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="complete an interrupted OUT (killed, or its disk was full): keep its "
-                      "patches, add the missing ones")
-    mode.add_argument("--overwrite", action="store_true",
-                      help="replace an existing OUT (it stays intact until the new one is done)")
+    add_out_mode(parser, "encode", "of the same roots")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable patches, list them in OUT.skipped.tsv, exit 1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
