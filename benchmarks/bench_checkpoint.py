@@ -4,10 +4,12 @@ The state is what `vqae train` checkpoints for the model of configs/base.yaml (1
 built on the CPU): model, AdamW state after one step (both moments), LambdaLR, RNG states,
 position and config, about 160 MB. Per variant:
 
-  * save: `vqae.checkpoint.save_checkpoint` (torch.save to a temp file, fsync, rename);
-  * load: what a resume reads: `read_checkpoint` (this tree: torch.load(weights_only=True) and
-    the structural check of a training checkpoint; a tree before the format change:
-    torch.load(weights_only=False) and its key check).
+  * save: `vqae.checkpoint.save_checkpoint` (write to a temp file, fsync, rename; this tree:
+    one safetensors file, a tree before it: torch.save);
+  * load: what a resume reads: `read_checkpoint` (this tree: safetensors read with pread and
+    the JSON state tree decoded, then the structural check of a training checkpoint; a tree
+    before the format change: torch.load, with weights_only=True or False as it did, and its
+    key check).
 
 Each repeat runs one process per tree with PYTHONPATH set to that tree (after an untimed
 warm-up save and load of a small state, --inner rounds of one save and one load of that file,
@@ -15,8 +17,9 @@ their median); the trees alternate, in swapped order every repeat, so load chang
 machine hit both alike. Figures are medians over --repeats; the ratio is this tree / baseline
 (below 1: faster).
 
-    git worktree add /tmp/base 4fe91c4
-    python benchmarks/bench_checkpoint.py --baseline /tmp/base --repeats 7 --inner 3
+    git worktree add /tmp/base-ckpt 4fe91c4
+    python benchmarks/bench_checkpoint.py --baseline /tmp/base-ckpt --repeats 7 --inner 3
+    git worktree remove /tmp/base-ckpt
 """
 
 from __future__ import annotations

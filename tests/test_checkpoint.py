@@ -1,4 +1,6 @@
+import json
 import logging
+import math
 import os
 import random
 
@@ -13,6 +15,9 @@ from vqae.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from vqae.checkpoint_format import FORMAT_VERSION
+from vqae.checkpoint_tree import flatten, write_safetensors
+from vqae.errors import DataError
 
 
 def _state(step):
@@ -121,11 +126,24 @@ def test_latest_valid_skips_truncated_newest(tmp_path, caplog, keep_bytes):
     assert "ckpt-00000200.pt" in caplog.text
 
 
+def write_tree(path, state, fmt=None):
+    """A safetensors checkpoint holding any `state` (a list, say), the format in its metadata
+    taken from state["format"] (default: the current one) or `fmt`, as save_checkpoint would
+    write it if it wrote anything."""
+    if isinstance(state, dict):
+        state = dict(state)
+        fmt = fmt or str(state.pop("format", FORMAT_VERSION))
+    tensors, tree = flatten(state)
+    with open(path, "wb") as f:
+        write_safetensors(f, tensors, {"format": fmt or str(FORMAT_VERSION), "vqae": tree})
+    return path
+
+
 def test_latest_valid_skips_non_dict_and_handles_empty(tmp_path, caplog):
     mgr = CheckpointManager(tmp_path)
     assert mgr.latest_valid() is None
     mgr.save(1, _state(1))
-    torch.save([1, 2, 3], mgr.path_for(2))  # a file vqae never writes
+    write_tree(mgr.path_for(2), [1, 2, torch.zeros(2)])  # a state vqae never writes
     with caplog.at_level(logging.WARNING, logger="vqae.checkpoint"):
         _, state = mgr.latest_valid()
     assert state["step"] == 1 and "not a dict" in caplog.text
@@ -162,7 +180,6 @@ def test_checkpoint_files_follow_the_umask(tmp_path):
 def test_read_checkpoint_and_load_model_name_the_file(tmp_path):
     from vqae.checkpoint import load_model, read_checkpoint
     from vqae.config import Config, to_dict
-    from vqae.errors import DataError
     from vqae.models import build_model
 
     with pytest.raises(DataError, match="does not exist"):
@@ -192,3 +209,91 @@ def test_read_checkpoint_and_load_model_name_the_file(tmp_path):
     save_checkpoint(tmp_path / "bad.pt", {"model": model.state_dict(), "config": wrong})
     with pytest.raises(DataError, match="config this version cannot use"):
         load_model(tmp_path / "bad.pt")
+
+
+# ---- the format: one safetensors file ----------------------------------------------------
+
+def test_a_checkpoint_is_one_safetensors_file_with_path_keys_and_json_metadata(tmp_path):
+    from safetensors import safe_open
+
+    state = {"model": {"enc.weight": torch.ones(2, 3)}, "config": {"a": 1},
+             "rng": capture_rng_state(), "optimizer": {"state": {0: {"exp_avg": torch.ones(3)}},
+                                                       "param_groups": [{"params": [0]}]}}
+    path = save_checkpoint(tmp_path / "ckpt-00000001.pt", state)
+    assert path.read_bytes()[8:9] == b"{"  # u64 header length, JSON header: no pickle
+    with safe_open(path, framework="pt") as f:  # safetensors itself reads it
+        meta = f.metadata()
+        assert sorted(f.keys()) == ["model/enc.weight", "optimizer/state/0/exp_avg",
+                                    "rng/numpy/key", "rng/python/state", "rng/torch"]
+        assert torch.equal(f.get_tensor("model/enc.weight"), torch.ones(2, 3))
+    assert meta["format"] == str(FORMAT_VERSION)
+    assert json.loads(meta["vqae"])["model"] == {"enc.weight": {"$tensor": "model/enc.weight"}}
+
+
+AWKWARD = {
+    "floats": [float("nan"), float("inf"), -float("inf"), -0.0, 1e-310, 0.1 + 0.2],
+    "ints": [0, -1, 2**80, True, False, None],
+    "tuple": (0.9, 0.999, ("nested", 1)),
+    "int keys": {0: "a", 7: {"b": 2}},
+    "dollar keys": {"$tensor": "not a reference", "$x": [1]},
+    "mixed keys": {1: "one", "1": "string one"},
+    "bytes": b"\x00\xff bytes",
+    "text": "\u00e9\u4e2d\"\\/\n",
+    "empty": [{}, [], (), ""],
+}
+
+
+def test_plain_values_round_trip_exactly(tmp_path):
+    save_checkpoint(tmp_path / "a.pt", AWKWARD)
+    loaded = load_checkpoint(tmp_path / "a.pt")
+    assert loaded.pop("format") == FORMAT_VERSION
+    assert repr(loaded) == repr(AWKWARD)  # nan == nan is False; repr shows types and values
+    assert type(loaded["tuple"]) is tuple and type(loaded["tuple"][2]) is tuple
+    assert math.copysign(1, loaded["floats"][3]) == -1
+    assert [type(k) for k in loaded["mixed keys"]] == [int, str]
+
+
+def bits(t):
+    return t.contiguous().reshape(-1).view(torch.uint8)
+
+
+def test_awkward_tensors_round_trip(tmp_path):
+    base = torch.arange(12, dtype=torch.float32)
+    tensors = {"scalar": torch.tensor(3.5), "empty": torch.zeros(0, 4),
+               "transposed": base.reshape(3, 4).t(), "view a": base[:6], "view b": base[2:8],
+               "whole": base, "bf16": torch.randn(5).bfloat16(), "bool": torch.ones(2).bool(),
+               "int8": torch.tensor([-3, 4], dtype=torch.int8), "nan": torch.tensor([math.nan]),
+               "step": torch.tensor(7.0), "uint8": torch.get_rng_state()}
+    save_checkpoint(tmp_path / "t.pt", {**tensors, "list": [base[:2], base[:2]]})
+    loaded = load_checkpoint(tmp_path / "t.pt")
+    for key, value in tensors.items():
+        got = loaded[key]
+        assert got.dtype == value.dtype and got.shape == value.shape and got.is_contiguous()
+        assert torch.equal(bits(got), bits(value)), key  # bit for bit, NaN included
+    loaded["view a"][0] = 100.0  # tensors that shared a storage come back as their own
+    assert loaded["whole"][0] == 0 and loaded["view b"][0] == 2
+    assert loaded["list"][1][0] == 0 and loaded["list"][0] is not loaded["list"][1]
+
+
+def test_map_location_moves_every_tensor(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", {"model": {"w": torch.ones(2)}, "rng": capture_rng_state()})
+    loaded = load_checkpoint(tmp_path / "m.pt", map_location="meta")
+    assert loaded["model"]["w"].device.type == "meta"
+    assert loaded["rng"]["torch"].device.type == "meta"
+
+
+def test_values_a_checkpoint_cannot_hold_are_a_type_error(tmp_path):
+    for bad in ({"x": {1.5: "float key"}}, {"x": {(1, 2): 1}}, {"x": object()},
+                {"x": torch.zeros(2).to_sparse()}):
+        with pytest.raises(TypeError, match="x"):
+            save_checkpoint(tmp_path / "bad.pt", bad)
+    assert not list(tmp_path.iterdir())
+
+
+def test_full_disk_is_one_data_error_and_leaves_no_temp_file(small_disk):
+    disk = small_disk("64k")
+    save_checkpoint(disk / "a.pt", {"w": torch.zeros(10)})
+    with pytest.raises(DataError, match="disk is full or not writable"):
+        save_checkpoint(disk / "a.pt", {"w": torch.zeros(100_000)})
+    assert [p.name for p in disk.iterdir()] == ["a.pt"]
+    assert load_checkpoint(disk / "a.pt")["w"].shape == (10,)

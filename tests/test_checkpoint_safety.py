@@ -1,22 +1,28 @@
 """No code runs from a checkpoint file: hostile pickles refused by every command that reads one,
-old-format files pointed at `vqae convert-checkpoint`, malformed structures as one-line errors.
+old-format files (torch pickles) pointed at `vqae convert-checkpoint`, hostile or garbage
+safetensors files and malformed structures as one-line errors.
 
-Every file here is built in tmp_path: the hostile ones with an object whose `__reduce__` runs a
-shell command that would create a marker file.
+Every file here is built in tmp_path: the hostile pickles with an object whose `__reduce__` runs
+a shell command that would create a marker file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import random
 import shutil
+import struct
 
 import numpy as np
 import pytest
 import torch
 
+from tests.test_checkpoint import write_tree
+from vqae.checkpoint import load_checkpoint, save_checkpoint
+from vqae.checkpoint_tree import MAX_STRING, MAX_TREE_CHARS, write_safetensors
 from vqae.cli import main
 
 TINY = ["model.widths=[8,16]", "model.blocks_per_stage=1", "model.latent_dim=8",
@@ -101,6 +107,8 @@ def hostile(path, marker, encoding="zip", state=None):
              "rng": RunsCode(marker), "position": {"step": 1, "epoch": 0, "consumed": 1}}
     if encoding == "pickle":
         path.write_bytes(pickle.dumps(state, protocol=2))
+    elif encoding == "zip4":  # STACK_GLOBAL, an opcode torch.save does not write
+        torch.save(state, path, pickle_protocol=4)
     else:
         torch.save(state, path, _use_new_zipfile_serialization=encoding == "zip")
     return path
@@ -134,13 +142,15 @@ def test_hostile_checkpoint_runs_no_code_in_any_command(tmp_path, capsys, fake_d
     assert "refused" in err or "cannot be converted" in err
 
 
-@pytest.mark.parametrize("encoding", ["legacy", "pickle"])
-def test_hostile_checkpoint_in_other_encodings(tmp_path, capsys, encoding):
+@pytest.mark.parametrize("encoding", ["legacy", "pickle", "zip4"])
+@pytest.mark.parametrize("command", ["evaluate", "convert-checkpoint"])
+def test_hostile_checkpoint_in_other_encodings(tmp_path, capsys, encoding, command):
     marker = tmp_path / "MARKER"
     ckpt = hostile(tmp_path / "evil.pt", marker, encoding)
-    rc, err = cli(capsys, "evaluate", ckpt, "--device", "cpu")
+    rc, err = cli(capsys, command, ckpt)
     assert not marker.exists()
     assert_one_line_error(rc, err, ckpt)
+    assert "refused" in err
 
 
 def test_hostile_newest_checkpoint_stops_auto_resume(tmp_path, capsys, fake_data):
@@ -175,7 +185,16 @@ def test_object_array_in_an_old_rng_state_is_not_converted(tmp_path, capsys):
     assert "cannot be converted" in err
 
 
-def test_torn_checkpoint_is_unreadable_not_refused(tmp_path, capsys, fake_data):
+@pytest.mark.parametrize("keep", [0, 7, 9, 3000, -1])
+def test_torn_checkpoint_is_unreadable_not_refused(tmp_path, capsys, fake_data, keep):
+    ckpt = save_checkpoint(tmp_path / "torn.pt", training_state(fake_data))
+    ckpt.write_bytes(ckpt.read_bytes()[:keep])
+    rc, err = cli(capsys, "evaluate", ckpt)
+    assert_one_line_error(rc, err, ckpt)
+    assert "unreadable" in err
+
+
+def test_torn_old_format_file_is_unreadable(tmp_path, capsys, fake_data):
     ckpt = tmp_path / "torn.pt"
     torch.save(training_state(fake_data), ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:3000])
@@ -187,10 +206,34 @@ def test_torn_checkpoint_is_unreadable_not_refused(tmp_path, capsys, fake_data):
 # ---- old format -> convert ----------------------------------------------------------------
 
 def old_format_file(path, data):
+    """A training checkpoint as vqae up to 4fe91c4 wrote it (format 1)."""
     state = training_state(data)
     state["rng"] = old_format_rng()
     torch.save(state, path)
     return path, state
+
+
+def interim_format_file(path, data):
+    """A training checkpoint as the interim format 2 wrote it: a torch pickle of tensors and
+    plain values only."""
+    state = {**training_state(data), "format": 2}
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("make", [old_format_file, interim_format_file])
+def test_every_old_format_is_recognised_without_unpickling(tmp_path, capsys, fake_data, make,
+                                                           monkeypatch):
+    ckpt, _ = make(tmp_path / "old.pt", fake_data)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a command unpickled a checkpoint")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    rc, err = cli(capsys, "evaluate", ckpt, "--device", "cpu")
+    assert_one_line_error(rc, err, ckpt)
+    assert f"vqae convert-checkpoint {ckpt}" in err and "older vqae" in err
 
 
 def test_old_format_checkpoint_names_the_conversion(tmp_path, capsys, fake_data):
@@ -241,7 +284,8 @@ def test_convert_keeps_weights_optimizer_and_rng(tmp_path, capsys, fake_data):
     out = capsys.readouterr().out
     assert rc == 0 and "verified" in out
     assert old.read_bytes() == old_bytes  # -o leaves the original alone
-    new = torch.load(tmp_path / "new.pt", weights_only=True)
+    new = load_checkpoint(tmp_path / "new.pt")
+    assert new["format"] == 3
     for key in ("model", "optimizer", "scheduler", "position", "config"):
         assert_same(state[key], new[key])
     random.setstate(state["rng"]["python"])
@@ -253,12 +297,26 @@ def test_convert_keeps_weights_optimizer_and_rng(tmp_path, capsys, fake_data):
     # converting again: nothing to do, the file is left as is
     again = (tmp_path / "new.pt").read_bytes()
     assert main(["convert-checkpoint", str(tmp_path / "new.pt")]) == 0
-    assert "already loads safely" in capsys.readouterr().out
+    assert "in the current format (3) already" in capsys.readouterr().out
     assert (tmp_path / "new.pt").read_bytes() == again
 
 
+def test_convert_the_interim_format(tmp_path, capsys, fake_data):
+    old, state = interim_format_file(tmp_path / "old.pt", fake_data)
+    os.link(old, tmp_path / "best.pt")
+    assert main(["convert-checkpoint", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "format 2 -> 3 (safetensors), verified" in out and "a hard link of" in out
+    assert os.path.samefile(old, tmp_path / "best.pt")
+    new = load_checkpoint(old)
+    assert_same({**state, "format": 3}, new)
+    assert type(new["optimizer"]["param_groups"][0]["betas"]) is tuple
+    assert list(new["optimizer"]["state"]) == list(state["optimizer"]["state"])  # int keys
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files
+
+
 def downgrade(state: dict) -> dict:
-    """A format-2 training state as vqae up to 4fe91c4 wrote it."""
+    """A training state as vqae up to 4fe91c4 held it (format 1)."""
     py, npy = state["rng"]["python"], state["rng"]["numpy"]
     rng = {**state["rng"], "python": (py["version"], tuple(py["state"].tolist()), py["gauss"]),
            "numpy": (npy["algorithm"], npy["key"].numpy().astype(np.uint32), npy["pos"],
@@ -270,8 +328,8 @@ def downgrade(state: dict) -> dict:
 def test_converted_run_folder_resumes_exactly(tmp_path, capsys, caplog, fake_data):
     common = ["--train.steps=4", "--train.checkpoint_every=2"]
     assert main(train_args(fake_data, tmp_path / "a", *common)) == 0
-    reference = torch.load(tmp_path / "a/checkpoints/ckpt-00000004.pt", weights_only=True)
-    middle = torch.load(tmp_path / "a/checkpoints/ckpt-00000002.pt", weights_only=True)
+    reference = load_checkpoint(tmp_path / "a/checkpoints/ckpt-00000004.pt")
+    middle = load_checkpoint(tmp_path / "a/checkpoints/ckpt-00000002.pt")
     ckpts = tmp_path / "b" / "checkpoints"
     ckpts.mkdir(parents=True)
     torch.save(downgrade(middle), ckpts / "ckpt-00000002.pt")
@@ -283,7 +341,7 @@ def test_converted_run_folder_resumes_exactly(tmp_path, capsys, caplog, fake_dat
     with caplog.at_level(logging.INFO, logger="vqae.train"):
         assert main(train_args(fake_data, tmp_path / "b", *common, "--run.resume=auto")) == 0
     assert f"resumed from {ckpts / 'ckpt-00000002.pt'} at step 2" in caplog.text
-    resumed = torch.load(ckpts / "ckpt-00000004.pt", weights_only=True)
+    resumed = load_checkpoint(ckpts / "ckpt-00000004.pt")
     assert_same(reference["model"], resumed["model"])
     assert_same(reference["optimizer"], resumed["optimizer"])
 
@@ -304,7 +362,7 @@ MODEL_CASES = {
 def test_malformed_model_checkpoint_is_one_line(tmp_path, capsys, fake_data, case):
     change, message = MODEL_CASES[case]
     ckpt = tmp_path / "bad.pt"
-    torch.save(change(training_state(fake_data)), ckpt)
+    write_tree(ckpt, change(training_state(fake_data)))
     rc, err = cli(capsys, "evaluate", ckpt, "--device", "cpu")
     assert_one_line_error(rc, err, ckpt)
     assert message in err
@@ -339,8 +397,130 @@ def test_malformed_training_checkpoint_is_one_line_on_resume(tmp_path, capsys, f
                                                              case):
     change, message = TRAINING_CASES[case]
     ckpt = tmp_path / "bad.pt"
-    torch.save(change(training_state(fake_data)), ckpt)
+    write_tree(ckpt, change(training_state(fake_data)))
     rc, err = cli(capsys, *train_args(fake_data, tmp_path / "run", "--train.steps=2",
                                       f"--run.resume={ckpt}"))
     assert_one_line_error(rc, err, ckpt)
     assert message in err
+
+
+# ---- hostile or garbage safetensors files -------------------------------------------------
+
+def raw_checkpoint(path, tree: str, tensors=None, metadata=None):
+    """A safetensors file with the JSON `tree` (text, not checked) as its vqae metadata."""
+    tensors = {"model/w": torch.zeros(2)} if tensors is None else tensors
+    with open(path, "wb") as f:
+        write_safetensors(f, tensors, {"format": "3", "vqae": tree} if metadata is None
+                          else metadata)
+    return path
+
+
+W = '{"$tensor": "model/w"}'
+DEEP = 100_000
+
+METADATA_CASES = {
+    "not JSON": (f'{{"model": {{"w": {W}}}, "config": ', {}, "not JSON"),
+    "a list": (f"[{W}]", {}, "holds a list, not a dict"),
+    "a number": ("7", {"tensors": {}}, "holds a int, not a dict"),
+    "deep nesting": ("[" * DEEP + "]" * DEEP, {"tensors": {}}, "nested deeper than"),
+    "nesting past the limit": ("[" * 40 + W + "]" * 40, {}, "nested deeper than 32"),
+    "a missing tensor": ('{"model": {"w": {"$tensor": "model/nope"}}, "config": {}}', {},
+                         "refers to a missing tensor 'model/nope'"),
+    "a tensor referenced twice": (f'{{"model": {{"w": {W}, "v": {W}}}, "config": {{}}}}', {},
+                                  "refers twice to tensor 'model/w'"),
+    "a tensor outside the tree": (
+        f'{{"model": {{"w": {W}}}, "config": {{}}}}',
+        {"tensors": {"model/w": torch.zeros(2), "evil/payload": torch.zeros(9)}},
+        "1 tensor(s) outside the state tree (evil/payload)"),
+    "a huge string": (json.dumps({"model": {}, "config": {"x": "a" * (MAX_TREE_CHARS + 1)}}),
+                      {"tensors": {}}, "at most 16,777,216"),
+    "a long string": (json.dumps({"model": {}, "config": {"x": "a" * (MAX_STRING + 1)}}),
+                      {"tensors": {}}, "a string of 65,537 characters"),
+    "a long key": (json.dumps({"model": {}, "config": {"a" * (MAX_STRING + 1): 1}}),
+                   {"tensors": {}}, "a string of 65,537 characters"),
+    "a NaN literal": (f'{{"model": {{"w": {W}}}, "config": {{"x": NaN}}}}', {},
+                      "the literal NaN"),
+    "a repeated key": (f'{{"model": {{"w": {W}}}, "model": {{}}, "config": {{}}}}', {},
+                       "repeats a key"),
+    "an unknown tag": (f'{{"model": {{"w": {W}}}, "config": {{"$eval": "os.system"}}}}', {},
+                       "keys $eval that is no tag vqae writes"),
+    "a tag beside other keys": ('{"model": {"w": {"$tensor": "model/w", "x": 1}}}', {},
+                                "no tag vqae writes"),
+    "a bad float tag": (f'{{"model": {{"w": {W}}}, "config": {{"x": {{"$float": "1e999"}}}}}}',
+                        {}, "no tag vqae writes"),
+    "bad $items": (f'{{"model": {{"w": {W}}}, "config": {{"$items": [[1.5, 2]]}}}}', {},
+                   "$items that are not"),
+    "repeated $items keys": (f'{{"model": {{"w": {W}}}, "x": {{"$items": [[1, 2], [1, 3]]}}}}',
+                             {}, "distinct str or int keys"),
+    "bad $bytes": (f'{{"model": {{"w": {W}}}, "config": {{"$bytes": "%%%"}}}}', {},
+                   "not base64"),
+    "an int of 5000 digits": (f'{{"model": {{"w": {W}}}, "config": {{"x": {"9" * 5000}}}}}', {},
+                              "not JSON"),
+    "no vqae metadata": ("", {"metadata": {}}, "without vqae's metadata"),
+    "format not a number": ("{}", {"metadata": {"format": "three", "vqae": "{}"}},
+                            "not a version number"),
+    "format 2 in safetensors": ("{}", {"metadata": {"format": "2", "vqae": "{}"}},
+                                "format 2 in a safetensors file"),
+    "format from the future": ("{}", {"metadata": {"format": "99", "vqae": "{}"}},
+                               "has format 99, newer than this vqae reads (3); upgrade vqae"),
+}
+
+
+@pytest.mark.parametrize("case", METADATA_CASES)
+def test_hostile_or_garbage_metadata_is_one_line(tmp_path, capsys, case):
+    tree, options, message = METADATA_CASES[case]
+    ckpt = raw_checkpoint(tmp_path / "bad.pt", tree, **options)
+    rc, err = cli(capsys, "evaluate", ckpt, "--device", "cpu")
+    assert_one_line_error(rc, err, ckpt)
+    assert message in err and len(err) < 600, err
+
+
+def header_file(path, header, data=b""):
+    """A file laid out as safetensors: u64 length, `header` (bytes or a dict), then `data`."""
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+META = {"format": "3", "vqae": f'{{"model": {{"w": {W}}}, "config": {{}}}}'}
+HEADER_CASES = {
+    "header past the end": (b"{" + b" " * 50, b"", lambda raw: b"\xff" * 8 + raw[8:]),
+    "header not JSON": (b"{not json at all}", b"", None),
+    "data past the end": ({"__metadata__": META, "model/w": {**F32, "data_offsets": [0, 800]}},
+                          bytes(8), None),
+    "offsets disagree with the shape": ({"__metadata__": META, "model/w": {**F32, "shape": [3]}},
+                                        bytes(8), None),
+    "overlapping tensors": ({"__metadata__": META, "model/w": F32,
+                             "model/v": {**F32, "data_offsets": [4, 12]}}, bytes(12), None),
+    "a hole before the data": ({"__metadata__": META, "model/w": {**F32,
+                                                                 "data_offsets": [4, 12]}},
+                               bytes(12), None),
+    "metadata value not a string": ({"__metadata__": {"format": 3, "vqae": "{}"}}, b"", None),
+    "an unknown dtype": ({"__metadata__": META, "model/w": {**F32, "dtype": "PYOBJ"}},
+                         bytes(8), None),
+    "a negative shape": ({"__metadata__": META, "model/w": {**F32, "shape": [-2]}}, bytes(8),
+                         None),
+}
+
+
+@pytest.mark.parametrize("case", HEADER_CASES)
+def test_garbage_safetensors_headers_are_unreadable_one_line(tmp_path, capsys, case):
+    header, data, mangle = HEADER_CASES[case]
+    ckpt = header_file(tmp_path / "bad.pt", header, data)
+    if mangle is not None:
+        ckpt.write_bytes(mangle(ckpt.read_bytes()))
+    rc, err = cli(capsys, "evaluate", ckpt, "--device", "cpu")
+    assert_one_line_error(rc, err, ckpt)
+    assert "unreadable" in err and len(err) < 600, err
+
+
+def test_garbage_metadata_in_the_newest_checkpoint_is_skipped_by_auto_resume(tmp_path, caplog):
+    from vqae.checkpoint import CheckpointManager
+
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, {"model": {"w": torch.ones(2)}, "config": {}})
+    raw_checkpoint(mgr.path_for(2), "[" * DEEP, tensors={})
+    with caplog.at_level(logging.WARNING, logger="vqae.checkpoint"):
+        path, _ = mgr.latest_valid()
+    assert path == mgr.path_for(1) and "ckpt-00000002.pt" in caplog.text

@@ -1,11 +1,13 @@
 """Atomic checkpoints, RNG state capture, a manager that keeps the last N plus the best, and
 `load_model`, the one way to rebuild a trained model.
 
-A checkpoint is a dict of tensors and plain Python values (vqae/checkpoint_format.py) saved with
-torch.save and read only with `torch.load(weights_only=True)`: no code in a checkpoint file can
-run, whoever wrote it. Writes go to a temp file in the same folder, are fsynced and renamed over
-the target, so a crash or SIGKILL leaves either the old file or the new one, never a torn one
-under the final name.
+A checkpoint is a dict of tensors and plain Python values (vqae/checkpoint_format.py) stored as
+one safetensors file: the tensors under path-like keys, the rest as JSON in its metadata
+(vqae/checkpoint_tree.py). Loading parses no pickle, so no code in a checkpoint file can run,
+whoever wrote it. Files of an older vqae (torch pickles) are recognised without unpickling them
+and pointed at `vqae convert-checkpoint`. Writes go to a temp file in the same folder, are
+fsynced and renamed over the target, so a crash or SIGKILL leaves either the old file or the new
+one, never a torn one under the final name.
 """
 
 from __future__ import annotations
@@ -25,15 +27,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from vqae.checkpoint_format import (
     FORMAT_VERSION,
-    check_plain,
     check_state,
     numpy_rng_plain,
     numpy_rng_tuple,
     python_rng_plain,
     python_rng_tuple,
+)
+from vqae.checkpoint_tree import (
+    FORMAT_KEY,
+    TREE_KEY,
+    TreeError,
+    flatten,
+    read_safetensors,
+    write_safetensors,
 )
 from vqae.errors import ConfigError, DataError
 
@@ -41,23 +51,25 @@ log = logging.getLogger(__name__)
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d{8,})\.pt$")
 TEMP_SUFFIX = ".tmp"
-# Globals a format-1 checkpoint (vqae up to 4fe91c4) names: numpy's RNG state, an ndarray.
+# Globals the torch pickles of older vqae name beyond what weights_only allows: numpy's RNG
+# state, an ndarray (format 1, vqae up to 4fe91c4); format 2 names none of them.
 LEGACY_GLOBALS = frozenset({"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType",
                             "numpy.core.multiarray._reconstruct",
                             "numpy._core.multiarray._reconstruct"})
-_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since torch 1.6: a zip holding data.pkl
 
 
 class UnreadableCheckpoint(DataError):
-    """Truncated, damaged, or not a torch file at all (a torn write: resume skips it)."""
+    """Truncated, damaged, or not a checkpoint at all (a torn write: resume skips it)."""
 
 
 class OldFormatCheckpoint(DataError):
-    """Written by vqae up to 4fe91c4: `vqae convert-checkpoint` makes it loadable."""
+    """A torch pickle of an older vqae: `vqae convert-checkpoint` rewrites it as safetensors."""
 
 
 class UnsafeCheckpoint(DataError):
-    """Names Python objects no vqae checkpoint holds (crafted to run code, or damaged): refused."""
+    """A pickle naming Python objects no vqae checkpoint holds (crafted to run code, or
+    damaged), or a kind of pickle vqae never wrote: refused."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -79,26 +91,20 @@ def _replace_atomically(tmp: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
-def _write_failed(err: BaseException) -> bool:
-    """A failed write: OSError, or torch's zip writer reporting a short write (full disk)."""
-    return isinstance(err, OSError) or (
-        isinstance(err, RuntimeError) and "inline_container" in str(err))
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
                     verify: Callable[[Path], None] | None = None) -> Path:
-    """torch.save `state` (tensors and plain values only, stamped with the format version) to
-    `path` atomically (temp file + fsync + rename + directory fsync); `verify(temp file)` may
-    raise to keep the old file."""
+    """Write `state` (tensors and plain values only; TypeError names any other) as a
+    safetensors checkpoint of the current format to `path` atomically (temp file + fsync +
+    rename + directory fsync); `verify(temp file)` may raise to keep the old file."""
     target = Path(path)
-    state = {**state, "format": FORMAT_VERSION}
-    check_plain(state)  # what we write must load back with weights_only=True
+    tensors, tree = flatten({k: v for k, v in state.items() if k != FORMAT_KEY})
+    metadata = {FORMAT_KEY: str(FORMAT_VERSION), TREE_KEY: tree}
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_path(target)
         with open(tmp, "xb") as f:
-            torch.save(state, f)
+            write_safetensors(f, tensors, metadata)
             f.flush()
             os.fsync(f.fileno())
         if verify is not None:
@@ -107,7 +113,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
     except BaseException as err:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        if _write_failed(err):
+        if isinstance(err, OSError):
             raise DataError(f"cannot write checkpoint {target}: {err}; the disk is full or not "
                             "writable: free space or choose another --run.dir, then continue "
                             "with --run.resume=auto") from err
@@ -119,40 +125,50 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:200] or type(err).__name__
 
 
-def _named_globals(path: Path, err: BaseException) -> list[str]:
-    """The Python objects a refused pickle names: all of them for a zip checkpoint (read without
-    unpickling), else the first, from torch's message."""
-    if not _GLOBAL.search(str(err)):
-        return []
+def _unreadable(path: Path, why: str) -> UnreadableCheckpoint:
+    return UnreadableCheckpoint(
+        f"checkpoint {path} is unreadable (truncated or not a checkpoint: {why}); pass another "
+        "checkpoint, or --run.resume=auto to take the newest valid one")
+
+
+def _old_torch_file(path: Path) -> DataError:
+    """What a torch zip is, from the globals its pickle names, listed without unpickling it:
+    an older vqae's checkpoint (to convert), a hostile or foreign pickle, or damage."""
     try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except (ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError):
-        # a legacy (non-zip) torch file or a damaged one: torch's message names the first
-        return _GLOBAL.findall(str(err))[:1]
-
-
-def _refused(path: Path, err: BaseException) -> DataError:
-    """The weights_only unpickler refused `path`: an old format, a hostile pickle, or damage."""
-    names = _named_globals(path, err)
-    if names and set(names) <= LEGACY_GLOBALS:
-        return OldFormatCheckpoint(
-            f"checkpoint {path} was written by an older vqae (numpy RNG state): convert it once "
-            f"with `vqae convert-checkpoint {path}` (or the folder holding it), then run again")
-    if names:
+        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except pickle.UnpicklingError as err:  # an opcode torch.save never writes
+        return UnsafeCheckpoint(f"checkpoint {path} refused: its pickle is not one torch.save "
+                                f"writes ({_one_line(err)}); it was not loaded")
+    except (RuntimeError, ValueError, OSError, EOFError, MemoryError) as err:
+        return _unreadable(path, _one_line(err))
+    strange = [n for n in names if n not in LEGACY_GLOBALS]
+    if strange:
         return UnsafeCheckpoint(
             f"checkpoint {path} refused: it names Python objects no vqae checkpoint holds "
-            f"({', '.join(names[:4])}); crafted to run code or damaged, it was not loaded")
-    return UnreadableCheckpoint(
-        f"checkpoint {path} is unreadable (truncated or not a checkpoint: {_one_line(err)}); "
-        "pass another checkpoint, or --run.resume=auto to take the newest valid one")
+            f"({', '.join(strange[:4])}); crafted to run code or damaged, it was not loaded")
+    return OldFormatCheckpoint(
+        f"checkpoint {path} was written by an older vqae (a torch pickle): convert it once "
+        f"with `vqae convert-checkpoint {path}` (or the folder holding it), then run again")
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """What `path` holds, loaded with torch.load(weights_only=True), the one load of the package:
-    only tensors and plain values are rebuilt, so no code in the file runs. Failures are
-    one-line DataErrors naming the file: UnreadableCheckpoint (torn or damaged),
-    OldFormatCheckpoint (convert it) or UnsafeCheckpoint (refused)."""
-    path = Path(path)
+def _kind(path: Path) -> str:
+    """"safetensors", "zip" or "pickle", from the first bytes (never unpickled)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":  # u64 header length, then the JSON header
+        return "safetensors"
+    if head[:4] == ZIP_MAGIC:
+        return "zip"
+    return "pickle" if head[:1] == b"\x80" else "safetensors"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """What the checkpoint `path` holds, its tensors on `map_location`: the one load of the
+    package. Only safetensors is parsed, never a pickle, so no code in the file runs. Failures
+    are one-line DataErrors naming the file: UnreadableCheckpoint (torn or damaged),
+    OldFormatCheckpoint (an older vqae's torch pickle: convert it) or UnsafeCheckpoint (any
+    other pickle: refused)."""
+    path, device = Path(path), torch.device(map_location)
     if not path.exists():
         raise DataError(f"checkpoint {path} does not exist; pass a file written by `vqae train` "
                         "(runs/<name>/checkpoints/*.pt)")
@@ -160,16 +176,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise UnreadableCheckpoint(f"checkpoint {path} is not a regular file; pass a file "
                                    "written by `vqae train`")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise _refused(path, err) from err
+        kind = _kind(path)
+        if kind == "zip":
+            raise _old_torch_file(path)
+        if kind == "pickle":
+            raise UnsafeCheckpoint(f"checkpoint {path} refused: it is a pickle (a legacy "
+                                   "torch.save or pickle.dump), which vqae never wrote; it was "
+                                   "not loaded")
+        return read_safetensors(path, device)
     except MemoryError as err:
         raise UnreadableCheckpoint(f"checkpoint {path} is unreadable: it declares more data "
                                    "than fits in memory") from err
-    except Exception as err:  # torch's zip and pickle readers raise whatever a damaged byte trips
-        raise UnreadableCheckpoint(
-            f"checkpoint {path} is unreadable (truncated or not a checkpoint: {_one_line(err)}); "
-            "pass another checkpoint, or --run.resume=auto to take the newest valid one") from err
+    except TreeError as err:
+        raise _unreadable(path, f"it holds {err}") from err
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        # a header, offsets or size safetensors refused; a file that vanished or shrank
+        raise _unreadable(path, _one_line(err)) from err
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
@@ -322,8 +344,8 @@ class CheckpointManager:
                     f"convert the run's checkpoints once with `vqae convert-checkpoint "
                     f"{self.dir}`, then resume") from err
             except UnreadableCheckpoint as err:
-                cause = _one_line(err.__cause__) if err.__cause__ else "not a regular file"
-                log.warning("skipping unreadable checkpoint %s: %s", path, cause)
+                log.warning("skipping unreadable checkpoint %s: %s", path,
+                            _one_line(err.__cause__ or err))
                 continue
             if not isinstance(state, dict):
                 log.warning("skipping checkpoint %s: holds %s, not a dict", path,

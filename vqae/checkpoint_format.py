@@ -1,18 +1,22 @@
-"""What a checkpoint holds, in types `torch.load(weights_only=True)` accepts, and its checks.
+"""What a checkpoint holds, in tensors and plain Python values, and its checks.
 
-Format 2 (key "format": 2) is a dict of tensors and plain Python values only:
+Format 3 (vqae/checkpoint_tree.py stores it as one safetensors file) is a dict of tensors and
+plain Python values (str, int, float, bool, None, bytes, and lists, tuples and dicts of them):
   model       {parameter or buffer name: tensor}
   config      the resolved config (`vqae.config.to_dict`)
 and, in a training checkpoint (`vqae train`), also
-  optimizer, scheduler   torch state dicts (tensors, numbers, strings, lists, dicts)
+  optimizer, scheduler   torch state dicts (tensors, numbers, strings, lists, tuples, dicts;
+                         the optimizer's state keyed by int)
   scaler      GradScaler state dict, or None
   position    {"step", "epoch", "consumed"}: ints
   rng         {"python": {"version": int, "state": int64 tensor (625,), "gauss": float|None},
                "numpy": {"algorithm": "MT19937", "key": int64 tensor (624,), "pos": int,
                          "has_gauss": int, "gauss": float},
                "torch": uint8 tensor, "cuda": [uint8 tensor per device]}
-Format 1 (vqae up to 4fe91c4, no "format" key) held numpy's RNG state as `np.random.get_state()`,
-a tuple with an ndarray, which weights_only refuses: `vqae convert-checkpoint` upgrades it.
+Loaded, the dict also holds "format": 3 (from the file's metadata).
+Older vqae wrote torch pickles (torch.save), which `vqae convert-checkpoint` rewrites: format 1
+(vqae up to 4fe91c4, no "format" key) held the RNG states as `random.getstate()` and
+`np.random.get_state()` (a tuple with an ndarray); format 2 held the same dict as format 3.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 
 from vqae.errors import DataError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODEL_KEYS = ("model", "config")
 TRAINING_KEYS = (*MODEL_KEYS, "optimizer", "scheduler", "rng", "position")
 POSITION_KEYS = ("step", "epoch", "consumed")
@@ -34,7 +38,7 @@ PLAIN_TYPES = (torch.Tensor, str, int, float, bool, bytes, type(None))
 
 
 class MalformedCheckpoint(DataError):
-    """A checkpoint that loads safely but lacks a key or holds the wrong type under one."""
+    """A checkpoint that loads but lacks a key or holds the wrong type under one."""
 
 
 # ---- RNG states as tensors and plain values ---------------------------------------------
@@ -185,8 +189,8 @@ def check_optimizer_shapes(path: Path, opt: torch.optim.Optimizer) -> None:
 
 
 def check_plain(value: Any, where: str = "state") -> None:
-    """Raise TypeError naming the first value weights_only would refuse (an internal check of
-    what we write, so every checkpoint we save loads back)."""
+    """Raise TypeError naming the first value that is neither a tensor nor a plain Python value
+    (an ndarray left in a converted state, say)."""
     if isinstance(value, dict):
         for k, v in value.items():
             check_plain(k, f"{where} key")
@@ -199,10 +203,11 @@ def check_plain(value: Any, where: str = "state") -> None:
                         "and plain Python values")
 
 
-# ---- format 1 -> 2 -----------------------------------------------------------------------
+# ---- formats 1 and 2 -> 3 ---------------------------------------------------------------
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
-    """A format-1 state as format 2 (the RNG states re-expressed, every other value kept)."""
+    """An older state as the current format (format 1's RNG states re-expressed, every other
+    value kept)."""
     state = dict(state)
     rng = state.get("rng")
     if isinstance(rng, dict):

@@ -32,9 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compress": ("compress", "compress patches into entropy-coded .vqz bitstreams"),
     "decompress": ("decompress", "decompress .vqz bitstreams into GeoTIFFs or an LMDB"),
     "rd": ("rd", "rate-distortion of models vs JPEG 2000: rd.csv, rd.json, rd.png, BD-rate"),
-    "convert-checkpoint": ("convert_checkpoint", ("rewrite a checkpoint of vqae <= 4fe91c4 "
-                                                  "in the format that loads without running "
-                                                  "code")),
+    "convert-checkpoint": ("convert_checkpoint", ("rewrite an older vqae's checkpoint (a "
+                                                  "torch pickle) as safetensors, which loads "
+                                                  "without running code")),
 }
 
 

@@ -11,7 +11,7 @@ import rasterio
 import torch
 
 from tests.data.encode_helpers import one_line_error, read_lmdb
-from vqae.checkpoint import load_checkpoint, load_model
+from vqae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from vqae.cli import main
 from vqae.codec import bandfilter
 from vqae.codec.api import Codec, band_arrays
@@ -43,7 +43,7 @@ def test_fit_prior_writes_into_the_checkpoint(tiny_ckpt, fake_patches, tmp_path,
     shutil.copy(tiny_ckpt, raw)
     state = load_checkpoint(raw)
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("prior.")}
-    torch.save(state, raw)
+    save_checkpoint(raw, state)
     assert vqae("fit-prior", raw, "--data", fake_patches, "--split", "all", "-o",
                 tmp_path / "fitted.pt") == 0
     assert "bits/index" in capsys.readouterr().out

@@ -1,13 +1,14 @@
-"""`vqae convert-checkpoint CKPT|DIR [...] [-o OUT]`: make an old checkpoint load safely.
+"""`vqae convert-checkpoint CKPT|DIR [...] [-o OUT]`: make an older vqae's checkpoint load.
 
-Checkpoints written by vqae up to 4fe91c4 kept numpy's RNG state as an ndarray, which the safe
-loader (torch.load with weights_only=True) refuses; every command then stops with a hint to run
-this. It rewrites such files in the current format, in place (atomically, and only after the new
-file is verified) or into OUT. Even here no code in the file runs: only numpy arrays are allowed
-beyond tensors and plain values, and only where the old format kept one. A file that names any
-other Python object is refused, whatever its origin. Convert only checkpoints you trust (your own
-runs): the result loads in every command, and converting changes how values are stored, not
-whether the weights in it are what you expect.
+Checkpoints are safetensors files, read without any pickle. An older vqae wrote torch pickles
+(torch.save); every command recognises one without unpickling it and stops with a hint to run
+this. It rewrites such files as safetensors, in place (atomically, and only after the new file
+is verified) or into OUT; a best.pt that is a hard link of a step checkpoint stays one. Even
+here no code in the file runs: the pickle is read with torch's weights_only loader, numpy arrays
+allowed beyond tensors and plain values, and only where the old format kept one. A file that
+names any other Python object is refused, whatever its origin. Convert only checkpoints you
+trust (your own runs): the result loads in every command, and converting changes how values are
+stored, not whether the weights in it are what you expect.
 """
 
 from __future__ import annotations
