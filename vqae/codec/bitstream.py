@@ -243,11 +243,15 @@ def max_file_bytes(header: Header, header_bytes: int) -> int:
     return header_bytes + header.depth * (5 + 4 + payload)
 
 
-def check_size(prefix: bytes, size: int, name: str) -> Header:
+def check_size(prefix: bytes, size: int, name: str,
+               check: Callable[[Header], None] | None = None) -> Header:
     """The header of a file of `size` bytes that starts with `prefix` (at least
-    MAX_HEADER_BYTES of it, or all); a DataError before anything large is read when the size
-    exceeds what that header allows."""
+    MAX_HEADER_BYTES of it, or all); `check(header)` (the codec's checks against its model)
+    runs first, then a DataError when the size exceeds what that header allows, all before
+    anything large is read."""
     header, start = parse_header(prefix, name)
+    if check is not None:
+        check(header)
     limit = max_file_bytes(header, start)
     if size > limit:
         raise DataError(f"{name} is {size:,} bytes, more than a .vqz file with its header "
@@ -256,9 +260,9 @@ def check_size(prefix: bytes, size: int, name: str) -> Header:
     return header
 
 
-def read_file(path: Path) -> bytes:
-    """A .vqz file's bytes, read only after its header and size agree; a non-regular file (a
-    FIFO, a device, a folder) is refused without blocking."""
+def read_file(path: Path, check: Callable[[Header], None] | None = None) -> bytes:
+    """A .vqz file's bytes, read only after its header passed `check` and agrees with the
+    file's size; a non-regular file (a FIFO, a device, a folder) is refused without blocking."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO must not hang
     except OSError as err:
@@ -271,7 +275,7 @@ def read_file(path: Path) -> bytes:
                         "`vqae compress`")
     with os.fdopen(fd, "rb") as f:
         prefix = f.read(min(st.st_size, MAX_HEADER_BYTES))
-        check_size(prefix, st.st_size, str(path))
+        check_size(prefix, st.st_size, str(path), check)
         return prefix + f.read(st.st_size - len(prefix))
 
 

@@ -150,20 +150,22 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
     codec.require_fitted()
     depth = check_depth(opts.depth, model)
     out_path, totals = Path(out), Totals()
-    fields = manifest(ckpt, codec, depth, 0) | {"band_filter": opts.band_filter}
+    fields = manifest(ckpt, codec, depth, 0) | {
+        "band_filter": opts.band_filter, "data": str(Path(data).resolve()), "split": opts.split}
     with open_data(cfg, data) as source:
         print(f"compressing {source.describe(opts.split)}")
         ds = source.dataset(opts.split)
         sink = BitstreamSink(out_path, opts.lmdb or out_path.suffix == ".lmdb",
                              overwrite=opts.overwrite, resume=opts.resume,
-                             inputs=[data, source.path], fields=fields,
+                             inputs=[data, source.path, ckpt], fields=fields,
                              resumable=lambda found: same_settings(found, fields, out_path))
         before = 0
         if opts.resume:
             ds, before = remaining(ds, sink, out_path)
         with guarded(sink, fields, lambda: before + totals.patches, len(ds), "compress") as stop:
             totals.seconds = encode_all(ds, codec, sink, totals, depth, opts, stop, device)
-    sink.close(fields | {"patches": before + totals.patches})
+            if not stop.requested:
+                sink.close(fields | {"patches": before + totals.patches})
     return summarize(totals, model, depth, codec.side_bits(opts.band_filter))
 
 
@@ -191,15 +193,17 @@ def encode_all(ds, codec: Codec, sink, totals: Totals, depth: int, opts: Compres
 
 @contextmanager
 def guarded(sink, fields: dict, done: Callable[[], int], total: int, command: str):
-    """Run a command's loop under a StopFlag (yielded); after an error or a stop the sink keeps
-    what is consistent (sink.stop), and a stop raises Stopped (exit status 75)."""
+    """Run a command's loop and its commit under a StopFlag (yielded); after an error or a
+    stop the sink keeps what is consistent (sink.stop), and a stop raises Stopped (exit status
+    75). A stop that arrives once the sink is committed is moot: the work is done."""
     with StopFlag("stopping after this batch") as stop:
         try:
             yield stop
         except BaseException:
-            sink.stop(fields | {"patches": done()})
+            if not sink.committed:
+                sink.stop(fields | {"patches": done()})
             raise
-        if stop.requested:
+        if stop.requested and not sink.committed:
             sink.stop(fields | {"patches": done()})
             raise Stopped(stopped_message(stop, done(), total, sink, command))
 
@@ -215,7 +219,8 @@ def stopped_message(stop: StopFlag, done: int, total: int, sink, command: str) -
     return f"stopped on {stop.signal_name} after {done} of {total} patches; {kept}"
 
 
-SETTINGS = ("fingerprint", "depth", "band_filter", "version")  # what a resumed OUT must share
+# what a resumed OUT must share with the run that completes it
+SETTINGS = ("fingerprint", "depth", "band_filter", "version", "data", "split")
 
 
 def same_settings(previous: dict, fields: dict, out: Path) -> None:
@@ -302,23 +307,27 @@ def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None =
     """Decode every bitstream of `data` into GeoTIFFs (or, from an LMDB, a rico-hdl LMDB).
     A TERM/USR1/INT stops after the current patch (the output stays consistent)."""
     path = Path(data)
-    names, records = bitstream_source(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; pass a .vqz file, a folder of them or an "
+                        "LMDB written by `vqae compress`")
     device = single_device(device_name)
     named, found = model_for(path, ckpt)
     model, _, codec = load(named, device)
+    names, records = bitstream_source(path, codec.check_header)
     check_manifest(path, found, codec, len(names))
     depth = None if depth is None else check_depth(depth, model)
     to_lmdb = is_lmdb(path)
     fields = {"source": str(path.absolute()), "fingerprint": codec.fingerprint.hex(),
               "depth": depth, "native": native or to_lmdb}
-    sink = (RicoLmdbSink if to_lmdb else TiffSink)(Path(out), overwrite, [data], fields)
+    sink = (RicoLmdbSink if to_lmdb else TiffSink)(Path(out), overwrite, [data, named], fields)
     native = native or to_lmdb  # rico-hdl stores every band at its native size
     counts = {"patches": 0, "cut": 0, "shallow": 0}
     start = time.perf_counter()
     with guarded(sink, fields, lambda: counts["patches"], len(names), "decompress") as stop:
         decode_all(path, records, len(names), codec, sink, depth, native, device, counts,
                    stop, progress)
-    sink.close(fields | {"patches": counts["patches"]})
+        if not stop.requested:
+            sink.close(fields | {"patches": counts["patches"]})
     warn_short(counts["cut"], counts["shallow"], depth)
     seconds = time.perf_counter() - start
     print(f"decompressed {len(names)} patches into {out} ({len(names) / seconds:.1f} patches/s)")

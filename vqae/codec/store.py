@@ -10,7 +10,7 @@ against the files, never trusts.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,14 @@ def _temp_leftover(p: Path) -> bool:
 
 def _lmdb_entry(p: Path) -> bool:
     return p.name in LMDB_FILES
+
+
+def _patch_folder(p: Path) -> bool:
+    """A folder that TiffSink writes: `<patch>/<patch>_<band>.tif` files and nothing else."""
+    if not p.is_dir() or p.is_symlink():
+        return False
+    return all(f.name.startswith(f"{p.name}_") and f.name.endswith(".tif") and f.is_file()
+               and not f.is_symlink() for f in p.iterdir())
 
 
 class _LmdbBatches:
@@ -74,6 +82,7 @@ class _Sink:
     def __init__(self, output: Output, lmdb: bool):
         self.output, self.target = output, output.target
         self.batches = _LmdbBatches(self.target) if lmdb else None
+        self.committed = False
 
     def _close_writer(self) -> None:
         if self.batches is not None:
@@ -83,6 +92,7 @@ class _Sink:
     def close(self, manifest: dict) -> None:
         self._close_writer()
         self.output.commit(manifest)
+        self.committed = True
 
     def stop(self, manifest: dict) -> None:
         try:
@@ -128,33 +138,40 @@ def read_manifest(path: Path) -> dict | None:
     return read(path if path.is_dir() else path.parent)
 
 
-def bitstream_source(path: Path) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
+def bitstream_source(path: Path, check: Callable[[bitstream.Header, str], None] | None = None
+                     ) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
     """(patch names, iterator of (name, file bytes)) of a .vqz file, a folder or an LMDB.
-    Each file's size is checked against its header before it is read whole."""
+    Each file's header passes `check(header, name)` (the codec's checks against its model) and
+    its size is checked against the header before the file is read whole."""
     if not path.exists():
         raise DataError(f"{path} does not exist; pass a .vqz file, a folder of them or an "
                         "LMDB written by `vqae compress`")
     if is_lmdb(path):
-        return _lmdb_source(path)
+        return _lmdb_source(path, check)
     files = sorted(path.glob(f"*{SUFFIX}")) if path.is_dir() else [path]
     if not files:
         raise DataError(f"{path} holds no {SUFFIX} file; pass the OUT of `vqae compress`")
     names = [f.name[: -len(SUFFIX)] if f.name.endswith(SUFFIX) else f.stem for f in files]
-    return names, ((n, bitstream.read_file(f)) for n, f in zip(names, files))
+    return names, ((n, bitstream.read_file(f, _bound(check, str(f))))
+                   for n, f in zip(names, files))
 
 
-def _lmdb_source(path: Path) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
+def _bound(check, name: str):
+    return None if check is None else (lambda header: check(header, name))
+
+
+def _lmdb_source(path: Path, check) -> tuple[list[str], Iterator[tuple[str, bytes]]]:
     store = LmdbStore(path)
     names = store.keys()
 
     def records() -> Iterator[tuple[str, bytes]]:
         try:
-            with store.env().begin(buffers=True) as txn:
-                for name in names:
-                    value = txn.get(name.encode("utf-8")) or b""  # a view of the mapped page
-                    prefix = bytes(value[: bitstream.MAX_HEADER_BYTES])
-                    bitstream.check_size(prefix, len(value), f"{path}[{name}]")
-                    yield name, bytes(value)
+            for name in names:
+                data = store.get(name) or b""  # a record within the file (LmdbStore checks)
+                where = f"{path}[{name}]"
+                bitstream.check_size(data[: bitstream.MAX_HEADER_BYTES], len(data), where,
+                                     _bound(check, where))
+                yield name, data
         finally:
             store.close()
 
@@ -165,9 +182,8 @@ class TiffSink(_Sink):
     """BigEarthNet v1 layout: `DIR/<patch>/<patch>_<band>.tif`, one uint16 band per file."""
 
     def __init__(self, out: Path, overwrite: bool, inputs=(), fields: dict | None = None):
-        super().__init__(Output.open(out, "tiff", inputs=inputs, overwrite=overwrite,
-                                     ours=lambda p: p.is_dir() and not p.is_symlink(),
-                                     fields=fields), lmdb=False)
+        super().__init__(Output.open(out, "decoded-tiff", inputs=inputs, overwrite=overwrite,
+                                     ours=_patch_folder, fields=fields), lmdb=False)
 
     def write(self, name: str, bands: dict[str, np.ndarray]) -> None:
         import rasterio
@@ -188,7 +204,7 @@ class RicoLmdbSink(_Sink):
     """rico-hdl LMDB: key = patch, value = safetensors {band: native array}."""
 
     def __init__(self, out: Path, overwrite: bool, inputs=(), fields: dict | None = None):
-        super().__init__(Output.open(out, "lmdb", inputs=inputs, overwrite=overwrite,
+        super().__init__(Output.open(out, "decoded-lmdb", inputs=inputs, overwrite=overwrite,
                                      ours=_lmdb_entry, fields=fields), lmdb=True)
 
     def write(self, name: str, bands: dict[str, np.ndarray]) -> None:

@@ -317,8 +317,9 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
     the module docstring for guarantees. TERM/USR1/INT commit the patches read and stop."""
     out, opts = Path(out), opts or EncodeOptions()
     start = time.perf_counter()
-    output = Output.open(out, "lmdb", inputs=inputs, overwrite=overwrite, resume=resume,
-                         ours=_lmdb_entry, fields={"command": "encode"}, rerun="--resume")
+    output = Output.open(out, "encoded-lmdb", inputs=inputs, overwrite=overwrite,
+                         resume=resume, ours=_lmdb_entry, fields={"command": "encode"},
+                         rerun="--resume")
     with StopFlag("committing the patches read, then stopping") as stop:
         try:
             report = _run(output.target, jobs, resume, map_size, opts, stop)
@@ -330,8 +331,9 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
         if stop.requested:
             output.abort()
             raise Stopped(_stopped_message(stop, report, len(jobs), output))
-    output.commit({"command": "encode", "patches": report.present + report.written,
-                   "skipped": len(report.skipped)})
+        # still under the flag: a signal now waits for the swap, then is moot (the work is done)
+        output.commit({"command": "encode", "patches": report.present + report.written,
+                       "skipped": len(report.skipped)})
     write_skipped(out, report.skipped)
     report.seconds = time.perf_counter() - start
     return report

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import lmdb
 
+from vqae.data.lmdb_tree import NO_ROOT, Tree
 from vqae.errors import DataError
 from vqae.inputs import require_regular
 
@@ -34,8 +35,9 @@ REENCODE = "re-create it with `vqae encode ... --overwrite` or copy it again"
 
 # LMDB 0.9 meta page on 64-bit builds: page header (pgno u64, pad u16, flags u16, lower/upper
 # u16 u16), then MDB_meta: magic u32, version u32, address u64, mapsize u64, two MDB_db of 48
-# bytes (the first one's leading u32 holds the page size), last page u64, txnid u64.
-_META = struct.Struct("<QHHI" "IIQQ" "I44x" "48x" "QQ")
+# bytes (the first one's leading u32 holds the page size; the second, the main database: pad
+# u32, flags u16, depth u16, four page/entry counts u64, root page u64), last page u64, txnid.
+_META = struct.Struct("<QHHI" "IIQQ" "I44x" "IHH32xQ" "QQ")
 META_MAGIC, META_VERSION, P_META = 0xBEEFC0DE, 1, 0x08
 MIN_PAGE, MAX_PAGE = 512, 1 << 16
 
@@ -45,6 +47,9 @@ class Meta:
     page_size: int
     last_page: int
     txnid: int
+    root: int = NO_ROOT  # the main database's root page
+    depth: int = 0
+    flags: int = 0
 
     @property
     def needed(self) -> int:
@@ -56,11 +61,11 @@ def _meta(raw: bytes) -> Meta | None:
     """A meta page's fields, or None when it is not a valid LMDB 0.9 meta page."""
     if len(raw) < _META.size:
         return None
-    _pgno, _pad, flags, _bounds, magic, version, _addr, _mapsize, psize, last, txnid = (
-        _META.unpack_from(raw))
+    (_pgno, _pad, flags, _bounds, magic, version, _addr, _mapsize, psize, _mpad, db_flags,
+     depth, root, last, txnid) = _META.unpack_from(raw)
     valid = (flags & P_META and magic == META_MAGIC and version == META_VERSION
              and MIN_PAGE <= psize <= MAX_PAGE and psize & (psize - 1) == 0)
-    return Meta(psize, last, txnid) if valid else None
+    return Meta(psize, last, txnid, root, depth, db_flags) if valid else None
 
 
 class DataFile:
@@ -107,6 +112,12 @@ class DataFile:
             raise DataError(f"LMDB {self.lmdb_path} was truncated while being read: "
                             f"{self.path} holds {size:,} bytes, {meta.needed:,} needed; "
                             f"{REENCODE}")
+
+    def tree(self) -> Tree:
+        """The main database's B-tree as the newest meta page describes it, checked now."""
+        meta = self.check()
+        return Tree(self.fd, meta.page_size, meta.last_page, meta.root, meta.depth, meta.flags,
+                    f"LMDB {self.lmdb_path}", REENCODE)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -224,6 +235,7 @@ class LmdbStore:
         try:
             with self.env().begin(buffers=True) as txn:
                 data = _HANDLES[self._id].data
+                data.tree().check_all()  # py-lmdb touches each value it hands out
                 meta = data.check()
                 for raw_key, value in txn.cursor():
                     yield self._decode_key(raw_key), value
@@ -239,9 +251,11 @@ class LmdbStore:
             raise self.corrupt(err) from err
 
     def get(self, key: str) -> bytes | None:
+        raw = key.encode("utf-8")
         try:
             with self.env().begin() as txn:
-                return txn.get(key.encode("utf-8"))
+                _HANDLES[self._id].data.tree().check_key(raw)  # before py-lmdb touches it
+                return txn.get(raw)
         except lmdb.Error as err:
             raise self.corrupt(err, key) from err
 
