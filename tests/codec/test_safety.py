@@ -465,3 +465,19 @@ def test_resume_refuses_another_input(tiny_ckpt, fake_patches, compressed, tmp_p
     capsys.readouterr()
     assert vqae("compress", tiny_ckpt, other, "-o", out, "--resume") == 2
     assert "data" in one_line_error(capsys.readouterr().err, "compress")
+
+
+def test_fit_prior_out_never_replaces_a_users_file(tiny_ckpt, fake_patches, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    args = ["fit-prior", tiny_ckpt, "--data", fake_patches, "--split", "all"]
+    for out, words in ((notes, "not a vqae checkpoint"), (tmp_path, "is a folder"),
+                       (tiny_ckpt, "is the input")):
+        before = Path(out).read_bytes() if Path(out).is_file() else None
+        assert vqae(*args, "-o", out) == 2
+        assert words in one_line_error(capsys.readouterr().err, "fit-prior")
+        if before is not None:
+            assert Path(out).read_bytes() == before
+    fitted = tmp_path / "fitted.pt"
+    assert vqae(*args, "-o", fitted) == 0
+    assert vqae(*args, "-o", fitted) == 0  # an earlier checkpoint: -o replaces it

@@ -60,6 +60,8 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, dev
     device = single_device(device_name)
     state = read_checkpoint(ckpt)  # read once: the file rewritten is the file fitted
     model, cfg = model_from_state(ckpt, state, device)
+    if out is not None:
+        check_checkpoint_out(Path(out), [ckpt, data])  # before the long part
     with open_data(cfg, data) as source:
         print(f"fitting the prior on {source.describe(split)}")
         ds = source.dataset(split)
@@ -71,6 +73,24 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, dev
     print(report(fits, model.quantizer.codebook_size, h * w, model.image_size ** 2))
     state["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
     return save_checkpoint(out or ckpt, state)
+
+
+def check_checkpoint_out(out: Path, inputs: list) -> None:
+    """-o of fit-prior: never an input nor a folder; an existing file only if it is a vqae
+    checkpoint (replacing it is what -o asks), never a file of the user's."""
+    from vqae.checkpoint import read_checkpoint
+    from vqae.outputs import check_apart
+
+    if out.is_dir():
+        raise DataError(f"-o {out} is a folder; give the checkpoint file to write, e.g. "
+                        f"{out / 'fitted.pt'}")
+    check_apart(out, inputs)
+    if out.exists() or out.is_symlink():
+        try:
+            read_checkpoint(out)
+        except DataError as err:
+            raise DataError(f"-o {out} exists and is not a vqae checkpoint; it is never "
+                            "replaced: choose another -o") from err
 
 
 def fit_after_training(model, train_ds, ckpts, state_fn, step: int, cfg,
