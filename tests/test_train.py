@@ -169,6 +169,40 @@ def test_evaluate_command_rebuilds_model_from_checkpoint(sample_dir, tmp_path, c
 
 
 @pytest.mark.slow
+def test_evaluate_out_replaces_only_an_earlier_result(sample_dir, tmp_path, capsys):
+    """--out never replaces the checkpoint, the split metadata, a folder or a stranger's file;
+    an earlier result of `vqae evaluate` it does replace."""
+    run = tmp_path / "run"
+    assert main(train_args(run, "--train.steps=1", "--train.eval_every=1",
+                           "--run.tracker=none", "--train.eval_images=0")) == 0
+    capsys.readouterr()
+    ckpt = run / "checkpoints" / "ckpt-00000001.pt"
+    (tmp_path / "link.pt").symlink_to(ckpt)
+    (tmp_path / "notes.json").write_text('{"psnr": 40}\n')
+    (tmp_path / "folder").mkdir()
+    splits = tmp_path / "metadata.parquet"
+    splits.write_bytes((sample_dir / "metadata.parquet").read_bytes())
+    kept = {p: p.read_bytes() for p in (ckpt, splits, tmp_path / "notes.json")}
+    evaluate = ["evaluate", str(ckpt), "--split", "all", "--device", "cpu", "--splits",
+                str(splits), "--out"]
+    for out, why in ((ckpt, "is the input"), (tmp_path / "link.pt", "is the input"),
+                     (splits, "is the input"), (tmp_path / "folder", "is a folder"),
+                     (tmp_path / "notes.json", "not an earlier `vqae evaluate` result")):
+        assert main([*evaluate, str(out)]) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("vqae evaluate: error:")]
+        assert len(lines) == 1 and why in lines[0] and str(out) in lines[0], err
+        assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in kept} == kept
+    out = tmp_path / "metrics.json"
+    assert main([*evaluate, str(out)]) == 0
+    first = json.loads(out.read_text())
+    assert first["written_by"] == "vqae evaluate" and first["patches"] == 18  # listed
+    assert main([*evaluate[:3], "test", *evaluate[4:], str(out)]) == 0  # replaced
+    assert json.loads(out.read_text())["patches"] < 18
+
+
+@pytest.mark.slow
 def test_evaluate_a_new_folder_whole_or_by_hash_and_from_any_folder(
         tmp_path, capsys, caplog, monkeypatch):
     from tests.fakes import write_fake_tree

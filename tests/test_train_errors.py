@@ -37,6 +37,30 @@ def test_fresh_run_refuses_a_folder_with_an_earlier_run(sample_dir, tmp_path, ca
     assert (run / "notes.txt").read_text() == "mine"  # only the run's own outputs go
 
 
+def test_overwrite_never_deletes_data_in_the_run_folder(sample_dir, tmp_path, capsys):
+    """The training data copied into <run>/images, an earlier metrics.jsonl beside it: refused
+    before anything is deleted (the data, then the --config file, named as the entry)."""
+    run = tmp_path / "run"
+    shutil.copytree(sample_dir / "BigEarthNet-V2-LMDB", run / "images")
+    shutil.copy(sample_dir / "metadata.parquet", run / "metadata.parquet")
+    (run / "metrics.jsonl").write_text('{"step": 2}\n')
+    before = sorted((p.relative_to(run), p.stat().st_size) for p in run.rglob("*"))
+    args = train_args(run, *QUICK, f"--data={run / 'images'}",
+                      f"--data.splits={run / 'metadata.parquet'}", "--run.overwrite=true")
+    assert main(args) == 2
+    msg = one_line_error(capsys)
+    assert str(run / "images") in msg and "deleted nothing" in msg
+    assert sorted((p.relative_to(run), p.stat().st_size) for p in run.rglob("*")) == before
+    shutil.move(run / "images", tmp_path / "lmdb")
+    (run / "config.yaml").write_text("train:\n  steps: 2\n")
+    assert main([*train_args(run, *QUICK, f"--data={tmp_path / 'lmdb'}", "--run.overwrite=true",
+                             f"--data.splits={run / 'metadata.parquet'}"),
+                 "--config", str(run / "config.yaml")]) == 2
+    msg = one_line_error(capsys)
+    assert str(run / "config.yaml") in msg and "is the input" in msg
+    assert (run / "config.yaml").read_text() == "train:\n  steps: 2\n"
+
+
 @pytest.mark.slow
 def test_resume_from_a_torn_file_names_it(sample_dir, tmp_path, capsys):
     torn = tmp_path / "torn.pt"

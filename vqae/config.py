@@ -160,7 +160,11 @@ class RunConfig:
     project: str = "vqae"  # wandb project
     name: str = ""  # run name in the tracker; "" = the run folder's name
     resume: str = ""  # "" = fresh run | auto = newest valid checkpoint in dir | a checkpoint path
-    overwrite: bool = False  # a fresh run may replace the outputs of an earlier run in dir
+    overwrite: bool = False  # a fresh run may replace the outputs of an earlier run in dir:
+    # only what a run writes (checkpoints/ckpt-*.pt, best.pt, best.json; images/*_step<N>.png;
+    # wandb/ run folders and logs; metrics.jsonl, summary.json, config.yaml, wandb_run_id.txt),
+    # each checked before anything is deleted; any other file there, or an input (data, splits,
+    # stats, config files) among them, refuses the run and deletes nothing
 
 
 @dataclass

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -17,12 +20,17 @@ from vqae.data.readers import PatchDataset
 from vqae.data.source import ALL, DataSource, point_at
 from vqae.data.splits import canonical_split
 from vqae.distributed import DistEnv
-from vqae.errors import ConfigError
+from vqae.errors import ConfigError, DataError
+from vqae.inputs import read_small
 from vqae.metrics import MetricAccumulator
 from vqae.models import Autoencoder
+from vqae.outputs import check_apart
 from vqae.signals import Stopped
 
 log = logging.getLogger(__name__)
+# The mark of a metrics JSON written by `vqae evaluate --out`: only such a file is replaced.
+RESULT_MARKER, RESULT_WRITER = "written_by", "vqae evaluate"
+RESULT_MAX_BYTES = 16 << 20  # ours are a few KB
 
 
 def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv) -> Loader:
@@ -101,28 +109,72 @@ def choose_split(split: str | None, source: DataSource) -> str:
     return "test"
 
 
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:  # a hard link or another mount of the same file
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _earlier_result(path: Path) -> bool:
+    """Whether `path` is a metrics JSON that `vqae evaluate` wrote (it carries the marker)."""
+    try:
+        found = json.loads(read_small(path, RESULT_MAX_BYTES, "--out file").decode("utf-8"))
+    except (DataError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(found, dict) and found.get(RESULT_MARKER) == RESULT_WRITER
+
+
+def check_out(out: str, inputs: list[str | os.PathLike]) -> None:
+    """Refuse an --out that is a folder, is (or holds, or lies inside) an input, or is an
+    existing file other than an earlier `vqae evaluate` result: only such a file is replaced."""
+    path = Path(out)
+    if path.is_dir():
+        raise DataError(f"--out {out} is a folder; --out names the metrics JSON file to write, "
+                        f"e.g. --out {path / 'metrics.json'}")
+    for given in inputs:
+        if given and _same(path, given):
+            raise DataError(f"--out {out} is the input {given}: the metrics would replace it; "
+                            "choose another --out")
+    check_apart(path, inputs, flag="--out")
+    if os.path.lexists(path) and not _earlier_result(path):
+        raise DataError(f"--out {out} already exists and is not an earlier `vqae evaluate` "
+                        f"result (a JSON object with \"{RESULT_MARKER}\": \"{RESULT_WRITER}\"), "
+                        "so it is not replaced; choose another --out")
+
+
 def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None,
                  device_name: str = "auto", depths: list[int] | None = None,
                  splits: str | None = None) -> dict:
+    """Metrics of checkpoint `ckpt` on `split` of the data; with `out`, also written there as
+    JSON (atomically; an existing `out` only when an earlier result of this command)."""
     from vqae.checkpoint import load_model
+    from vqae.data.sample import sample_dir
     from vqae.distributed import single_device
     from vqae.tracking import format_table
 
+    if out:
+        check_out(out, [ckpt, data, splits])  # before a long evaluation
     env = DistEnv(device=str(single_device(device_name)))
     model, cfg = load_model(ckpt, env.device)
     cfg.data = point_at(cfg.data, data, splits)
-    inputs = DeviceInput.for_config(cfg.data, env.torch_device)
+    inputs = [ckpt, cfg.data.path or sample_dir(), cfg.data.splits]
+    if out:
+        check_out(out, inputs)
+    device_input = DeviceInput.for_config(cfg.data, env.torch_device)
     with DataSource(cfg.data) as source:
         split = choose_split(split, source)
         description = source.describe(split)
         print(f"evaluating {description}")
-        ds = source.dataset(split, native=inputs.native)
-        metrics = evaluate(model, eval_loader(ds, cfg, env), inputs,
+        ds = source.dataset(split, native=device_input.native)
+        metrics = evaluate(model, eval_loader(ds, cfg, env), device_input,
                            eval_depths(model, depths or cfg.train.eval_depths))
     metrics = {"split": split if split == ALL else canonical_split(split), "patches": len(ds),
                **metrics}
     print(format_table(metrics, title=f"{description} - {ckpt}"))
     if out:
-        write_json(out, metrics)
+        check_out(out, inputs)  # again: the evaluation may have taken hours
+        write_json(out, {RESULT_MARKER: RESULT_WRITER, **metrics})
     return metrics
-

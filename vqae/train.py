@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from vqae.checkpoint_format import check_optimizer_shapes, check_scheduler, chec
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.loader import Loader
+from vqae.data.sample import sample_dir
 from vqae.data.source import DataSource
 from vqae.data.stats import load_stats
 from vqae.distributed import all_reduce_max, cleanup, setup
@@ -34,13 +34,11 @@ from vqae.evaluate import eval_depths, eval_loader, evaluate
 from vqae.images import render_panel
 from vqae.metrics import psnr, ssim
 from vqae.models import build_model
+from vqae.run_outputs import check_removable, earlier_outputs, remove
 from vqae.signals import EXIT_PREEMPTED, StopFlag, Stopped
 from vqae.tracking import Tracker, format_table, make_tracker, read_jsonl
 
 log = logging.getLogger(__name__)
-# What a run writes into its folder; --run.overwrite=true removes exactly these.
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "images", "summary.json", "config.yaml",
-               "wandb", "wandb_run_id.txt")
 
 
 class ResumableSampler(DistributedSampler):
@@ -121,19 +119,17 @@ def eval_record(path: Path, step: int) -> dict[str, float] | None:
     return {k: v for k, v in found[-1].items() if k.startswith("val/")} if found else None
 
 
-def check_run_dir(run_dir: Path, cfg: Config) -> list[Path]:
+def run_inputs(cfg: Config, config_files: list[str] = ()) -> list[str]:
+    """What a run reads that lies on disk: no run output may be, hold or lie inside one."""
+    data = cfg.data.path or str(sample_dir())
+    return [p for p in (data, cfg.data.splits, cfg.data.stats, *config_files) if p]
+
+
+def check_run_dir(run_dir: Path, cfg: Config, config_files: list[str] = ()) -> list[Path]:
     """Outputs of an earlier run in `run_dir` that a fresh run would mix with; refuses unless
-    --run.overwrite=true (the caller then removes them)."""
-    found = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    ckpts = run_dir / "checkpoints"
-    has_ckpts = ckpts.is_dir() and any(ckpts.glob("*.pt"))
-    if cfg.run.resume or not (has_ckpts or (run_dir / "metrics.jsonl").exists()):
-        return []
-    if not cfg.run.overwrite:
-        raise ConfigError(f"run folder {run_dir} already holds an earlier run (checkpoints or "
-                          "metrics.jsonl); continue it with --run.resume=auto, replace it with "
-                          "--run.overwrite=true, or choose a new --run.dir")
-    return found
+    --run.overwrite=true and each is only what a run writes (the caller then removes them)."""
+    return earlier_outputs(run_dir, cfg.run.resume, cfg.run.overwrite,
+                           run_inputs(cfg, config_files))
 
 
 def seed_everything(seed: int) -> None:
@@ -201,12 +197,13 @@ def augment(x: torch.Tensor) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, config_files: list[str] = ()):
         self.cfg, t = cfg, cfg.train
+        self.config_files = list(config_files)  # read by --run.overwrite's checks
         self.env = setup(cfg.run.device)  # rank, world size and this process's device, once
         self.device = self.env.torch_device
         self.run_dir = Path(cfg.run.dir)
-        self.stale_outputs = check_run_dir(self.run_dir, cfg)  # before anything is written
+        self.stale_outputs = check_run_dir(self.run_dir, cfg, config_files)  # before any write
         seed_everything(cfg.run.seed + self.env.rank)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -306,11 +303,13 @@ class Trainer:
             drop_records_after(self.run_dir / "metrics.jsonl", self.pos.step)
 
     def prepare_run_dir(self) -> None:
-        """Rank 0 clears an overwritten run and writes the resolved config."""
+        """Rank 0 clears an overwritten run (checked again, now against the data path as
+        resolved too) and writes the resolved config."""
         if self.env.is_main:
+            inputs = [*run_inputs(self.cfg, self.config_files), self.source.path]
+            check_removable(self.stale_outputs, inputs)
             try:
-                for path in self.stale_outputs:
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                remove(self.stale_outputs)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 dump_yaml(self.cfg, self.run_dir / "config.yaml")
             except OSError as err:
@@ -567,12 +566,14 @@ class Trainer:
         self.source.close()
 
 
-def train(cfg: Config) -> int:
+def train(cfg: Config, config_files: list[str] = ()) -> int:
+    """Run `cfg`; `config_files` (the YAML files it came from) are inputs that
+    --run.overwrite=true never removes."""
     trainer = None
     # from the start: a signal while data and model load is no crash
     with StopFlag("checkpointing at the next step") as stop:
         try:
-            trainer = Trainer(cfg)
+            trainer = Trainer(cfg, config_files)
             return trainer.fit(stop)
         finally:
             if trainer is not None:

@@ -89,3 +89,71 @@ def test_real_sample_splits(sample_dir):
     assert sum(sizes.values()) == 24 and min(sizes.values()) > 0
     no_snow = DataSource(DataConfig(exclude_snow_cloud=True)).dataset()
     assert len(no_snow) == 18
+
+
+def write_bomb(path, rows, value="S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_37_88"):
+    """A small dictionary-encoded parquet of `rows` copies of one patch_id/split row."""
+    import numpy as np
+
+    def repeated(text):
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int8)), pa.array([text]))
+
+    pq.write_table(pa.table({"patch_id": repeated(value), "split": repeated("train")}), path)
+
+
+def test_parquet_bomb_is_refused_from_its_footer(tmp_path):
+    from vqae.data import splits
+    from vqae.errors import DataError
+
+    bomb = tmp_path / "bomb.parquet"
+    write_bomb(bomb, splits.PARQUET_MAX_ROWS + 1)  # ~100 KB; GBs once decoded
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(DataError, match="rows") as err:
+        DataSource(DataConfig(path=str(tmp_path), splits=str(bomb)))
+    assert str(bomb) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_parquet_columns_too_large_uncompressed_are_refused(tmp_path, monkeypatch):
+    from vqae.data import splits
+    from vqae.errors import DataError
+
+    write_bomb(tmp_path / "metadata.parquet", 1000, value="S2" + "x" * 5000)
+    monkeypatch.setattr(splits, "PARQUET_MAX_BYTES", 4000)
+    with pytest.raises(DataError, match="uncompressed bytes") as err:
+        read_split_table(str(tmp_path))
+    assert str(tmp_path / "metadata.parquet") in str(err.value)
+
+
+def test_repeated_long_values_are_shared_not_copied(tmp_path):
+    write_bomb(tmp_path / "metadata.parquet", 200_000, value="S2" + "x" * 10_000)  # 2 GB decoded
+    table = read_split_table(str(tmp_path / "metadata.parquet"))
+    assert list(table.split.values()) == ["train"] and len(next(iter(table.split))) == 10_002
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_split_parquets_must_be_regular_parquet_files(tmp_path, exclude):
+    import os
+
+    from vqae.errors import DataError
+
+    names = patch_names(2)
+    write_parquet(tmp_path / "metadata.parquet", names, ["train", "test"])
+    os.mkfifo(tmp_path / SNOW_CLOUD_FILE)  # was silently skipped: snow/cloud patches kept
+    with pytest.raises(DataError, match="FIFO"):
+        read_split_table(str(tmp_path), exclude_snow_cloud=exclude)
+    (tmp_path / SNOW_CLOUD_FILE).unlink()
+    write_bomb(tmp_path / SNOW_CLOUD_FILE, 10_000_001)
+    with pytest.raises(DataError, match=SNOW_CLOUD_FILE):
+        read_split_table(str(tmp_path), exclude_snow_cloud=exclude)
+    (tmp_path / "text.parquet").write_text("patch_id,split\n")
+    with pytest.raises(DataError, match="PAR1"):
+        read_split_table(str(tmp_path / "text.parquet"))
+
+
+def test_unknown_split_value_names_the_file_and_row(tmp_path):
+    from vqae.errors import DataError
+
+    write_parquet(tmp_path / "metadata.parquet", patch_names(2), ["train", "x" * 10_000])
+    with pytest.raises(DataError, match="row 1") as err:
+        read_split_table(str(tmp_path / "metadata.parquet"))
+    assert str(tmp_path / "metadata.parquet") in str(err.value) and len(str(err.value)) < 400

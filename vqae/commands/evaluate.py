@@ -12,7 +12,8 @@ def add_arguments(parser) -> None:
                         "folder of v1 CSVs); default: none, so splits come from a name hash")
     parser.add_argument("--split", help="train, validation, test, or all (every patch); "
                         "default: test")
-    parser.add_argument("--out", help="write the metrics JSON here")
+    parser.add_argument("--out", help="write the metrics JSON to this file; an existing file is "
+                        "replaced only when an earlier result of vqae evaluate, never an input")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--depths", type=int_in(1, 255), nargs="*", default=None,
                         help="RVQ depths to evaluate besides the full one (an RD sweep)")

@@ -14,4 +14,4 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from vqae.train import train
 
-    return train(config_from_args(args))
+    return train(config_from_args(args), args.config)
