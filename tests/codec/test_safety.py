@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.data.encode_helpers import break_patch, one_line_error, read_lmdb
 from tests.fakes import write_fake_tree
 from vqae.checkpoint import load_model
@@ -416,7 +417,7 @@ def test_an_input_inside_out_is_seen_through_a_bind_mount(tiny_ckpt, compressed,
     view = tmp_path / "view"
     view.mkdir()
     if subprocess.run(["mount", "--bind", str(out / "vq"), str(view)]).returncode != 0:
-        pytest.skip("mount --bind needs root")
+        skip_or_fail("mount --bind needs root")
     try:
         before = tree(out / "vq")
         capsys.readouterr()
