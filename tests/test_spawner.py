@@ -259,3 +259,73 @@ def test_tmux_deploy_refuses_a_hostile_name_and_runs_hostile_values_as_given(
         assert state["state"] == "done" and state["job"] == job.name, state
         config = yaml.safe_load((job.run_dir / "config.yaml").read_text())
         assert config["run"]["project"] == value
+
+
+# ---- hostile sweeps, jobs files and status files ------------------------------------------
+
+def run_limited(code: str, limit_mb: int = 700, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`code` in a fresh python whose address space is capped, so that a regression fails with
+    MemoryError instead of taking the machine's memory."""
+    prelude = ("import resource; resource.setrlimit(resource.RLIMIT_AS, "
+               f"({limit_mb << 20}, {limit_mb << 20}))\n")
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"seeds": 3_000_000_000}, ("6,000,000,000 jobs (2 grid points x 1 variant x "
+                                "3,000,000,000 seeds) are more than the 10,000 a sweep may "
+                                "hold; lower seeds")),
+    ({"grid": {f"model.k{i}": list(range(10)) for i in range(9)}},
+     ("1,000,000,000 jobs (1,000,000,000 grid points x 1 variant x 1 seed) are more than the "
+      "10,000 a sweep may hold; lower grid or set sample: N (a random subset of the grid)")),
+    ({"grid": {f"model.k{i}": list(range(10)) for i in range(9)}, "sample": 20_000},
+     ("20,000 jobs (20,000 of 1,000,000,000 grid points x 1 variant x 1 seed) are more than "
+      "the 10,000 a sweep may hold; lower sample")),
+    ({"grid": {f"model.k{i}": [1, 2] for i in range(200)}, "seeds": [1, 2]},
+     "about 10^60 jobs (about 10^60 grid points x 1 variant x 2 seeds) are more than"),
+])
+def test_too_many_jobs_are_refused_in_one_line_before_any_is_built(tmp_path, fields, fragment):
+    path = write_sweep(tmp_path, **fields)
+    res = run_limited(f"import sys; from vqae.spawn import main\n"
+                      f"sys.exit(main([{str(path)!r}, '--deploy', 'slurm', '--dry-run']))")
+    assert res.returncode == 2, res.stderr[-2000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"spawner.py: error: sweep {path}: {fragment}"), res.stderr[-2000:]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sample_of_a_huge_grid_is_drawn_without_building_the_grid(tmp_path):
+    """9 keys x 10 values, sample: 2: 10^9 grid points, of which two are built (the whole
+    product took 3.8 GB, then MemoryError); the same seed draws the same points."""
+    grid = {f"model.k{i}": list(range(10)) for i in range(9)}
+    path = write_sweep(tmp_path, grid=grid, sample=2, sample_seed=5)
+    res = run_limited("import json; from vqae.sweep import grid_points, load_sweep\n"
+                      f"print(json.dumps(grid_points(load_sweep({str(path)!r}))))")
+    assert res.returncode == 0, res.stderr[-2000:]
+    drawn = json.loads(res.stdout)
+    import random
+    keep = sorted(random.Random(5).sample(range(10**9), 2))  # the draw it always made
+    assert drawn == [{k: int(d) for k, d in zip(grid, f"{i:09d}")} for i in keep]
+
+
+def test_sampled_and_full_grids_keep_their_points_and_order(tmp_path):
+    """Points, names and their order as the whole product (itertools.product) gave them."""
+    import itertools
+    import random
+
+    from vqae.sweep import grid_points
+
+    grid = {"quantizer.codebook_size": [16, 32, 64], "optim.lr": [1e-3, 2e-3],
+            "model.latent_dim": [4, 8, 16, 32]}
+    full = load_sweep(write_sweep(tmp_path, grid=grid))
+    product = [dict(zip(full.grid, v)) for v in itertools.product(*full.grid.values())]
+    assert list(full.grid) == sorted(grid) and grid_points(full) == product
+    for seed in range(5):
+        sweep = load_sweep(write_sweep(tmp_path, grid=grid, sample=7, sample_seed=seed))
+        keep = sorted(random.Random(seed).sample(range(len(product)), 7))
+        assert grid_points(sweep) == [product[i] for i in keep]
+    names = [j.name for j in expand(load_sweep(write_sweep(tmp_path, grid=grid, sample=3)))]
+    assert names == ["latent_dim-4_codebook_size-32", "latent_dim-16_codebook_size-16",
+                     "latent_dim-16_codebook_size-32"]  # as the code before this test gave
