@@ -329,3 +329,56 @@ def test_sampled_and_full_grids_keep_their_points_and_order(tmp_path):
     names = [j.name for j in expand(load_sweep(write_sweep(tmp_path, grid=grid, sample=3)))]
     assert names == ["latent_dim-4_codebook_size-32", "latent_dim-16_codebook_size-16",
                      "latent_dim-16_codebook_size-32"]  # as the code before this test gave
+
+
+def sweep_job(path: Path, index: int) -> subprocess.CompletedProcess:
+    return run_limited(f"import sys; from vqae.cli import main\n"
+                       f"sys.exit(main(['sweep-job', {str(path)!r}, '{index}']))", timeout=60)
+
+
+def test_jobs_file_is_read_no_further_than_its_line(tmp_path):
+    """A 60 GB jobs file (sparse: one line of NULs) is refused after reading 1 MiB, a record
+    nested 100000 brackets deep in one line: nothing else is read whole, nothing recurses."""
+    from vqae.jobsfile import Job, write_jobs
+
+    path = write_jobs([Job("ok", tmp_path / "ok", ["--run.project=a"])], tmp_path)
+    deep = json.dumps({"index": 1, "name": "deep", "run_dir": "/x", "args": []})
+    deep = deep.replace("[]", "[" * 100_000 + "]" * 100_000)
+    path.chmod(0o644)
+    path.write_text(path.read_text() + deep + "\n" + "x" * (2 << 20) + "\n")
+    res = sweep_job(path, 0)
+    assert res.returncode == 0 and res.stdout.startswith("ok\0"), res.stderr
+    res = sweep_job(path, 1)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"vqae sweep-job: error: jobs file {path} line 2 is not a valid job record (nested too "
+        "deeply); run spawner.py again to write a new jobs file"], res.stderr[-2000:]
+    for index in (2, 3):  # the long line, or any after it
+        res = sweep_job(path, index)
+        assert res.stderr.strip().splitlines() == [
+            f"vqae sweep-job: error: jobs file {path} line 3 is longer than 1,048,576 bytes, "
+            "so no job record; run spawner.py again to write a new jobs file"], res.stderr
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as f:
+        f.truncate(60 << 30)
+    res = sweep_job(huge, 0)
+    assert res.returncode == 2 and "line 1 is longer than 1,048,576 bytes" in res.stderr, \
+        res.stderr[-2000:]
+
+
+def test_jobs_file_that_is_no_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "jobs.jsonl"
+    os.mkfifo(fifo)
+    res = sweep_job(fifo, 0)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"vqae sweep-job: error: jobs file {fifo} is a FIFO (named pipe), not a regular file; "
+        "pass a plain file"]
+    res = sweep_job(tmp_path, 0)
+    assert res.returncode == 2 and f"jobs file {tmp_path} is a folder" in res.stderr
+    res = sweep_job(tmp_path / "missing.jsonl", -1)
+    assert res.returncode == 2 and "does not exist (written by spawner.py)" in res.stderr
+    (tmp_path / "one.jsonl").write_text("")
+    for index in (-1, 10_000):
+        res = sweep_job(tmp_path / "one.jsonl", index)
+        assert res.stderr.strip().splitlines() == [
+            f"vqae sweep-job: error: jobs file {tmp_path / 'one.jsonl'}: job {index} does not "
+            "exist (jobs are numbered from 0, at most 10,000 of them)"]

@@ -4,22 +4,28 @@ Line i+1 holds job i: `{"index": i, "name": ..., "run_dir": ..., "args": [...]}`
 train` arguments as a list. JSON escapes newlines and tabs inside strings, so no value can
 split a line or a field; the file is written atomically. Launchers never parse it in bash:
 `vqae sweep-job FILE I` prints job I's fields NUL-separated (a Slurm array task reads them with
-`mapfile -d ''`). Reading checks every record it returns. Stdlib only: no torch, no yaml.
+`mapfile -d ''`). Reading checks every record it returns, streams the file up to the line it
+needs (a record is at most MAX_LINE bytes, a file at most MAX_JOBS records) and refuses what is
+not a regular file. Stdlib only: no torch, no yaml.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from vqae.atomic import write_atomic
 from vqae.errors import ConfigError
+from vqae.inputs import require_regular
 from vqae.shell import check_name
 
 FILE = "jobs.jsonl"
 FIELDS = ("index", "name", "run_dir", "args")
+MAX_JOBS = 10_000  # records in a file (Slurm's default MaxArraySize is 1001)
+MAX_LINE = 1 << 20  # bytes of one record, newline included (a job's arguments take a few KB)
 
 
 @dataclass
@@ -57,23 +63,69 @@ def _check(raw: object, index: int) -> Job:
     return Job(raw["name"], Path(raw["run_dir"]), raw["args"])
 
 
+def _open(path: Path):
+    """The jobs file, opened for reading: a regular file, or a one-line ConfigError."""
+    if not os.path.lexists(path):
+        raise ConfigError(f"jobs file {path} does not exist (written by spawner.py)")
+    require_regular(path, "jobs file", ConfigError)
+    try:  # O_NONBLOCK: a file swapped for a FIFO since the check cannot block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ConfigError(f"jobs file {path} cannot be read: {err.strerror or err}") from None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise ConfigError(f"jobs file {path} is not a regular file; pass the file spawner.py "
+                          "wrote")
+    return f
+
+
+def _line(path: Path, index: int) -> bytes:
+    """Line index+1 of the file, read line by line up to it, each line bounded."""
+    complete = 0  # records end with a newline; a last one without is torn
+    with _open(path) as f:
+        if index < 0 or index >= MAX_JOBS:
+            raise ConfigError(f"jobs file {path}: job {index} does not exist (jobs are "
+                              f"numbered from 0, at most {MAX_JOBS:,} of them)")
+        while True:
+            try:
+                line = f.readline(MAX_LINE + 1)
+            except OSError as err:
+                raise ConfigError(f"jobs file {path} cannot be read: {err.strerror or err}"
+                                  ) from None
+            if len(line) > MAX_LINE:
+                raise ConfigError(f"jobs file {path} line {complete + 1} is longer than "
+                                  f"{MAX_LINE:,} bytes, so no job record; run spawner.py again "
+                                  "to write a new jobs file")
+            if not line.endswith(b"\n"):
+                break
+            if complete == index:
+                return line
+            complete += 1
+    if line and complete == index:
+        raise ConfigError(f"jobs file {path} line {index + 1} is torn (no newline at its end); "
+                          "run spawner.py again to write a new jobs file")
+    raise ConfigError(f"jobs file {path} has {complete} job(s); job {index} (line "
+                      f"{index + 1}) does not exist")
+
+
 def read_job(path: str | Path, index: int) -> Job:
     """Job `index` (line index+1) of the jobs file; a one-line ConfigError naming the file and
-    line when it is missing or damaged."""
+    line when it is missing or damaged. Reads no further than that line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"jobs file {path} does not exist (written by spawner.py)")
-    lines = path.read_bytes().split(b"\n")
-    complete = len(lines) - 1  # records end with a newline; a last one without is torn
-    if index == complete and lines[-1]:
-        raise ConfigError(f"jobs file {path} line {index + 1} is torn (no newline at its end); "
-                          "run spawner.py again to rewrite it")
-    if index < 0 or index >= complete:
-        raise ConfigError(f"jobs file {path} has {complete} job(s); job {index} (line "
-                          f"{index + 1}) does not exist")
+    line = _line(path, index)
     try:
-        return _check(json.loads(lines[index]), index)
+        return _check(json.loads(line), index)
+    except RecursionError:
+        raise ConfigError(f"jobs file {path} line {index + 1} is not a valid job record "
+                          "(nested too deeply); run spawner.py again to write a new jobs "
+                          "file") from None
     except (ValueError, ConfigError) as err:  # JSONDecodeError and UnicodeDecodeError too
         raise ConfigError(f"jobs file {path} line {index + 1} is not a valid job record "
-                          f"({' '.join(str(err).split())}); run spawner.py again to rewrite "
-                          "it") from None
+                          f"({_short(err)}); run spawner.py again to write a new jobs "
+                          "file") from None
+
+
+def _short(err: Exception, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

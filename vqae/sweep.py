@@ -44,7 +44,7 @@ import yaml
 from vqae.config import load_config
 from vqae.errors import ConfigError
 from vqae.jobsfile import FILE as JOBS_FILE
-from vqae.jobsfile import Job, write_jobs
+from vqae.jobsfile import MAX_JOBS, Job, write_jobs  # each job is validated here (~5 ms)
 from vqae.safe_yaml import load_file
 from vqae.shell import check_name
 
@@ -54,7 +54,6 @@ __all__ = ["JOBS_FILE", "MAX_JOBS", "Job", "Sweep", "check_size", "expand", "job
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")  # section.key
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SLUG_MAX = 40  # longer values are cut and told apart by a hash
-MAX_JOBS = 10_000  # Slurm's default MaxArraySize is 1001; each job is validated (~5 ms)
 
 
 @dataclass
