@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import skip_or_fail
+from tests.hostile import run_python, run_vqae
 from vqae.cli import parse
 from vqae.config import load_config
 from vqae.jobstatus import read_status
@@ -263,16 +264,6 @@ def test_tmux_deploy_refuses_a_hostile_name_and_runs_hostile_values_as_given(
 
 # ---- hostile sweeps, jobs files and status files ------------------------------------------
 
-def run_limited(code: str, limit_mb: int = 700, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`code` in a fresh python whose address space is capped, so that a regression fails with
-    MemoryError instead of taking the machine's memory."""
-    prelude = ("import resource; resource.setrlimit(resource.RLIMIT_AS, "
-               f"({limit_mb << 20}, {limit_mb << 20}))\n")
-    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, check=False,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
 @pytest.mark.parametrize("fields, fragment", [
     ({"seeds": 3_000_000_000}, ("6,000,000,000 jobs (2 grid points x 1 variant x "
                                 "3,000,000,000 seeds) are more than the 10,000 a sweep may "
@@ -288,7 +279,7 @@ def run_limited(code: str, limit_mb: int = 700, timeout: float = 120) -> subproc
 ])
 def test_too_many_jobs_are_refused_in_one_line_before_any_is_built(tmp_path, fields, fragment):
     path = write_sweep(tmp_path, **fields)
-    res = run_limited(f"import sys; from vqae.spawn import main\n"
+    res = run_python(f"import sys; from vqae.spawn import main\n"
                       f"sys.exit(main([{str(path)!r}, '--deploy', 'slurm', '--dry-run']))")
     assert res.returncode == 2, res.stderr[-2000:]
     (line,) = res.stderr.strip().splitlines()
@@ -301,7 +292,7 @@ def test_a_sample_of_a_huge_grid_is_drawn_without_building_the_grid(tmp_path):
     product took 3.8 GB, then MemoryError); the same seed draws the same points."""
     grid = {f"model.k{i}": list(range(10)) for i in range(9)}
     path = write_sweep(tmp_path, grid=grid, sample=2, sample_seed=5)
-    res = run_limited("import json; from vqae.sweep import grid_points, load_sweep\n"
+    res = run_python("import json; from vqae.sweep import grid_points, load_sweep\n"
                       f"print(json.dumps(grid_points(load_sweep({str(path)!r}))))")
     assert res.returncode == 0, res.stderr[-2000:]
     drawn = json.loads(res.stdout)
@@ -332,8 +323,7 @@ def test_sampled_and_full_grids_keep_their_points_and_order(tmp_path):
 
 
 def sweep_job(path: Path, index: int) -> subprocess.CompletedProcess:
-    return run_limited(f"import sys; from vqae.cli import main\n"
-                       f"sys.exit(main(['sweep-job', {str(path)!r}, '{index}']))", timeout=60)
+    return run_vqae("sweep-job", path, index, timeout=60)
 
 
 def test_jobs_file_is_read_no_further_than_its_line(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from vqae.errors import DataError, VqaeError
 
@@ -34,20 +35,31 @@ def require_regular(path: str | Path, what: str = "input file",
     return st
 
 
-def read_small(path: str | Path, limit: int, what: str = "input file",
-               error: type[VqaeError] = DataError) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (config files, JSON tables)."""
+def open_regular(path: str | Path, what: str = "input file",
+                 error: type[VqaeError] = DataError) -> BinaryIO:
+    """`path` opened for reading in binary, when it is a regular file; else one-line `error`.
+
+    Checked before the open and again on the open descriptor: a file swapped for a FIFO in
+    between cannot block the open (O_NONBLOCK) nor be read."""
     require_regular(path, what, error)
-    try:  # O_NONBLOCK: a file swapped for a FIFO since the check cannot block the open
+    try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise error(f"{what} {path} cannot be read: {err.strerror or err}") from err
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} {path} is not a regular file; pass a plain file")
-        if st.st_size > limit:
-            raise error(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} "
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise error(f"{what} {path} is not a regular file; pass a plain file")
+    return f
+
+
+def read_small(path: str | Path, limit: int, what: str = "input file",
+               error: type[VqaeError] = DataError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (config files, JSON tables)."""
+    with open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise error(f"{what} {path} is {size:,} bytes, more than the {limit:,} "
                         "such a file can be; pass the right file")
         try:
             data = f.read(limit + 1)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from vqae.atomic import write_atomic
 from vqae.errors import ConfigError
-from vqae.inputs import require_regular
+from vqae.inputs import open_regular
 from vqae.shell import check_name
 
 FILE = "jobs.jsonl"
@@ -63,21 +63,11 @@ def _check(raw: object, index: int) -> Job:
     return Job(raw["name"], Path(raw["run_dir"]), raw["args"])
 
 
-def _open(path: Path):
+def _open(path: Path) -> BinaryIO:
     """The jobs file, opened for reading: a regular file, or a one-line ConfigError."""
     if not os.path.lexists(path):
         raise ConfigError(f"jobs file {path} does not exist (written by spawner.py)")
-    require_regular(path, "jobs file", ConfigError)
-    try:  # O_NONBLOCK: a file swapped for a FIFO since the check cannot block the open
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        raise ConfigError(f"jobs file {path} cannot be read: {err.strerror or err}") from None
-    f = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
-        raise ConfigError(f"jobs file {path} is not a regular file; pass the file spawner.py "
-                          "wrote")
-    return f
+    return open_regular(path, "jobs file", ConfigError)
 
 
 def _line(path: Path, index: int) -> bytes:
