@@ -372,3 +372,107 @@ def test_jobs_file_that_is_no_regular_file_is_refused(tmp_path):
         assert res.stderr.strip().splitlines() == [
             f"vqae sweep-job: error: jobs file {tmp_path / 'one.jsonl'}: job {index} does not "
             "exist (jobs are numbered from 0, at most 10,000 of them)"]
+
+
+def spawner(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`spawner.py ARGS` in a child with bounded memory and time (a FIFO must not hang it)."""
+    return run_python(f"import sys; from vqae.spawn import main\n"
+                      f"sys.exit(main({[str(a) for a in args]!r}))", timeout=timeout)
+
+
+def test_damaged_status_files_show_as_damaged_and_block_a_deploy_until_forced(tmp_path):
+    path = write_sweep(tmp_path, grid={"quantizer.codebook_size": [16, 32, 64]})
+    runs = [job.run_dir for job in expand(load_sweep(path))]
+    for run in runs:
+        run.mkdir(parents=True)
+    (runs[0] / "status.json").write_text("[]")
+    (runs[1] / "status.json").write_text('{"state": "done", "exit_code": 0}')
+    (runs[2] / "status.json").write_text('{"state": "running", "start": ' + "[" * 30_000 + "]"
+                                         * 30_000 + "}")
+    res = spawner(path, "--status")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    table = res.stdout.splitlines()
+    assert table[2].split()[:2] == ["codebook_size-16", "damaged"]
+    assert table[3].split()[:2] == ["codebook_size-32", "done"]
+    assert table[4].split()[:2] == ["codebook_size-64", "damaged"]
+    assert table[5] == "sweep t: 2 damaged, 1 done"
+    assert table[6:] == [
+        f"status file {runs[0] / 'status.json'} is damaged: expected a JSON object, got list; "
+        "remove it, or deploy with --force to replace it",
+        f"status file {runs[2] / 'status.json'} is damaged: nested too deeply; remove it, or "
+        "deploy with --force to replace it"]
+    (runs[1] / "status.json").write_text("{}" + " " * 70_000)
+    res = spawner(path, "--status")
+    assert res.stdout.splitlines()[-2] == (
+        f"status file {runs[1] / 'status.json'} is damaged: more than 65,536 bytes; remove it, "
+        "or deploy with --force to replace it")
+    res = spawner(path, "--deploy", "tmux", "--dry-run")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"spawner.py: error: status file {runs[0] / 'status.json'} is damaged: expected a JSON "
+        "object, got list; remove it, or deploy with --force to replace it (and 2 more)"]
+    res = spawner(path, "--deploy", "tmux", "--dry-run", "--force")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "3 to run" in res.stdout
+
+
+def test_write_status_replaces_a_damaged_file_only_when_told(tmp_path):
+    from vqae.jobstatus import StatusError, write_status
+
+    (tmp_path / "status.json").write_text('{"state": "bogus"}')
+    res = run_vqae("job-status", tmp_path, "running", timeout=30)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"vqae job-status: error: status file {tmp_path / 'status.json'} is damaged: no state "
+        "of queued, running, done, failed, requeued; remove it, or deploy with --force to "
+        "replace it"]
+    with pytest.raises(StatusError):
+        write_status(tmp_path, "queued")
+    status = write_status(tmp_path, "queued", replace_damaged=True, job="a")
+    assert read_status(tmp_path) == status and status["state"] == "queued"
+
+
+def test_a_fifo_as_status_json_hangs_nothing_and_is_never_written_through(tmp_path):
+    """The Slurm launcher calls `vqae job-status`: a FIFO there would hang the job."""
+    path = write_sweep(tmp_path)
+    run = expand(load_sweep(path))[0].run_dir
+    run.mkdir(parents=True)
+    fifo = run / "status.json"
+    os.mkfifo(fifo)
+    res = run_vqae("job-status", run, "running", timeout=30)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"vqae job-status: error: status file {fifo} is a FIFO (named pipe), not a regular "
+        "file; remove it (the job writes a new one)"]
+    res = spawner(path, "--status", timeout=30)
+    assert res.returncode == 0 and "codebook_size-16  damaged" in res.stdout, res.stderr
+    for force in ([], ["--force"]):
+        res = spawner(path, "--deploy", "slurm", "--dry-run", *force, timeout=30)
+        assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+            f"spawner.py: error: status file {fifo} is a FIFO (named pipe), not a regular file; "
+            "remove it (the job writes a new one)"]
+    assert fifo.is_fifo()
+
+
+def test_status_step_of_hostile_metrics_files(tmp_path):
+    from vqae.spawn import last_step
+
+    def metrics(text=None):
+        run = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        run.mkdir()
+        if text is not None:
+            (run / "metrics.jsonl").write_text(text)
+        return run
+
+    assert last_step(metrics()) == "" and last_step(metrics("")) == ""
+    assert last_step(metrics('{"step": 3}\n{"step": 7, "loss": 1}\n')) == "7"
+    assert last_step(metrics('{"step": 3}\n{"step": 7, "lo')) == "3"  # the last half written
+    assert last_step(metrics('{"step": 3}\n{"step": ' + "[" * 50_000 + "\n")) == "3"
+    assert last_step(metrics('{"step": "x"}\n[1]\n')) == "?"
+    fifo = metrics()
+    os.mkfifo(fifo / "metrics.jsonl")
+    assert last_step(fifo) == "?"  # refused, not opened: nothing blocks
+    folder = metrics()
+    (folder / "metrics.jsonl").mkdir()
+    assert last_step(folder) == "?"
+    huge = metrics()
+    with open(huge / "metrics.jsonl", "wb") as f:  # sparse: 60 GB of NULs, read is the tail
+        f.truncate(60 << 30)
+    assert last_step(huge) == "?"

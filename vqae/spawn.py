@@ -12,6 +12,7 @@ resumes the others (`--run.resume=auto`). Imports no torch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -25,7 +26,8 @@ import yaml
 from tabulate import tabulate
 
 from vqae.errors import ConfigError, VqaeError
-from vqae.jobstatus import read_status, write_status
+from vqae.inputs import open_regular
+from vqae.jobstatus import DAMAGED, StatusError, StatusNotAFile, read_status, write_status
 from vqae.shell import join, quote
 from vqae.sweep import JOBS_FILE, Job, Sweep, expand, load_sweep, write_jobs
 
@@ -44,15 +46,34 @@ def index_ranges(indices: list[int]) -> str:
     return ",".join(parts)
 
 
+def job_state(job: Job) -> tuple[str | None, dict, StatusError | None]:
+    """(state, status, error) of a job per its status.json: state None when none was written,
+    DAMAGED (with the error) when it cannot be read."""
+    try:
+        status = read_status(job.run_dir)
+    except StatusError as err:
+        return DAMAGED, {}, err
+    return status.get("state"), status, None
+
+
 def jobs_to_run(jobs: list[Job], force: bool) -> list[int]:
-    """Indices of the jobs that are not done; refuses queued/running ones unless forced."""
-    states = [read_status(job.run_dir).get("state") for job in jobs]
-    active = [job.name for job, state in zip(jobs, states) if state in ACTIVE]
+    """Indices of the jobs that are not done; refuses queued/running ones, and those whose
+    status is damaged (they may be running), unless forced; a status file that is not a
+    regular file always."""
+    states = [job_state(job) for job in jobs]
+    odd = next((err for _, _, err in states if isinstance(err, StatusNotAFile)), None)
+    if odd:
+        raise ConfigError(str(odd))
+    active = [job.name for job, (state, _, _) in zip(jobs, states) if state in ACTIVE]
     if active and not force:
         raise ConfigError(f"job(s) {', '.join(active)} are queued or running per their "
                           "status.json; check with --status, wait, or pass --force to deploy "
                           "them again")
-    return [i for i, state in enumerate(states) if state != "done"]
+    damaged = [err for _, _, err in states if err]
+    if damaged and not force:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise ConfigError(f"{damaged[0]}{more}")
+    return [i for i, (state, _, _) in enumerate(states) if state != "done"]
 
 
 def show_jobs(sweep: Sweep, jobs: list[Job], todo: list[int]) -> None:
@@ -95,7 +116,8 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
         raise ConfigError(f"sbatch refused the array: {' '.join(done.stderr.split())}")
     array_id = done.stdout.strip().split(";")[0]
     for i in todo:
-        write_status(jobs[i].run_dir, "queued", job=jobs[i].name, slurm_job=f"{array_id}_{i}")
+        write_status(jobs[i].run_dir, "queued", replace_damaged=args.force, job=jobs[i].name,
+                     slurm_job=f"{array_id}_{i}")
     print(f"submitted job array {array_id} ({len(todo)} tasks, at most {args.max_parallel} "
           f"at once); logs in {folder / 'logs'}")
     return 0
@@ -173,7 +195,7 @@ def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
         print(join(cmd))
         return 0
     for i in todo:
-        write_status(jobs[i].run_dir, "queued", job=jobs[i].name,
+        write_status(jobs[i].run_dir, "queued", replace_damaged=args.force, job=jobs[i].name,
                      tmux_window=f"{session}:{jobs[i].name}")
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -189,22 +211,40 @@ def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
 
 # ---- status -------------------------------------------------------------------------------
 
+METRICS_TAIL = 64 << 10  # bytes read from the end of metrics.jsonl: its last few records
+
+
 def last_step(run_dir: Path) -> str:
+    """The step of the last whole record of the job's metrics.jsonl ("" when there is none yet,
+    "?" when the file cannot be read or holds no record with a step in its last 64 KiB)."""
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 4096))
-        lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    match = re.search(r'"step": (\d+)', lines[-1]) if lines else None
-    return match.group(1) if match else ""
+    try:
+        if not os.path.lexists(path):
+            return ""
+        with open_regular(path, "metrics file", ConfigError) as f:  # never a FIFO, a device
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - METRICS_TAIL))
+            tail = f.read(METRICS_TAIL)
+    except (ConfigError, OSError, ValueError):
+        return "?"
+    for line in reversed(tail.splitlines()[-3:]):  # the last one may be half written
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if type(step) is int:
+            return str(step)
+    return "?" if tail.strip() else ""
 
 
 def show_status(sweep: Sweep, jobs: list[Job]) -> int:
-    rows = []
+    rows, damaged = [], []
     for job in jobs:
-        s = read_status(job.run_dir)
-        rows.append((job.name, s.get("state", "not started"), s.get("exit_code", ""),
+        state, s, err = job_state(job)
+        if err:
+            damaged.append(str(err))
+        rows.append((job.name, state or "not started", s.get("exit_code", ""),
                      last_step(job.run_dir), s.get("start") or "", s.get("end") or "",
                      s.get("slurm_job") or s.get("tmux_window") or ""))
     print(tabulate(rows, headers=["job", "state", "exit", "step", "start", "end", "where"]))
@@ -212,6 +252,8 @@ def show_status(sweep: Sweep, jobs: list[Job]) -> int:
     for row in rows:
         counts[row[1]] = counts.get(row[1], 0) + 1
     print(f"sweep {sweep.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    for message in damaged:
+        print(message)
     return 0
 
 
