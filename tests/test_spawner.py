@@ -88,11 +88,11 @@ def test_index_ranges():
 
 @pytest.mark.parametrize("fields, fragment", [
     ({"gird": {}}, "unknown key(s) gird; valid keys:"),
-    ({"grid": {"quantizer.codebook_size": []}}, "grid.quantizer.codebook_size must be a "
-                                                "non-empty list"),
+    ({"grid": {"quantizer.codebook_size": []}}, ("grid.quantizer.codebook_size must be a "
+                                                 "non-empty list")),
     ({"base": ["configs/missing.yaml"]}, "base config(s) configs/missing.yaml not found"),
-    ({"grid": {"quantizer.codebook_size": [16, 0]}}, "job codebook_size-0: "
-                                                     "quantizer.codebook_size=0 is out of range"),
+    ({"grid": {"quantizer.codebook_size": [16, 0]}}, ("job codebook_size-0: "
+                                                      "quantizer.codebook_size=0 is out of range")),
     ({"overrides": {"model.bogus": 1}}, "unknown key 'model.bogus'"),
     ({"seeds": 0}, "seeds must be a count >= 1"),
     ({"name": "evil\ntouch pwned_name\n#"},
@@ -100,8 +100,8 @@ def test_index_ranges():
     ({"name": "-rf"}, "name '-rf' is not a valid name"),
     ({"name": "../up"}, "name '../up' is not a valid name"),
     ({"name": "a b"}, "name 'a b' is not a valid name"),
-    ({"grid": {"run.project;touch x": ["a", "b"]}}, "grid key 'run.project;touch x' is not a "
-                                                    "config key"),
+    ({"grid": {"run.project;touch x": ["a", "b"]}}, ("grid key 'run.project;touch x' is not a "
+                                                     "config key")),
     ({"variants": [{"train": {"steps": 2}}]}, "variants[0] key 'train' is not a config key"),
     ({"folder": "a\nb"}, "folder: 'a\\nb' is not a path"),
 ])
@@ -133,14 +133,14 @@ def test_dry_run_writes_everything_and_imports_no_torch(tmp_path):
         assert res.returncode == 0, res.stderr
         command = res.stdout.strip().splitlines()[-1]
         assert command.startswith("tmuxp load -d" if deploy == "tmux" else "env VQAE_JOBS_FILE=")
-    jobs_file = tmp_path / "sweep" / "jobs.jsonl"
+    (jobs_file,) = (tmp_path / "sweep").glob("jobs-*.jsonl")  # the slurm deploy's, read-only
     assert shlex.split(command)[:3] == ["env", f"VQAE_JOBS_FILE={jobs_file}", "sbatch"]
-    assert "--array=0-1%4" in command
+    assert "--array=0-1%4" in command and jobs_file.stat().st_mode & 0o777 == 0o444
     record = json.loads(jobs_file.read_text().splitlines()[1])
     assert record["index"] == 1 and record["name"] == "codebook_size-32"
     assert Path(record["run_dir"]) == tmp_path / "sweep" / "codebook_size-32"
     assert "--quantizer.codebook_size=32" in record["args"]
-    assert len(list((tmp_path / "sweep" / "scripts").glob("*.sh"))) == 2
+    assert len(list((tmp_path / "sweep" / "scripts").glob("t-*/*.sh"))) == 2
     assert not list((tmp_path / "sweep").glob("*/status.json"))  # nothing was started
 
 
@@ -151,10 +151,10 @@ def test_hostile_values_reach_train_as_one_argument_each(tmp_path):
     values = hostile(marker)
     path = write_sweep(tmp_path, grid={"run.project": values})
     assert main([str(path), "--deploy", "slurm", "--dry-run"]) == 0
+    (jobs_file,) = (tmp_path / "sweep").glob("jobs-*.jsonl")
     jobs = expand(load_sweep(path))
     for i, (job, value) in enumerate(zip(jobs, values)):
-        res = subprocess.run([sys.executable, "-m", "vqae", "sweep-job",
-                              str(tmp_path / "sweep" / "jobs.jsonl"), str(i)],
+        res = subprocess.run([sys.executable, "-m", "vqae", "sweep-job", str(jobs_file), str(i)],
                              capture_output=True, check=False)
         assert res.returncode == 0, res.stderr
         fields = [os.fsdecode(f) for f in res.stdout.split(b"\0")]
@@ -169,6 +169,7 @@ def test_damaged_jobs_file_is_refused_naming_file_and_line(tmp_path):
     from vqae.jobsfile import Job, read_job, write_jobs
 
     path = write_jobs([Job("ok", tmp_path / "ok", ["--run.project=a\nb"])], tmp_path)
+    path.chmod(0o644)  # written read-only
     record = json.loads(path.read_text())
     damaged = [
         "ok\t/tmp/ok\t--run.project=x",  # the old tab-separated line
@@ -340,13 +341,13 @@ def test_jobs_file_is_read_no_further_than_its_line(tmp_path):
     assert res.returncode == 0 and res.stdout.startswith("ok\0"), res.stderr
     res = sweep_job(path, 1)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"vqae sweep-job: error: jobs file {path} line 2 is not a valid job record (nested too "
-        "deeply); run spawner.py again to write a new jobs file"], res.stderr[-2000:]
+        (f"vqae sweep-job: error: jobs file {path} line 2 is not a valid job record (nested too "
+         "deeply); run spawner.py again to write a new jobs file")], res.stderr[-2000:]
     for index in (2, 3):  # the long line, or any after it
         res = sweep_job(path, index)
         assert res.stderr.strip().splitlines() == [
-            f"vqae sweep-job: error: jobs file {path} line 3 is longer than 1,048,576 bytes, "
-            "so no job record; run spawner.py again to write a new jobs file"], res.stderr
+            (f"vqae sweep-job: error: jobs file {path} line 3 is longer than 1,048,576 bytes, "
+             "so no job record; run spawner.py again to write a new jobs file")], res.stderr
     huge = tmp_path / "huge.jsonl"
     with open(huge, "wb") as f:
         f.truncate(60 << 30)
@@ -360,8 +361,8 @@ def test_jobs_file_that_is_no_regular_file_is_refused(tmp_path):
     os.mkfifo(fifo)
     res = sweep_job(fifo, 0)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"vqae sweep-job: error: jobs file {fifo} is a FIFO (named pipe), not a regular file; "
-        "pass a plain file"]
+        (f"vqae sweep-job: error: jobs file {fifo} is a FIFO (named pipe), not a regular file; "
+         "pass a plain file")]
     res = sweep_job(tmp_path, 0)
     assert res.returncode == 2 and f"jobs file {tmp_path} is a folder" in res.stderr
     res = sweep_job(tmp_path / "missing.jsonl", -1)
@@ -370,8 +371,8 @@ def test_jobs_file_that_is_no_regular_file_is_refused(tmp_path):
     for index in (-1, 10_000):
         res = sweep_job(tmp_path / "one.jsonl", index)
         assert res.stderr.strip().splitlines() == [
-            f"vqae sweep-job: error: jobs file {tmp_path / 'one.jsonl'}: job {index} does not "
-            "exist (jobs are numbered from 0, at most 10,000 of them)"]
+            (f"vqae sweep-job: error: jobs file {tmp_path / 'one.jsonl'}: job {index} does not "
+             "exist (jobs are numbered from 0, at most 10,000 of them)")]
 
 
 def spawner(*args, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -397,10 +398,10 @@ def test_damaged_status_files_show_as_damaged_and_block_a_deploy_until_forced(tm
     assert table[4].split()[:2] == ["codebook_size-64", "damaged"]
     assert table[5] == "sweep t: 2 damaged, 1 done"
     assert table[6:] == [
-        f"status file {runs[0] / 'status.json'} is damaged: expected a JSON object, got list; "
-        "remove it, or deploy with --force to replace it",
-        f"status file {runs[2] / 'status.json'} is damaged: nested too deeply; remove it, or "
-        "deploy with --force to replace it"]
+        (f"status file {runs[0] / 'status.json'} is damaged: expected a JSON object, got list; "
+         "remove it, or deploy with --force to replace it"),
+        (f"status file {runs[2] / 'status.json'} is damaged: nested too deeply; remove it, or "
+         "deploy with --force to replace it")]
     (runs[1] / "status.json").write_text("{}" + " " * 70_000)
     res = spawner(path, "--status")
     assert res.stdout.splitlines()[-2] == (
@@ -408,8 +409,8 @@ def test_damaged_status_files_show_as_damaged_and_block_a_deploy_until_forced(tm
         "or deploy with --force to replace it")
     res = spawner(path, "--deploy", "tmux", "--dry-run")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"spawner.py: error: status file {runs[0] / 'status.json'} is damaged: expected a JSON "
-        "object, got list; remove it, or deploy with --force to replace it (and 2 more)"]
+        (f"spawner.py: error: status file {runs[0] / 'status.json'} is damaged: expected a JSON "
+         "object, got list; remove it, or deploy with --force to replace it (and 2 more)")]
     res = spawner(path, "--deploy", "tmux", "--dry-run", "--force")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 to run" in res.stdout
@@ -421,9 +422,9 @@ def test_write_status_replaces_a_damaged_file_only_when_told(tmp_path):
     (tmp_path / "status.json").write_text('{"state": "bogus"}')
     res = run_vqae("job-status", tmp_path, "running", timeout=30)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"vqae job-status: error: status file {tmp_path / 'status.json'} is damaged: no state "
-        "of queued, running, done, failed, requeued; remove it, or deploy with --force to "
-        "replace it"]
+        (f"vqae job-status: error: status file {tmp_path / 'status.json'} is damaged: no state "
+         "of queued, running, done, failed, requeued; remove it, or deploy with --force to "
+         "replace it")]
     with pytest.raises(StatusError):
         write_status(tmp_path, "queued")
     status = write_status(tmp_path, "queued", replace_damaged=True, job="a")
@@ -439,15 +440,15 @@ def test_a_fifo_as_status_json_hangs_nothing_and_is_never_written_through(tmp_pa
     os.mkfifo(fifo)
     res = run_vqae("job-status", run, "running", timeout=30)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"vqae job-status: error: status file {fifo} is a FIFO (named pipe), not a regular "
-        "file; remove it (the job writes a new one)"]
+        (f"vqae job-status: error: status file {fifo} is a FIFO (named pipe), not a regular "
+         "file; remove it (the job writes a new one)")]
     res = spawner(path, "--status", timeout=30)
     assert res.returncode == 0 and "codebook_size-16  damaged" in res.stdout, res.stderr
     for force in ([], ["--force"]):
         res = spawner(path, "--deploy", "slurm", "--dry-run", *force, timeout=30)
         assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-            f"spawner.py: error: status file {fifo} is a FIFO (named pipe), not a regular file; "
-            "remove it (the job writes a new one)"]
+            (f"spawner.py: error: status file {fifo} is a FIFO (named pipe), not a regular file; "
+             "remove it (the job writes a new one)")]
     assert fifo.is_fifo()
 
 
@@ -476,3 +477,62 @@ def test_status_step_of_hostile_metrics_files(tmp_path):
     with open(huge / "metrics.jsonl", "wb") as f:  # sparse: 60 GB of NULs, read is the tail
         f.truncate(60 << 30)
     assert last_step(huge) == "?"
+
+
+def sbatch_env_file(out: str) -> Path:
+    """The jobs file a printed `env VQAE_JOBS_FILE=... sbatch ...` command hands its array."""
+    return Path(shlex.split(out.strip().splitlines()[-1])[1].split("=", 1)[1])
+
+
+def test_a_deploy_never_rewrites_the_jobs_file_of_an_earlier_one(tmp_path, capsys):
+    """Sweeps A and B with one folder, and A edited and deployed again: each array reads its
+    own jobs file, so A's pending (or requeued) task 0 still runs A's job 0."""
+    folder = tmp_path / "shared"
+    a = write_sweep(tmp_path, name="a", folder=str(folder),
+                    grid={"quantizer.codebook_size": [16, 32]})
+    assert main([str(a), "--deploy", "slurm", "--dry-run"]) == 0
+    file_a = sbatch_env_file(capsys.readouterr().out)
+    before = file_a.read_bytes()
+    b = write_sweep(tmp_path, name="b", folder=str(folder), grid={"optim.lr": [1e-3, 2e-3]})
+    assert main([str(b), "--deploy", "slurm", "--dry-run"]) == 0
+    file_b = sbatch_env_file(capsys.readouterr().out)
+    a2 = write_sweep(tmp_path, name="a", folder=str(folder),
+                     grid={"quantizer.codebook_size": [64, 16]})
+    assert main([str(a2), "--deploy", "slurm", "--dry-run"]) == 0
+    file_a2 = sbatch_env_file(capsys.readouterr().out)
+    assert len({file_a, file_b, file_a2}) == 3 and file_a.read_bytes() == before
+    for jobs_file, name in ((file_a, "codebook_size-16"), (file_b, "lr-0.001"),
+                            (file_a2, "codebook_size-64")):
+        res = run_vqae("sweep-job", jobs_file, 0, timeout=60)
+        assert res.returncode == 0 and res.stdout.split("\0")[0] == name, res.stderr
+    assert not (folder / "jobs.jsonl").exists()
+
+
+def test_a_tmux_deploy_never_rewrites_the_scripts_of_an_earlier_one(tmp_path, capsys):
+    """bash reads a script as it runs it: a window waiting for its slot must run what it was
+    deployed with, whatever is deployed into the same folder later."""
+    folder = tmp_path / "shared"
+    first = write_sweep(tmp_path, folder=str(folder), grid={"run.project": ["x", "y"]})
+    assert main([str(first), "--deploy", "tmux", "--dry-run"]) == 0
+    (script,) = [s for s in (folder / "scripts").rglob("project-x.sh")]
+    before = script.read_bytes()
+    second = write_sweep(tmp_path, folder=str(folder), grid={"run.project": ["x", "z"]},
+                         overrides={**TINY, "train.steps": 9})
+    assert main([str(second), "--deploy", "tmux", "--dry-run"]) == 0
+    scripts = sorted((folder / "scripts").rglob("project-x.sh"))
+    assert len(scripts) == 2 and script.read_bytes() == before
+    assert len({s.parent for s in scripts}) == 2 and len(list((folder / "tmux").iterdir())) == 2
+
+
+def test_write_jobs_creates_a_new_file_each_time_and_refuses_what_it_could_not_read(tmp_path):
+    from vqae.errors import ConfigError
+    from vqae.jobsfile import Job, read_job, write_jobs
+
+    jobs = [Job("a", tmp_path / "a", ["--run.project=a"])]
+    first, second = write_jobs(jobs, tmp_path), write_jobs(jobs, tmp_path)
+    assert first != second and read_job(first, 0) == read_job(second, 0) == jobs[0]
+    assert first.name.startswith("jobs-") and first.suffix == ".jsonl"
+    with pytest.raises(ConfigError, match="job big: its record takes 1,048,7.. bytes, more than "
+                                          "the 1,048,576 a jobs file line may hold"):
+        write_jobs([Job("big", tmp_path / "big", ["--run.project=" + "x" * (1 << 20)])], tmp_path)
+    assert len(list(tmp_path.glob("jobs-*"))) == 2

@@ -1,9 +1,13 @@
 """`spawner.py SWEEP.yaml --deploy slurm|tmux [--dry-run] [--max-parallel M]` and `--status`.
 
 Slurm: ONE job array (`sbatch --array=<jobs to run>%M slurm_launcher`) whose task i runs job i
-of `<sweep folder>/jobs.jsonl` (read by `vqae sweep-job`, see vqae/jobsfile.py). tmux: a tmuxp
-workspace with a window per job, loaded detached under a unique session name; a job waits for
-one of M slot locks before it trains. Every value in a generated script or printed command is
+of `<sweep folder>/jobs-<stamp>.jsonl` (read by `vqae sweep-job`, see vqae/jobsfile.py), a file
+this deploy creates and nothing rewrites: a later deploy into the same folder (another sweep, an
+edited grid) writes its own, so a pending or requeued task still runs the job it was submitted
+for. tmux: a tmuxp workspace with a window per job, loaded detached under a unique session name,
+each window running its own script in `<sweep folder>/scripts/<session>/` (bash reads a script
+as it runs, so no later deploy may rewrite it); a job waits for one of M slot locks before it
+trains. Every value in a generated script or printed command is
 quoted by vqae.shell; names are checked by it.
 Each job records `<sweep folder>/<job>/status.json`; a rerun skips jobs that are done and
 resumes the others (`--run.resume=auto`). Imports no torch.
@@ -19,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -27,9 +30,10 @@ from tabulate import tabulate
 
 from vqae.errors import ConfigError, VqaeError
 from vqae.inputs import open_regular
+from vqae.jobsfile import new_name
 from vqae.jobstatus import DAMAGED, StatusError, StatusNotAFile, read_status, write_status
 from vqae.shell import join, quote
-from vqae.sweep import JOBS_FILE, Job, Sweep, expand, load_sweep, write_jobs
+from vqae.sweep import Job, Sweep, expand, load_sweep, write_jobs
 
 ACTIVE = ("queued", "running", "requeued")  # a requeued Slurm job is pending again
 
@@ -85,12 +89,13 @@ def show_jobs(sweep: Sweep, jobs: list[Job], todo: list[int]) -> None:
 
 # ---- Slurm --------------------------------------------------------------------------------
 
-def sbatch_command(sweep: Sweep, folder: Path, todo: list[int], max_parallel: int,
+def sbatch_command(sweep: Sweep, jobs_file: Path, todo: list[int], max_parallel: int,
                    launcher: Path, extra: str) -> list[str]:
     """`env VQAE_JOBS_FILE=... sbatch ...`: the jobs file travels in the environment (sbatch's
-    --export list would split a path at its commas); `%` in the folder is not a pattern."""
-    logs = str(folder / "logs").replace("%", "%%")
-    return ["env", f"VQAE_JOBS_FILE={folder / JOBS_FILE}", "sbatch", "--parsable",
+    --export list would split a path at its commas; a requeued task gets the same environment,
+    so the same file); `%` in the folder is not a pattern."""
+    logs = str(jobs_file.parent / "logs").replace("%", "%%")
+    return ["env", f"VQAE_JOBS_FILE={jobs_file}", "sbatch", "--parsable",
             f"--array={index_ranges(todo)}%{max_parallel}", f"--job-name={sweep.name}",
             f"--output={logs}/%x-%A_%a.out", "--export=ALL", *shlex.split(extra),
             str(launcher)]
@@ -105,7 +110,8 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
         raise ConfigError(f"Slurm launcher {args.launcher} not found; pass --launcher PATH")
     folder = Path(sweep.folder).absolute()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    cmd = sbatch_command(sweep, folder, todo, args.max_parallel, args.launcher, args.sbatch)
+    jobs_file = write_jobs(jobs, folder)  # new, for this array only
+    cmd = sbatch_command(sweep, jobs_file, todo, args.max_parallel, args.launcher, args.sbatch)
     if args.dry_run:
         print(join(cmd))
         return 0
@@ -119,7 +125,7 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
         write_status(jobs[i].run_dir, "queued", replace_damaged=args.force, job=jobs[i].name,
                      slurm_job=f"{array_id}_{i}")
     print(f"submitted job array {array_id} ({len(todo)} tasks, at most {args.max_parallel} "
-          f"at once); logs in {folder / 'logs'}")
+          f"at once) reading {jobs_file}; logs in {folder / 'logs'}")
     return 0
 
 
@@ -152,8 +158,7 @@ exit "$rc"
 
 def session_name(sweep: Sweep) -> str:
     """Unique per deploy: tmuxp silently does nothing for a session name that exists."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{sweep.name}-{stamp}-{os.getpid()}")
+    return re.sub(r"[^A-Za-z0-9_-]", "-", new_name(f"{sweep.name}-"))
 
 
 def job_script(sweep: Sweep, job: Job, slot: Path, slots: int, window: str) -> str:
@@ -167,8 +172,9 @@ def job_script(sweep: Sweep, job: Job, slot: Path, slots: int, window: str) -> s
 def tmux_workspace(sweep: Sweep, jobs: list[Job], todo: list[int], max_parallel: int,
                    session: str) -> dict:
     folder = Path(sweep.folder).absolute()
-    scripts, slots = folder / "scripts", folder / "slots"
-    scripts.mkdir(parents=True, exist_ok=True)
+    scripts, slots = folder / "scripts" / session, folder / "slots"
+    scripts.parent.mkdir(parents=True, exist_ok=True)
+    scripts.mkdir()  # new: a script a window may still be reading is never rewritten
     slots.mkdir(exist_ok=True)
     windows = []
     for k, i in enumerate(todo):
@@ -286,7 +292,6 @@ def run(args) -> int:
     if args.max_parallel < 1:
         raise ConfigError("--max-parallel must be at least 1")
     todo = jobs_to_run(jobs, args.force)
-    write_jobs(jobs, Path(sweep.folder).absolute())
     show_jobs(sweep, jobs, todo)
     if not todo:
         print("every job is done; nothing to deploy")

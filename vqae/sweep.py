@@ -43,12 +43,11 @@ import yaml
 
 from vqae.config import load_config
 from vqae.errors import ConfigError
-from vqae.jobsfile import FILE as JOBS_FILE
 from vqae.jobsfile import MAX_JOBS, Job, write_jobs  # each job is validated here (~5 ms)
 from vqae.safe_yaml import load_file
 from vqae.shell import check_name
 
-__all__ = ["JOBS_FILE", "MAX_JOBS", "Job", "Sweep", "check_size", "expand", "job_names",
+__all__ = ["MAX_JOBS", "Job", "Sweep", "check_size", "expand", "job_names",
            "load_sweep", "points", "write_jobs"]
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")  # section.key
