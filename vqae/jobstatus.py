@@ -62,10 +62,7 @@ def read_status(run_dir: str | Path) -> dict:
     """The job's status, {} when none was written yet; StatusError when the file is damaged,
     StatusNotAFile when it is not a regular file."""
     path = Path(run_dir) / FILE
-    try:
-        if not os.path.lexists(path):
-            return {}
-    except ValueError:  # a NUL in the path
+    if not os.path.lexists(path):
         return {}
     require_regular(path, "status file", StatusNotAFile, "remove it (the job writes a new one)")
     try:

@@ -108,6 +108,8 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
                           ".tar/.tar.gz on shared storage, or unset it")
     if not args.launcher.is_file():
         raise ConfigError(f"Slurm launcher {args.launcher} not found; pass --launcher PATH")
+    if not args.dry_run and shutil.which("sbatch") is None:
+        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux")
     folder = Path(sweep.folder).absolute()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     jobs_file = write_jobs(jobs, folder)  # new, for this array only
@@ -115,10 +117,9 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
     if args.dry_run:
         print(join(cmd))
         return 0
-    if shutil.which("sbatch") is None:
-        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux")
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        jobs_file.unlink(missing_ok=True)  # ours, and no array reads it
         raise ConfigError(f"sbatch refused the array: {' '.join(done.stderr.split())}")
     array_id = done.stdout.strip().split(";")[0]
     for i in todo:

@@ -120,3 +120,13 @@ def test_a_later_deploy_into_the_folder_changes_no_pending_or_requeued_task(
     assert again["restart_count"] == 1 and again["array_job_id"] == array_a
     assert "--run.project=a0" in again["args"]
     assert [len(start_records(job.run_dir)) for job in jobs["b"]] == [1, 1]
+
+
+def test_a_refused_array_leaves_no_jobs_file(cluster, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path)
+    assert main([str(path), "--deploy", "slurm", "--sbatch=--no-such-option"]) == 2
+    assert "sbatch refused the array" in capsys.readouterr().err
+    assert not list((tmp_path / "sweep").glob("jobs-*"))
+    assert not list((tmp_path / "sweep").glob("*/status.json"))
