@@ -20,8 +20,10 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
 
 
 def require_regular(path: str | Path, what: str = "input file",
-                    error: type[VqaeError] = DataError) -> os.stat_result:
-    """stat() of `path` (links followed) when it is a regular file; else one-line `error`.
+                    error: type[VqaeError] = DataError,
+                    fix: str = "pass a plain file") -> os.stat_result:
+    """stat() of `path` (links followed) when it is a regular file; else one-line `error`
+    ending in `fix`.
 
     Never opens the file, so a FIFO cannot block and a device is never read."""
     try:
@@ -31,15 +33,16 @@ def require_regular(path: str | Path, what: str = "input file",
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
         link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
-        raise error(f"{what} {path} is {kind}{link}, not a regular file; pass a plain file")
+        raise error(f"{what} {path} is {kind}{link}, not a regular file; {fix}")
     return st
 
 
 def open_regular(path: str | Path, what: str = "input file",
                  error: type[VqaeError] = DataError) -> BinaryIO:
-    """`path` opened for reading in binary mode when it is a regular file; else one-line `error`.
+    """`path` opened for reading in binary, when it is a regular file; else one-line `error`.
 
-    O_NONBLOCK: a file swapped for a FIFO since the check cannot block the open."""
+    Checked before the open and again on the open descriptor: a file swapped for a FIFO in
+    between cannot block the open (O_NONBLOCK) nor be read."""
     require_regular(path, what, error)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

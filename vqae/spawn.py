@@ -1,9 +1,13 @@
 """`spawner.py SWEEP.yaml --deploy slurm|tmux [--dry-run] [--max-parallel M]` and `--status`.
 
 Slurm: ONE job array (`sbatch --array=<jobs to run>%M slurm_launcher`) whose task i runs job i
-of `<sweep folder>/jobs.jsonl` (read by `vqae sweep-job`, see vqae/jobsfile.py). tmux: a tmuxp
-workspace with a window per job, loaded detached under a unique session name; a job waits for
-one of M slot locks before it trains. Every value in a generated script or printed command is
+of `<sweep folder>/jobs-<stamp>.jsonl` (read by `vqae sweep-job`, see vqae/jobsfile.py), a file
+this deploy creates and nothing rewrites: a later deploy into the same folder (another sweep, an
+edited grid) writes its own, so a pending or requeued task still runs the job it was submitted
+for. tmux: a tmuxp workspace with a window per job, loaded detached under a unique session name,
+each window running its own script in `<sweep folder>/scripts/<session>/` (bash reads a script
+as it runs, so no later deploy may rewrite it); a job waits for one of M slot locks before it
+trains. Every value in a generated script or printed command is
 quoted by vqae.shell; names are checked by it.
 Each job records `<sweep folder>/<job>/status.json`; a rerun skips jobs that are done and
 resumes the others (`--run.resume=auto`). Imports no torch.
@@ -12,22 +16,24 @@ resumes the others (`--run.resume=auto`). Imports no torch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 from tabulate import tabulate
 
 from vqae.errors import ConfigError, VqaeError
-from vqae.jobstatus import read_status, write_status
+from vqae.inputs import open_regular
+from vqae.jobsfile import new_name
+from vqae.jobstatus import DAMAGED, StatusError, StatusNotAFile, read_status, write_status
 from vqae.shell import join, quote
-from vqae.sweep import JOBS_FILE, Job, Sweep, expand, load_sweep, write_jobs
+from vqae.sweep import Job, Sweep, expand, load_sweep, write_jobs
 
 ACTIVE = ("queued", "running", "requeued")  # a requeued Slurm job is pending again
 
@@ -44,15 +50,34 @@ def index_ranges(indices: list[int]) -> str:
     return ",".join(parts)
 
 
+def job_state(job: Job) -> tuple[str | None, dict, StatusError | None]:
+    """(state, status, error) of a job per its status.json: state None when none was written,
+    DAMAGED (with the error) when it cannot be read."""
+    try:
+        status = read_status(job.run_dir)
+    except StatusError as err:
+        return DAMAGED, {}, err
+    return status.get("state"), status, None
+
+
 def jobs_to_run(jobs: list[Job], force: bool) -> list[int]:
-    """Indices of the jobs that are not done; refuses queued/running ones unless forced."""
-    states = [read_status(job.run_dir).get("state") for job in jobs]
-    active = [job.name for job, state in zip(jobs, states) if state in ACTIVE]
+    """Indices of the jobs that are not done; refuses queued/running ones, and those whose
+    status is damaged (they may be running), unless forced; a status file that is not a
+    regular file always."""
+    states = [job_state(job) for job in jobs]
+    odd = next((err for _, _, err in states if isinstance(err, StatusNotAFile)), None)
+    if odd:
+        raise ConfigError(str(odd))
+    active = [job.name for job, (state, _, _) in zip(jobs, states) if state in ACTIVE]
     if active and not force:
         raise ConfigError(f"job(s) {', '.join(active)} are queued or running per their "
                           "status.json; check with --status, wait, or pass --force to deploy "
                           "them again")
-    return [i for i, state in enumerate(states) if state != "done"]
+    damaged = [err for _, _, err in states if err]
+    if damaged and not force:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise ConfigError(f"{damaged[0]}{more}")
+    return [i for i, (state, _, _) in enumerate(states) if state != "done"]
 
 
 def show_jobs(sweep: Sweep, jobs: list[Job], todo: list[int]) -> None:
@@ -64,12 +89,13 @@ def show_jobs(sweep: Sweep, jobs: list[Job], todo: list[int]) -> None:
 
 # ---- Slurm --------------------------------------------------------------------------------
 
-def sbatch_command(sweep: Sweep, folder: Path, todo: list[int], max_parallel: int,
+def sbatch_command(sweep: Sweep, jobs_file: Path, todo: list[int], max_parallel: int,
                    launcher: Path, extra: str) -> list[str]:
     """`env VQAE_JOBS_FILE=... sbatch ...`: the jobs file travels in the environment (sbatch's
-    --export list would split a path at its commas); `%` in the folder is not a pattern."""
-    logs = str(folder / "logs").replace("%", "%%")
-    return ["env", f"VQAE_JOBS_FILE={folder / JOBS_FILE}", "sbatch", "--parsable",
+    --export list would split a path at its commas; a requeued task gets the same environment,
+    so the same file); `%` in the folder is not a pattern."""
+    logs = str(jobs_file.parent / "logs").replace("%", "%%")
+    return ["env", f"VQAE_JOBS_FILE={jobs_file}", "sbatch", "--parsable",
             f"--array={index_ranges(todo)}%{max_parallel}", f"--job-name={sweep.name}",
             f"--output={logs}/%x-%A_%a.out", "--export=ALL", *shlex.split(extra),
             str(launcher)]
@@ -82,22 +108,25 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
                           ".tar/.tar.gz on shared storage, or unset it")
     if not args.launcher.is_file():
         raise ConfigError(f"Slurm launcher {args.launcher} not found; pass --launcher PATH")
+    if not args.dry_run and shutil.which("sbatch") is None:
+        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux")
     folder = Path(sweep.folder).absolute()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    cmd = sbatch_command(sweep, folder, todo, args.max_parallel, args.launcher, args.sbatch)
+    jobs_file = write_jobs(jobs, folder)  # new, for this array only
+    cmd = sbatch_command(sweep, jobs_file, todo, args.max_parallel, args.launcher, args.sbatch)
     if args.dry_run:
         print(join(cmd))
         return 0
-    if shutil.which("sbatch") is None:
-        raise ConfigError("sbatch not found: run on a Slurm login node, or use --deploy tmux")
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        jobs_file.unlink(missing_ok=True)  # ours, and no array reads it
         raise ConfigError(f"sbatch refused the array: {' '.join(done.stderr.split())}")
     array_id = done.stdout.strip().split(";")[0]
     for i in todo:
-        write_status(jobs[i].run_dir, "queued", job=jobs[i].name, slurm_job=f"{array_id}_{i}")
+        write_status(jobs[i].run_dir, "queued", replace_damaged=args.force, job=jobs[i].name,
+                     slurm_job=f"{array_id}_{i}")
     print(f"submitted job array {array_id} ({len(todo)} tasks, at most {args.max_parallel} "
-          f"at once); logs in {folder / 'logs'}")
+          f"at once) reading {jobs_file}; logs in {folder / 'logs'}")
     return 0
 
 
@@ -130,8 +159,7 @@ exit "$rc"
 
 def session_name(sweep: Sweep) -> str:
     """Unique per deploy: tmuxp silently does nothing for a session name that exists."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{sweep.name}-{stamp}-{os.getpid()}")
+    return re.sub(r"[^A-Za-z0-9_-]", "-", new_name(f"{sweep.name}-"))
 
 
 def job_script(sweep: Sweep, job: Job, slot: Path, slots: int, window: str) -> str:
@@ -145,8 +173,9 @@ def job_script(sweep: Sweep, job: Job, slot: Path, slots: int, window: str) -> s
 def tmux_workspace(sweep: Sweep, jobs: list[Job], todo: list[int], max_parallel: int,
                    session: str) -> dict:
     folder = Path(sweep.folder).absolute()
-    scripts, slots = folder / "scripts", folder / "slots"
-    scripts.mkdir(parents=True, exist_ok=True)
+    scripts, slots = folder / "scripts" / session, folder / "slots"
+    scripts.parent.mkdir(parents=True, exist_ok=True)
+    scripts.mkdir()  # new: a script a window may still be reading is never rewritten
     slots.mkdir(exist_ok=True)
     windows = []
     for k, i in enumerate(todo):
@@ -173,7 +202,7 @@ def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
         print(join(cmd))
         return 0
     for i in todo:
-        write_status(jobs[i].run_dir, "queued", job=jobs[i].name,
+        write_status(jobs[i].run_dir, "queued", replace_damaged=args.force, job=jobs[i].name,
                      tmux_window=f"{session}:{jobs[i].name}")
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -189,22 +218,40 @@ def deploy_tmux(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
 
 # ---- status -------------------------------------------------------------------------------
 
+METRICS_TAIL = 64 << 10  # bytes read from the end of metrics.jsonl: its last few records
+
+
 def last_step(run_dir: Path) -> str:
+    """The step of the last whole record of the job's metrics.jsonl ("" when there is none yet,
+    "?" when the file cannot be read or holds no record with a step in its last 64 KiB)."""
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 4096))
-        lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    match = re.search(r'"step": (\d+)', lines[-1]) if lines else None
-    return match.group(1) if match else ""
+    try:
+        if not os.path.lexists(path):
+            return ""
+        with open_regular(path, "metrics file", ConfigError) as f:  # never a FIFO, a device
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - METRICS_TAIL))
+            tail = f.read(METRICS_TAIL)
+    except (ConfigError, OSError, ValueError):
+        return "?"
+    for line in reversed(tail.splitlines()[-3:]):  # the last one may be half written
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if type(step) is int:
+            return str(step)
+    return "?" if tail.strip() else ""
 
 
 def show_status(sweep: Sweep, jobs: list[Job]) -> int:
-    rows = []
+    rows, damaged = [], []
     for job in jobs:
-        s = read_status(job.run_dir)
-        rows.append((job.name, s.get("state", "not started"), s.get("exit_code", ""),
+        state, s, err = job_state(job)
+        if err:
+            damaged.append(str(err))
+        rows.append((job.name, state or "not started", s.get("exit_code", ""),
                      last_step(job.run_dir), s.get("start") or "", s.get("end") or "",
                      s.get("slurm_job") or s.get("tmux_window") or ""))
     print(tabulate(rows, headers=["job", "state", "exit", "step", "start", "end", "where"]))
@@ -212,6 +259,8 @@ def show_status(sweep: Sweep, jobs: list[Job]) -> int:
     for row in rows:
         counts[row[1]] = counts.get(row[1], 0) + 1
     print(f"sweep {sweep.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    for message in damaged:
+        print(message)
     return 0
 
 
@@ -244,7 +293,6 @@ def run(args) -> int:
     if args.max_parallel < 1:
         raise ConfigError("--max-parallel must be at least 1")
     todo = jobs_to_run(jobs, args.force)
-    write_jobs(jobs, Path(sweep.folder).absolute())
     show_jobs(sweep, jobs, todo)
     if not todo:
         print("every job is done; nothing to deploy")

@@ -17,6 +17,10 @@ A sweep file (configs/sweeps/*.yaml):
     sample_seed: 0
     max_parallel: 4                  # default for --max-parallel
 
+A sweep holds at most MAX_JOBS jobs (grid points, or the sample of them, x variants x seeds),
+counted before any job is built; a sample is drawn as indices into the grid, so a huge grid is
+never built whole.
+
 Job names come from the values that vary (`codebook_size-32_lr-0.001_seed-0`), so they are
 stable and readable. Names (the sweep's and the jobs') use only letters, digits and `_.+-`;
 keys are `section.key`; any other value reaches `vqae train` as exactly one argument
@@ -28,9 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +43,12 @@ import yaml
 
 from vqae.config import load_config
 from vqae.errors import ConfigError
-from vqae.jobsfile import FILE as JOBS_FILE
-from vqae.jobsfile import Job, write_jobs
-from vqae.shell import check_name
+from vqae.jobsfile import MAX_JOBS, Job, write_jobs  # each job is validated here (~5 ms)
 from vqae.safe_yaml import load_file
+from vqae.shell import check_name
 
-__all__ = ["JOBS_FILE", "Job", "Sweep", "expand", "job_names", "load_sweep", "points",
-           "write_jobs"]
+__all__ = ["MAX_JOBS", "Job", "Sweep", "check_size", "expand", "job_names",
+           "load_sweep", "points", "write_jobs"]
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")  # section.key
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -96,6 +99,10 @@ def _check_types(path: Path, raw: dict) -> None:
     if not (isinstance(seeds, int) and seeds >= 1 or isinstance(seeds, list) and seeds
             and all(isinstance(s, int) and s >= 0 for s in seeds)):
         raise _fail(path, f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+    try:
+        check_size(Sweep(**{**raw, "name": "", "folder": ""}))
+    except ConfigError as err:
+        raise _fail(path, str(err)) from None
 
 
 def _check_keys(path: Path, raw: dict) -> None:
@@ -145,17 +152,72 @@ def load_sweep(path: str | Path) -> Sweep:
 
 # ---- expansion ----------------------------------------------------------------------------
 
+def _factors(sweep: Sweep) -> tuple[int, int, int, int]:
+    """(grid points, grid points run, variants, seeds): counted, nothing built."""
+    size = 1
+    for values in sweep.grid.values():
+        size *= len(values)
+    run = min(size, sweep.sample) if sweep.sample else size
+    seeds = len(sweep.seeds) if isinstance(sweep.seeds, list) else sweep.seeds
+    return size, run, len(sweep.variants) or 1, seeds
+
+
+def check_size(sweep: Sweep) -> int:
+    """The number of jobs; a one-line ConfigError naming the key to change when it is more than
+    MAX_JOBS (before anything is built: `seeds: 3000000000` would be a list of 3e9 ints)."""
+    size, run, variants, seeds = _factors(sweep)
+    count = run * variants * seeds
+    if count <= MAX_JOBS:
+        return count
+    grid = f"{_count(run)} of {_count(size, 'grid point')}" if run < size else \
+        _count(size, "grid point")
+    blame = max([(run, "sample" if sweep.sample else "grid"), (variants, "variants"),
+                 (seeds, "seeds")], key=lambda t: t[0])[1]
+    hint = " or set sample: N (a random subset of the grid)" if blame == "grid" else ""
+    raise ConfigError(f"{_count(count, 'job')} ({grid} x {_count(variants, 'variant')} x "
+                      f"{_count(seeds, 'seed')}) are more than the {MAX_JOBS:,} a sweep may "
+                      f"hold; lower {blame}{hint}")
+
+
+def _count(n: int, noun: str = "") -> str:
+    """3000 -> "3,000"; a number too long to read -> "about 10^40"; with its noun."""
+    text = f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+    return f"{text} {noun}{'s' * (n != 1)}" if noun else text
+
+
+def _grid_point(sweep: Sweep, index: int) -> dict[str, Any]:
+    """Point `index` of the grid's product, in itertools.product order (the last key varies
+    fastest), without building the product."""
+    point = {}
+    for key, values in reversed(sweep.grid.items()):
+        index, digit = divmod(index, len(values))
+        point[key] = values[digit]
+    return dict(reversed(point.items()))
+
+
+def _sample(size: int, k: int, seed: int) -> list[int]:
+    """k distinct indices below size, sorted, the same for the same seed."""
+    rng = random.Random(seed)
+    if size <= sys.maxsize:  # random.sample of a range builds nothing big (as it always did)
+        return sorted(rng.sample(range(size), k))
+    keep: set[int] = set()  # len(range(size)) overflows; collisions are rare at this size
+    while len(keep) < k:
+        keep.add(rng.randrange(size))
+    return sorted(keep)
+
+
 def grid_points(sweep: Sweep) -> list[dict[str, Any]]:
-    keys = list(sweep.grid)
-    points = [dict(zip(keys, values)) for values in itertools.product(*sweep.grid.values())]
-    if sweep.sample and sweep.sample < len(points):
-        keep = sorted(random.Random(sweep.sample_seed).sample(range(len(points)), sweep.sample))
-        points = [points[i] for i in keep]
-    return points
+    size, run, _, _ = _factors(sweep)
+    indices = _sample(size, run, sweep.sample_seed) if run < size else range(size)
+    return [_grid_point(sweep, i) for i in indices]
 
 
 def points(sweep: Sweep) -> list[dict[str, Any]]:
     """Every job's varying overrides: grid points x variants x seeds, in that order."""
+    try:
+        check_size(sweep)
+    except ConfigError as err:
+        raise ConfigError(f"sweep {sweep.name}: {err}") from None
     seeds = sweep.seeds if isinstance(sweep.seeds, list) else list(range(sweep.seeds))
     return [{**g, **v, "run.seed": s} for g in grid_points(sweep)
             for v in (sweep.variants or [{}]) for s in seeds]

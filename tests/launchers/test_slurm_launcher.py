@@ -96,7 +96,7 @@ def test_array_task_runs_its_job_as_written_and_nothing_injected(tmp_path, monke
     marker = tmp_path / "pwned"
     path = write_sweep(tmp_path, grid={"run.project": hostile(marker)[:2]})
     assert main([str(path), "--deploy", "slurm", "--dry-run"]) == 0
-    (jobs_file,) = (tmp_path / "sweep").glob("jobs.*")
+    (jobs_file,) = (tmp_path / "sweep").glob("jobs-*.jsonl")
     (tmp_path / "slurm.conf").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(SLURM_CONF=str(tmp_path / "slurm.conf"), SLURM_JOB_ID="7",

@@ -15,7 +15,8 @@ from vqae.jobsfile import read_job
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("jobs_file", help="the sweep's jobs.jsonl (spawner.py writes it)")
+    parser.add_argument("jobs_file", help="the jobs file of the array (spawner.py writes a new "
+                        "<sweep folder>/jobs-<stamp>.jsonl per deploy)")
     parser.add_argument("index", type=int, help="the job's index (a Slurm array task id)")
 
 
