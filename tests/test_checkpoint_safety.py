@@ -185,6 +185,19 @@ def test_object_array_in_an_old_rng_state_is_not_converted(tmp_path, capsys):
     assert "cannot be converted" in err
 
 
+@pytest.mark.timeout(60)
+def test_a_shared_list_bomb_is_refused_not_walked(tmp_path, capsys):
+    """A pickle can share one list many times over: 2 ** 60 paths in a few hundred bytes."""
+    shared = [1]
+    for _ in range(60):
+        shared = [shared, shared]
+    ckpt = tmp_path / "dag.pt"
+    torch.save({"model": {}, "config": {}, "rng": old_format_rng(), "extra": shared}, ckpt)
+    rc, err = cli(capsys, "convert-checkpoint", ckpt, "-o", tmp_path / "new.pt")
+    assert_one_line_error(rc, err, ckpt)
+    assert "nests deeper" in err and not (tmp_path / "new.pt").exists()
+
+
 @pytest.mark.parametrize("keep", [0, 7, 9, 3000, -1])
 def test_torn_checkpoint_is_unreadable_not_refused(tmp_path, capsys, fake_data, keep):
     ckpt = save_checkpoint(tmp_path / "torn.pt", training_state(fake_data))

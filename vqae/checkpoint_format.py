@@ -188,19 +188,30 @@ def check_optimizer_shapes(path: Path, opt: torch.optim.Optimizer) -> None:
                                     "with")
 
 
+MAX_VALUES = 1_000_000  # a base-model training state holds a few thousand
+MAX_NESTING = 32
+
+
 def check_plain(value: Any, where: str = "state") -> None:
     """Raise TypeError naming the first value that is neither a tensor nor a plain Python value
-    (an ndarray left in a converted state, say)."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            check_plain(k, f"{where} key")
-            check_plain(v, f"{where}[{k!r}]")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            check_plain(v, f"{where}[{i}]")
-    elif not isinstance(value, PLAIN_TYPES):
-        raise TypeError(f"{where} is a {type(value).__name__}: a checkpoint holds only tensors "
-                        "and plain Python values")
+    (an ndarray left in a converted state, say), or when the state nests deeper than
+    MAX_NESTING or holds more than MAX_VALUES values: a pickle can share one list many times
+    over, and walking it as a tree would take exponential time."""
+    todo, seen = [(value, where, 0)], 0
+    while todo:
+        value, where, depth = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES or depth > MAX_NESTING:
+            raise TypeError(f"{where}: the state nests deeper than {MAX_NESTING} levels or holds "
+                            f"more than {MAX_VALUES:,} values; not a vqae training state")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                todo += [(k, f"{where} key", depth + 1), (v, f"{where}[{k!r}]", depth + 1)]
+        elif isinstance(value, (list, tuple)):
+            todo += [(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif not isinstance(value, PLAIN_TYPES):
+            raise TypeError(f"{where} is a {type(value).__name__}: a checkpoint holds only "
+                            "tensors and plain Python values")
 
 
 # ---- formats 1 and 2 -> 3 ---------------------------------------------------------------
