@@ -24,11 +24,11 @@ import torch
 from tabulate import tabulate
 
 from vqae.codec import bitstream
-from vqae.codec.api import Codec, band_arrays
-from vqae.codec.fit import collect_counts, fit_tables
-from vqae.codec.prior import NONE, Prior
+from vqae.codec.codec import Codec
 from vqae.config import load_config
 from vqae.data.source import DataSource
+from vqae.entropy.fit import collect_counts, fit_tables
+from vqae.entropy.prior import NONE, Prior
 from vqae.metrics import bpp_index
 from vqae.models import build_model
 
@@ -69,29 +69,25 @@ def compress_files(codec: Codec, x: torch.Tensor, device: torch.device, kind: st
     """What `vqae compress --band-filter KIND` does in memory, 16 patches per batch."""
     files = []
     for start in range(0, len(x), 16):
-        batch = x[start : start + 16].to(device)
-        grids, centres = codec.encode_images(batch)
-        codes = codec.fit_filter(kind, batch, grids, centres, device)
-        files += [codec.encode_indices(g, c, kind, f) for g, c, f in zip(grids, centres, codes)]
+        files += codec.compress_images(x[start : start + 16].to(device), None, kind)
     return files
 
 
 def throughputs(codec: Codec, x: torch.Tensor, device: torch.device, repeats: int) -> dict:
-    grids, centres = codec.encode_images(x.to(device))  # (N, depth, h, w), (N, C or 0)
+    grids, patch_means = codec.analyse(x.to(device))  # (N, depth, h, w), (N, C or 0)
     files = {kind: [e.data for e in compress_files(codec, x, device, kind)]
              for kind in ("none", "gain")}
     n = len(x)
 
     def decompress(kind: str):
         for f in files[kind]:
-            grid, header = codec.decode_file(f, "bench")
-            band_arrays(codec.decode_patch(grid, header, device), codec.bands)
+            codec.decompress(f)
 
     out = {
         "entropy encode (patches/s)": median_rate(
-            lambda: [codec.encode_indices(g, c) for g, c in zip(grids, centres)], n, repeats),
+            lambda: [codec.pack(g, c) for g, c in zip(grids, patch_means)], n, repeats),
         "entropy decode (patches/s)": median_rate(
-            lambda: [codec.decode_indices(f, "bench") for f in files["none"]], n, repeats),
+            lambda: [codec.parse(f, source="bench").indices for f in files["none"]], n, repeats),
     }
     for kind in ("none", "gain", "mix"):  # the band filter costs the encoder a decoder pass
         out[f"compress end to end, band filter {kind} (patches/s)"] = median_rate(
@@ -104,7 +100,7 @@ def throughputs(codec: Codec, x: torch.Tensor, device: torch.device, repeats: in
 
 def rates(codec: Codec, x: torch.Tensor, device: torch.device) -> dict:
     model = codec.model
-    encoded = [codec.encode_indices(g, c) for g, c in zip(*codec.encode_images(x.to(device)))]
+    encoded = [codec.pack(g, c) for g, c in zip(*codec.analyse(x.to(device)))]
     pixels = len(encoded) * model.image_size ** 2
     depth, h, w = model.latent_shape()
     coded = 8 * sum(len(e.data) for e in encoded) / pixels

@@ -54,8 +54,8 @@ def rate(command: str, output: str) -> float:
 
 
 def prepare(trees: dict[str, Path], work: Path, data: str | None, ckpt: str | None,
-            steps: int) -> tuple[Path, dict[str, Path]]:
-    """(the data, each tree's checkpoint)."""
+            steps: int, convert: bool = True) -> tuple[Path, dict[str, Path]]:
+    """(the data, each tree's checkpoint); without `convert`, both read the baseline's."""
     if data is None:
         with tarfile.open(ARCHIVE) as tar:
             members = [m for m in tar.getmembers()
@@ -70,6 +70,8 @@ def prepare(trees: dict[str, Path], work: Path, data: str | None, ckpt: str | No
                              f"--train.steps={steps}", "--quantizer.name=rvq",
                              "--quantizer.depth=4"], 2, work)
     old = run / "checkpoints" / f"ckpt-{steps:08d}.pt"
+    if not convert:
+        return Path(data), {name: old for name in trees}
     new = work / "converted.pt"
     vqae(trees["this"], ["convert-checkpoint", str(old), "-o", str(new)], 2, work)
     return Path(data), {"baseline": old, "this": new}
@@ -93,12 +95,18 @@ def measure(trees: dict[str, Path], data: Path, ckpts: dict[str, Path], work: Pa
     return rates
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def versus_parser(description: str) -> argparse.ArgumentParser:
+    """The options of every this-tree-against-a-baseline script."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--baseline", type=Path, required=True, help="the other vqae checkout")
     p.add_argument("--data", help="a GeoTIFF folder (default: 256 real patches)")
     p.add_argument("--ckpt", help="a checkpoint with a fitted prior (default: trained here)")
     p.add_argument("--steps", type=int, default=60, help="training steps of the default model")
+    return p
+
+
+def main() -> None:
+    p = versus_parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()

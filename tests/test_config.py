@@ -105,7 +105,7 @@ def test_rvq_rules_span_fields():
     cfg = load_config(overrides=["quantizer.name=rvq", "quantizer.depth=4",
                                  "train.eval_depths=[1,2]"])
     assert cfg.quantizer.depth == 4
-    with pytest.raises(ConfigError, match=r"train.eval_depths \[5\] exceed quantizer.depth=4"):
+    with pytest.raises(ConfigError, match=r"train.eval_depths entry 5 is outside 1..4"):
         load_config(overrides=["quantizer.name=rvq", "quantizer.depth=4",
                                "train.eval_depths=[5]"])
 

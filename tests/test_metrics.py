@@ -127,13 +127,13 @@ def test_entropy_of_known_histograms():
     assert m.entropy_bits(torch.tensor([1, 1, 2, 0])).item() == pytest.approx(1.5)
 
 
-def test_bpp_entropy_sums_levels():
+def test_bpp_histogram_sums_levels():
     hist = torch.tensor([[5, 5, 5, 5], [8, 8, 0, 0]])  # 2 bits + 1 bit per position
-    assert m.bpp_entropy(hist, positions=144) == pytest.approx(144 * 3 / 14400)
-    assert m.bpp_entropy(hist[0], positions=144) == pytest.approx(144 * 2 / 14400)
+    assert m.bpp_histogram(hist, positions=144) == pytest.approx(144 * 3 / 14400)
+    assert m.bpp_histogram(hist[0], positions=144) == pytest.approx(144 * 2 / 14400)
     # uniform over all K codes gives the fixed-length rate
     uniform = torch.ones(3, 16)
-    assert m.bpp_entropy(uniform, 225) == pytest.approx(m.bpp_index(225, 3, 16))
+    assert m.bpp_histogram(uniform, 225) == pytest.approx(m.bpp_index(225, 3, 16))
 
 
 # --- codebook health ---
@@ -172,7 +172,7 @@ def test_accumulator_keys_and_averages():
     acc.reduce()  # not distributed: a no-op
     out = acc.compute()
     assert list(out) == ["psnr", "psnr/B02", "psnr/B03", "psnr/B04", "ssim", "sam", "bpp_index",
-                         "bpp_entropy", "usage/0", "usage/1", "perplexity/0", "perplexity/1",
+                         "bpp_histogram", "usage/0", "usage/1", "perplexity/0", "perplexity/1",
                          "dead_codes/0", "dead_codes/1"]
     xs = torch.cat([d[0] for d in data])
     ys = torch.cat([d[1] for d in data])
@@ -184,7 +184,7 @@ def test_accumulator_keys_and_averages():
     assert out["sam"] == pytest.approx(m.sam(xs, ys).mean().item(), rel=1e-6)
     assert out["bpp_index"] == pytest.approx(16 * 2 * 3 / 256)
     hist = m.index_histogram(idx, 8)
-    assert out["bpp_entropy"] == pytest.approx(m.bpp_entropy(hist, 16, 16, 16))
+    assert out["bpp_histogram"] == pytest.approx(m.bpp_histogram(hist, 16, 16, 16))
     assert out["dead_codes/1"] == m.dead_codes(hist)[1].item()
 
 
@@ -196,7 +196,7 @@ def test_accumulator_reports_side_information_bits_apart():
             acc.update(x, x_hat, idx)
     a, b = plain.compute(), side.compute()
     assert b.pop("bpp_side") == pytest.approx(48 / (16 * 16)) and "bpp_side" not in a
-    assert b == a  # bpp_index and bpp_entropy stay DESIGN.md's: indices only
+    assert b == a  # bpp_index and bpp_histogram stay DESIGN.md's: indices only
 
 
 def test_accumulator_single_level_and_without_indices():
@@ -204,7 +204,7 @@ def test_accumulator_single_level_and_without_indices():
     acc = m.MetricAccumulator(BANDS, codebook_size=4)
     acc.update(x, x_hat, torch.zeros(1, 3, 3, dtype=torch.long))
     out = acc.compute()
-    assert out["usage/0"] == 0.25 and out["bpp_entropy"] == 0.0
+    assert out["usage/0"] == 0.25 and out["bpp_histogram"] == 0.0
     plain = m.MetricAccumulator(BANDS, codebook_size=4)
     plain.update(x, x_hat)
     assert "bpp_index" not in plain.compute()

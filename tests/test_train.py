@@ -80,7 +80,7 @@ def test_short_run_learns_and_logs_everything(sample_dir, tmp_path, wandb_env):
     assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]
     assert evals[-1]["val/psnr"] > evals[0]["val/psnr"] + 1.0
     assert evals[-1]["val/loss/mse"] < evals[0]["val/loss/mse"]
-    for key in ("val/ssim", "val/sam", "val/bpp_index", "val/bpp_entropy", "val/usage/0",
+    for key in ("val/ssim", "val/sam", "val/bpp_index", "val/bpp_histogram", "val/usage/0",
                 "val/psnr/B08", "val/dead_codes/0"):
         assert key in evals[-1]
     assert any("train/loss" in r for r in records)

@@ -20,7 +20,6 @@ import pickle
 import random
 import re
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,12 +44,12 @@ from vqae.checkpoint_tree import (
     read_safetensors,
     write_safetensors,
 )
+from vqae.atomic import TEMP_SUFFIX, replace, temp_path, write_atomic, write_with
 from vqae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d{8,})\.pt$")
-TEMP_SUFFIX = ".tmp"
 # Globals the torch pickles of older vqae name beyond what weights_only allows: numpy's RNG
 # state, an ndarray (format 1, vqae up to 4fe91c4); format 2 names none of them.
 LEGACY_GLOBALS = frozenset({"numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType",
@@ -72,25 +71,6 @@ class UnsafeCheckpoint(DataError):
     damaged), or a kind of pickle vqae never wrote: refused."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename: the directory entry itself must reach the disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temp_path(target: Path) -> Path:
-    """A fresh name beside `target` (created by the caller, so the umask sets its mode)."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
-
-
-def _replace_atomically(tmp: Path, target: Path) -> None:
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
                     verify: Callable[[Path], None] | None = None) -> Path:
     """Write `state` (tensors and plain values only; TypeError names any other) as a
@@ -99,25 +79,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
     target = Path(path)
     tensors, tree = flatten({k: v for k, v in state.items() if k != FORMAT_KEY})
     metadata = {FORMAT_KEY: str(FORMAT_VERSION), TREE_KEY: tree}
-    tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path(target)
-        with open(tmp, "xb") as f:
-            write_safetensors(f, tensors, metadata)
-            f.flush()
-            os.fsync(f.fileno())
-        if verify is not None:
-            verify(tmp)
-        _replace_atomically(tmp, target)
-    except BaseException as err:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise DataError(f"cannot write checkpoint {target}: {err}; the disk is full or not "
-                            "writable: free space or choose another --run.dir, then continue "
-                            "with --run.resume=auto") from err
-        raise
+        write_with(target, lambda f: write_safetensors(f, tensors, metadata), durable=True,
+                   verify=verify)
+    except OSError as err:
+        raise DataError(f"cannot write checkpoint {target}: {err}; the disk is full or not "
+                        "writable: free space or choose another --run.dir, then continue "
+                        "with --run.resume=auto") from err
     return target
 
 
@@ -226,6 +195,23 @@ def load_model(path: str | os.PathLike, device: Any = "cpu"):
     return model_from_state(path, read_checkpoint(path, device), device)
 
 
+def fit_and_save(model, dataset, paths: list[Path], state: Callable[[], dict[str, Any]],
+                 device: Any, batch_size: int = 16, workers: int = 0, progress: bool = True,
+                 stop: Callable[[], bool] | None = None) -> str:
+    """Fit `model`'s prior on every patch of `dataset`, then write `state()` holding the fitted
+    model to each of `paths` (atomically); returns the fit's report. `stop` cuts the fit
+    short with Stopped, the files untouched (`vqae fit-prior` and the end of `vqae train`)."""
+    from vqae.entropy.fit import fit_prior, report
+
+    fits = fit_prior(model, dataset, device, batch_size, workers, progress, stop)
+    saved = state()
+    saved["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
+    for path in paths:
+        save_checkpoint(path, saved)
+    _, h, w = model.latent_shape()
+    return report(fits, model.quantizer.codebook_size, h * w, model.image_size**2)
+
+
 def capture_rng_state() -> dict[str, Any]:
     """States of python random, numpy's global RNG, torch CPU and every visible CUDA device, as
     tensors and plain values (the layout is in vqae/checkpoint_format.py)."""
@@ -311,18 +297,19 @@ class CheckpointManager:
 
     def _link_best(self, source: Path) -> None:
         # A hard link costs no space and outlives pruning of `source`; copy where links fail.
-        tmp = _temp_path(self.best_path)
+        tmp = temp_path(self.best_path)
         try:
-            os.link(source, tmp)
-        except OSError:
-            log.debug("hard link to %s failed; copying instead", source)
-            shutil.copyfile(source, tmp)
-        _replace_atomically(tmp, self.best_path)
+            try:
+                os.link(source, tmp)
+            except OSError:
+                log.debug("hard link to %s failed; copying instead", source)
+                shutil.copyfile(source, tmp)
+            replace(tmp, self.best_path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _write_best_json(self, record: dict[str, Any]) -> None:
-        tmp = _temp_path(self._best_json)
-        tmp.write_text(json.dumps(record))
-        _replace_atomically(tmp, self._best_json)
+        write_atomic(self._best_json, json.dumps(record), durable=True)
 
     def _prune(self) -> None:
         for _, path in self.checkpoints()[:-self.keep_last]:

@@ -273,6 +273,17 @@ def _check_field(key: str, value: Any, meta: typing.Mapping) -> None:
                                   f"{_range_text(low, high, open_low, open_high)}{why}")
 
 
+def check_depth(depth: int | None, stages: int, what: str = "depth",
+                error: type[Exception] = ConfigError) -> int:
+    """The one check of an RVQ depth: `depth` (None: all `stages`) in 1..stages, else `error`
+    naming `what`."""
+    if depth is None:
+        return stages
+    if not 1 <= depth <= stages:
+        raise error(f"{what} {depth} is outside 1..{stages}, the model's RVQ stages")
+    return depth
+
+
 def _check_rules(cfg: Config) -> None:
     """Rules that span fields or depend on a value's size."""
     check_bands(cfg.data.bands)
@@ -300,10 +311,8 @@ def _check_rules(cfg: Config) -> None:
     if q.rate_weight and (q.name == "fsq" or q.distance != "l2"):
         raise ConfigError(f"quantizer.rate_weight={q.rate_weight} needs name=vq or rvq with "
                           f"distance=l2 (got {q.name}, {q.distance}); set it to 0")
-    bad = [d for d in cfg.train.eval_depths if d > depth]
-    if bad:
-        raise ConfigError(f"train.eval_depths {bad} exceed quantizer.depth={depth}; "
-                          f"valid: 1..{depth}")
+    for d in cfg.train.eval_depths:
+        check_depth(d, depth, "train.eval_depths entry")
     t = cfg.train
     if t.mse_weight + t.l1_weight + t.ssim_weight <= 0:
         raise ConfigError("train.mse_weight, l1_weight and ssim_weight are all 0; "

@@ -13,14 +13,14 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from vqae.atomic import write_json
-from vqae.config import Config
+from vqae.config import Config, check_depth
 from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.loader import Loader
 from vqae.data.readers import PatchDataset
 from vqae.data.source import ALL, DataSource, point_at
 from vqae.data.splits import canonical_split
 from vqae.distributed import DistEnv
-from vqae.errors import ConfigError, DataError
+from vqae.errors import DataError
 from vqae.inputs import read_small
 from vqae.metrics import MetricAccumulator
 from vqae.models import Autoencoder
@@ -45,9 +45,8 @@ def eval_loader(ds: PatchDataset, cfg: Config, env: DistEnv) -> Loader:
 def eval_depths(model: Autoencoder, requested: list[int]) -> list[int | None]:
     """None = full depth; plus the requested RVQ depths for an RD sweep."""
     depth = model.quantizer.depth
-    bad = [n for n in requested if not 1 <= n <= depth]
-    if bad:
-        raise ConfigError(f"depths {bad} outside 1..{depth}, the model's quantizer depth")
+    for n in requested:
+        check_depth(n, depth, "--depths entry")
     return [None] + sorted(n for n in set(requested) if n != depth)
 
 
@@ -85,7 +84,7 @@ def _evaluate(model, loader, inputs, depths, max_batches, autocast, stop) -> dic
             with autocast():
                 out = model(x, depth=n)
             recon = out.recon.float()
-            acc.update(x, model.to_dn(recon, out.centres), out.indices)
+            acc.update(x, model.to_dn(recon, out.patch_means), out.indices)
             if n is None:
                 losses += torch.stack([torch.mean((recon - out.target) ** 2).double(),
                                        torch.ones((), dtype=torch.float64, device=device)])

@@ -137,15 +137,23 @@ def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(torch.where(p > 0, p, 1.0))).sum(dim=-1)  # 0 * log 0 = 0
 
 
-def bpp_entropy(
+def bpp_histogram(
     histograms: torch.Tensor, positions: int, height: int = 120, width: int = 120
 ) -> float:
-    """Empirical entropy of the indices under per-stage frequencies: sum_s positions*H(p_s)/(H*W).
+    """Entropy of the indices' own per-stage histogram, no context: sum_s positions*H(p_s)/(H*W).
+    What a prior fitted on these very patches would spend without context; no file is written.
 
     histograms: (depth, K) or (K,) counts or probabilities of the indices of each RVQ stage.
     """
     bits = entropy_bits(histograms.reshape(-1, histograms.shape[-1]))  # (depth,)
     return float(positions * bits.sum() / (height * width))
+
+
+def bpp_entropy(ideal_bits: float, height: int = 120, width: int = 120,
+                num_patches: int = 1) -> float:
+    """The indices' information content under the fitted prior, -sum log2 p (what an ideal
+    coder spends on them), / (H*W), per patch."""
+    return ideal_bits / (height * width * num_patches)
 
 
 def bpp_coded(num_bytes: int, height: int = 120, width: int = 120, num_patches: int = 1) -> float:
@@ -262,7 +270,7 @@ class MetricAccumulator:
             torch.distributed.all_reduce(self._hist)
 
     def compute(self) -> dict[str, float]:
-        """Flat dict: psnr, psnr/<band>, ssim, sam, bpp_index, bpp_entropy, (bpp_side),
+        """Flat dict: psnr, psnr/<band>, ssim, sam, bpp_index, bpp_histogram, (bpp_side),
         codebook health."""
         if self._sums is None:
             raise RuntimeError("MetricAccumulator.compute before any update")
@@ -274,7 +282,7 @@ class MetricAccumulator:
             h, w = self._size
             depth = self._hist.shape[0]
             out["bpp_index"] = bpp_index(self._positions, depth, self.codebook_size, h, w)
-            out["bpp_entropy"] = bpp_entropy(self._hist, self._positions, h, w)
+            out["bpp_histogram"] = bpp_histogram(self._hist, self._positions, h, w)
             if self.side_bits:  # what a file stores besides the indices (model.patch_means)
                 out["bpp_side"] = self.side_bits / (h * w)
             out.update(health_metrics(self._hist))

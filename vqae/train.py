@@ -20,7 +20,8 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 from vqae.atomic import write_atomic
-from vqae.checkpoint import CheckpointManager, capture_rng_state, read_checkpoint, restore_rng_state
+from vqae.checkpoint import (CheckpointManager, capture_rng_state, fit_and_save, model_from_state,
+                             read_checkpoint, restore_rng_state)
 from vqae.checkpoint_format import check_optimizer_shapes, check_scheduler, check_state
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.device_input import DeviceInput, Prefetcher
@@ -334,7 +335,7 @@ class Trainer:
         if t.l1_weight:
             parts["l1"] = t.l1_weight * F.l1_loss(recon, out.target)
         if t.ssim_weight:
-            dn_hat = self.model.to_dn(recon, out.centres)
+            dn_hat = self.model.to_dn(recon, out.patch_means)
             parts["ssim"] = t.ssim_weight * (1 - ssim(x, dn_hat, offset=self.offsets).mean())
         return {**parts, **{k: v.float() for k, v in out.losses.items()}}
 
@@ -357,7 +358,7 @@ class Trainer:
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             if stats:
                 parts["loss"] = sum(parts.values())
-                dn_hat = self.model.to_dn(out.recon.detach(), out.centres)
+                dn_hat = self.model.to_dn(out.recon.detach(), out.patch_means)
                 parts["psnr"] = psnr(x, dn_hat, offset=self.offsets).mean()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v.detach() / len(batches)
@@ -425,7 +426,7 @@ class Trainer:
         x = self.input(default_collate([self.val_ds[i] for i in range(n)]))  # (n, C, H, W)
         self.model.eval()
         out = self.model(x)
-        dn_hat = self.model.to_dn(out.recon, out.centres)
+        dn_hat = self.model.to_dn(out.recon, out.patch_means)
         self.model.train()
         return {f"val/{k}": v for k, v in render_panel(x, dn_hat, self.model.bands).items()}
 
@@ -547,18 +548,37 @@ class Trainer:
         """Rank 0 fits the codec's prior after the last step. A stop request cuts it short:
         75, with the last step's checkpoint as it was (training complete, no prior yet); the
         resumed run (--run.resume=auto) finds it complete and only fits the prior."""
-        from vqae.codec.pipeline import fit_after_training
-
         try:
-            # codec/fit.py reads float images: the CPU-resampled reader of the same split
-            fit_after_training(self.model, self.source.dataset("train"), self.ckpts, self.state,
-                               self.pos.step, self.cfg, self.device,
-                               stop=lambda: self.stop.requested)
+            # the fit reads float images: the CPU-resampled reader of the same split
+            self.fit_into_checkpoints(self.source.dataset("train"))
         except Stopped:
             log.warning("prior fit stopped: training is complete and checkpointed at step %d; "
                         "resume (--run.resume=auto) to fit the prior", self.pos.step)
             return EXIT_PREEMPTED
         return 0
+
+    def fit_into_checkpoints(self, train_ds) -> None:
+        """Fit the prior on the train split and rewrite the final checkpoint; best.pt too,
+        refitted on its own weights when it is from an earlier step. A checkpoint is
+        rewritten whole or not."""
+        if len(train_ds) < 2:
+            log.warning("train split has %d patch(es): no prior fitted", len(train_ds))
+            return
+        data = self.cfg.data
+        fit = dict(batch_size=data.batch_size, workers=data.num_workers, progress=False,
+                   stop=lambda: self.stop.requested)
+        best = self.ckpts.best()
+        best_too = best is not None and self.ckpts.best_path.is_file()
+        paths = [self.ckpts.path_for(self.pos.step)]
+        if best_too and best["step"] == self.pos.step:
+            paths.append(self.ckpts.best_path)
+        text = fit_and_save(self.model, train_ds, paths, self.state, self.device, **fit)
+        log.info("prior fitted on %d train patches:\n%s", len(train_ds), text)
+        if best_too and best["step"] != self.pos.step:
+            state = read_checkpoint(self.ckpts.best_path)
+            model, _ = model_from_state(self.ckpts.best_path, state, self.device)
+            fit_and_save(model, train_ds, [self.ckpts.best_path], lambda: state, self.device,
+                         **fit)
 
     def close(self) -> None:
         """Stop the train loader's worker processes (they ignore TERM) and close the data."""

@@ -25,7 +25,7 @@ TINY = ["model.widths=[8,16]", "model.latent_dim=8", "model.groups=4",
 def make_checkpoint(path: Path, data: Path, seed: int = 0, fit: bool = True,
                     overrides: list[str] = ()) -> Path:
     """A tiny model k-means-initialised on `data`, its prior fitted on every patch."""
-    from vqae.codec.fit import fit_prior
+    from vqae.entropy.fit import fit_prior
 
     cfg = load_config(None, [*TINY, f"data.path={data}", *overrides])
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ import torch
 from tests.codec.conftest import make_checkpoint
 from vqae.checkpoint import load_model
 from vqae.codec import bandfilter, bitstream
-from vqae.codec.api import Codec
+from vqae.codec.codec import Codec, Parsed
 from vqae.data.sample import LMDB_NAME
 from vqae.errors import DataError
 
@@ -37,8 +37,8 @@ def random_grids(codec: Codec, n: int, seed: int = 0) -> np.ndarray:
 
 def test_random_indices_round_trip_bit_exactly(codec):
     for grid in random_grids(codec, 12):
-        data = codec.encode_indices(grid).data
-        np.testing.assert_array_equal(codec.decode_indices(data, "r.vqz"), grid)
+        data = codec.pack(grid).data
+        np.testing.assert_array_equal(codec.parse(data, source="r.vqz").indices, grid)
 
 
 def test_real_patches_round_trip_bit_exactly(sample_dir, tmp_path):
@@ -50,39 +50,39 @@ def test_real_patches_round_trip_bit_exactly(sample_dir, tmp_path):
     with DataSource(cfg.data) as source:
         ds = source.dataset("all")
         x = torch.stack([ds[i]["image"] for i in range(8)])  # (8, 12, 120, 120)
-    grids, centres = codec.encode_images(x)
-    assert centres.shape == (8, 0)  # a model with global statistics sends no side information
+    grids, patch_means = codec.analyse(x)
+    assert patch_means.shape == (8, 0)  # a model with global statistics sends no side information
     for grid in grids:
         np.testing.assert_array_equal(
-            codec.decode_indices(codec.encode_indices(grid).data, "real.vqz"), grid)
+            codec.parse(codec.pack(grid).data, source="real.vqz").indices, grid)
 
 
 def test_coded_size_is_within_one_percent_of_the_ideal_entropy_plus_framing(codec):
-    grids = np.stack([codec.encode_images(torch.full((1, 12, 120, 120), v))[0][0]
+    grids = np.stack([codec.analyse(torch.full((1, 12, 120, 120), v))[0][0]
                       for v in (300.0, 900.0, 2500.0)])
     for grid in [*grids, *random_grids(codec, 4, seed=1)]:
-        enc = codec.encode_indices(grid)
+        enc = codec.pack(grid)
         overhead = enc.header_bytes + codec.depth * CHUNK_FRAMING
         assert 8 * len(enc.data) <= 1.01 * enc.ideal_bits + 8 * overhead
 
 
 def test_a_file_cut_after_chunk_k_decodes_at_k_stages(codec):
     grid = random_grids(codec, 3, seed=2)[2]
-    data = codec.encode_indices(grid).data
+    data = codec.pack(grid).data
     parsed = bitstream.read(data, "x")
     ends = np.cumsum([parsed.header_bytes] + [len(bitstream.varint(len(p))) + 4 + len(p)
                                                for p in parsed.payloads])
     for k in range(1, codec.depth + 1):
-        got = codec.decode_indices(data[: ends[k]], "cut.vqz")
+        got = codec.parse(data[: ends[k]], source="cut.vqz").indices
         np.testing.assert_array_equal(got, grid[:k])
-        shallow = codec.encode_indices(grid[:k]).data  # the same chunks, a header saying k
+        shallow = codec.pack(grid[:k]).data  # the same chunks, a header saying k
         assert data[ends[0]: ends[k]] == shallow[ends[0]:]
-        np.testing.assert_array_equal(codec.decode_indices(data, "x", depth=k), grid[:k])
+        np.testing.assert_array_equal(codec.parse(data, k, "x").indices, grid[:k])
 
 
 def error_of(codec, data: bytes, name="p.vqz") -> str:
     with pytest.raises(DataError) as info:
-        codec.decode_indices(data, name)
+        codec.parse(data, source=name)
     message = str(info.value)
     assert name in message and "\n" not in message
     return message
@@ -90,7 +90,7 @@ def error_of(codec, data: bytes, name="p.vqz") -> str:
 
 def test_wrong_model_truncated_damaged_and_empty_files_are_clear_errors(codec, other_ckpt):
     grid = random_grids(codec, 1)[2]
-    data = codec.encode_indices(grid).data
+    data = codec.pack(grid).data
     other, _ = load_model(other_ckpt)
     assert "another model" in error_of(Codec(other, "other.pt"), data)
     assert "empty" in error_of(codec, b"")
@@ -128,32 +128,31 @@ def patches(n: int = 3) -> torch.Tensor:
 
 def test_band_means_travel_in_the_header_and_restore_the_brightness(per_patch):
     x = patches()
-    grids, centres = per_patch.encode_images(x)
-    assert centres.shape == (3, 12) and centres.dtype == np.int64
-    for grid, side in zip(grids, centres):
-        enc = per_patch.encode_indices(grid, side)
+    grids, patch_means = per_patch.analyse(x)
+    assert patch_means.shape == (3, 12) and patch_means.dtype == np.int64
+    for grid, side in zip(grids, patch_means):
+        enc = per_patch.pack(grid, side)
         assert enc.header_bytes == 28 + 2 * 12  # a 28-byte header and a u16 mean per band
-        back, header = per_patch.decode_file(enc.data, "m.vqz")
+        back, header = per_patch.parse(enc.data, source="m.vqz")
         np.testing.assert_array_equal(back, grid)
-        assert header.centres == tuple(side)
-        dn = per_patch.decode_images(back[None], torch.device("cpu"), np.array([side]))[0]
+        assert header.patch_means == tuple(side)
+        dn = per_patch.decode_images(back[None], np.array([side]))[0]
         want = per_patch.model.decode(torch.from_numpy(grid)[None],
                                       torch.from_numpy(side[None]).float())[0]
         np.testing.assert_array_equal(dn, want.detach().numpy())
         # the brightness is the sent means': 700 DN more in the header, 700 DN brighter
-        brighter = per_patch.decode_images(back[None], torch.device("cpu"),
-                                           np.array([side + 700]))[0]
+        brighter = per_patch.decode_images(back[None], np.array([side + 700]))[0]
         np.testing.assert_allclose(brighter - dn, 700, atol=1e-3)
 
 
-def test_side_information_must_match_the_model(per_patch):
-    grid, side = (a[0] for a in per_patch.encode_images(patches(1)))
-    with pytest.raises(AssertionError, match="centres"):
-        per_patch.encode_indices(grid)  # a per-patch model's file without its means
-    real = per_patch.encode_indices(grid, side).data
+def test_patch_means_must_match_the_model(per_patch):
+    grid, side = (a[0] for a in per_patch.analyse(patches(1)))
+    with pytest.raises(AssertionError, match="patch means"):
+        per_patch.pack(grid)  # a per-patch model's file without its means
+    real = per_patch.pack(grid, side).data
     header, pos = bitstream.parse_header(real, "x")
-    no_means = dataclasses.replace(header, centres=()).pack()  # valid CRC, means left out
-    assert "band means" in error_of(per_patch, no_means + real[pos:])
+    no_means = dataclasses.replace(header, patch_means=()).pack()  # valid CRC, means left out
+    assert "patch means" in error_of(per_patch, no_means + real[pos:])
 
 
 def plain_chunks(data: bytes) -> bytes:
@@ -172,16 +171,16 @@ def as_version(data: bytes, version: int, drop: int) -> bytes:
 
 
 def as_version_1(data: bytes) -> bytes:
-    """A file of a model without side information as version 1 wrote it: no centres or gains
+    """A file of a model without side information as version 1 wrote it: no patch_means or gains
     count byte."""
     return as_version(data, 1, drop=2)
 
 
 def test_version_1_files_still_decode(codec):
     grid = random_grids(codec, 1, seed=4)[2]
-    v1 = as_version_1(codec.encode_indices(grid).data)
+    v1 = as_version_1(codec.pack(grid).data)
     assert v1[4] == 1
-    np.testing.assert_array_equal(codec.decode_indices(v1, "old.vqz"), grid)
+    np.testing.assert_array_equal(codec.parse(v1, source="old.vqz").indices, grid)
     v9 = bytearray(v1)
     v9[4] = 9
     assert "version 9" in error_of(codec, bytes(v9))
@@ -189,10 +188,10 @@ def test_version_1_files_still_decode(codec):
 
 def test_version_3_files_with_plain_chunk_crcs_still_decode(codec):
     grid = random_grids(codec, 1, seed=5)[2]
-    v4 = codec.encode_indices(grid, (), "gain", np.full(12, 64)).data
+    v4 = codec.pack(grid, (), "gain", np.full(12, 64)).data
     v3 = as_version(v4, 3, drop=0)
     assert v3[4] == 3 and len(v3) == len(v4) and v3 != v4
-    back, header = codec.decode_file(v3, "old.vqz")
+    back, header = codec.parse(v3, source="old.vqz")
     np.testing.assert_array_equal(back, grid)
     assert header.version == 3 and header.filter_codes == (64,) * 12
 
@@ -200,7 +199,7 @@ def test_version_3_files_with_plain_chunk_crcs_still_decode(codec):
 def test_chunks_are_bound_to_their_stage_and_model(codec):
     """Version 4: a chunk's CRC starts from its model and stage, so a zeroed chunk, two stages
     swapped, or a chunk of another model's file is damage."""
-    a = codec.encode_indices(random_grids(codec, 1, seed=6)[2]).data
+    a = codec.pack(random_grids(codec, 1, seed=6)[2]).data
     pa = bitstream.read(a, "a").payloads
     _, start = bitstream.parse_header(a, "a")
 
@@ -214,7 +213,7 @@ def test_chunks_are_bound_to_their_stage_and_model(codec):
     assert "CRC32" in error_of(codec, header + framed(swapped, [crcs[1], crcs[0], *crcs[2:]]))
     other = [bitstream.chunk_crc(p, s, bytes(8)) for s, p in enumerate(pa)]
     assert "CRC32" in error_of(codec, header + framed(pa, other))  # another model's chunks
-    np.testing.assert_array_equal(codec.decode_indices(header + framed(pa, crcs), "a"),
+    np.testing.assert_array_equal(codec.parse(header + framed(pa, crcs), source="a").indices,
                                   random_grids(codec, 1, seed=6)[2])
     zeroed = header + bytes(5 * len(pa))  # length 0, CRC 0: the CRC32 of nothing
     assert "CRC32" in error_of(codec, zeroed)
@@ -226,9 +225,9 @@ def lost_contrast(seed: int = 3):
     """Originals (4, 12, 16, 16) and a decoding with their structure at 2/3 of the contrast."""
     rng = np.random.default_rng(seed)
     x = rng.normal(1500, 300, (4, 12, 16, 16))
-    centres = x.mean(axis=(-2, -1))
-    decoded = centres[..., None, None] + (x - centres[..., None, None]) / 1.5
-    return x, (decoded + rng.normal(0, 5, x.shape)).astype(np.float32), centres, rng
+    patch_means = x.mean(axis=(-2, -1))
+    decoded = patch_means[..., None, None] + (x - patch_means[..., None, None]) / 1.5
+    return x, (decoded + rng.normal(0, 5, x.shape)).astype(np.float32), patch_means, rng
 
 
 def mse(y, x):
@@ -236,11 +235,11 @@ def mse(y, x):
 
 
 def test_band_gains_recover_a_lost_contrast():
-    x, decoded, centres, _ = lost_contrast()
-    codes = bandfilter.fit("gain", x, decoded, centres)
+    x, decoded, patch_means, _ = lost_contrast()
+    codes = bandfilter.fit("gain", x, decoded, patch_means)
     assert codes.shape == (4, 12) and codes.dtype == np.int64
     np.testing.assert_allclose(codes / bandfilter.GAIN_STEP, 1.5, atol=0.05)
-    fixed = bandfilter.apply(decoded, centres, "gain", codes)
+    fixed = bandfilter.apply(decoded, patch_means, "gain", codes)
     assert fixed.dtype == np.float32
     assert mse(fixed, x).max() < 0.05 * mse(decoded, x).min()
     flat = np.full((1, 12, 8, 8), 700.0, np.float32)  # nothing to scale: gain 1
@@ -248,18 +247,18 @@ def test_band_gains_recover_a_lost_contrast():
 
 
 def test_band_mix_undoes_mixed_bands_and_no_filter_ever_adds_error():
-    x, _, centres, rng = lost_contrast(4)
-    p = centres[..., None, None]
+    x, _, patch_means, rng = lost_contrast(4)
+    p = patch_means[..., None, None]
     mixing = np.eye(12) * 0.7 + 0.3 * np.roll(np.eye(12), 1, axis=1)  # each band leaks into one
     decoded = (p + np.einsum("ij,bjhw->bihw", mixing, x - p)).astype(np.float32)
-    codes = bandfilter.fit("mix", x, decoded, centres)
+    codes = bandfilter.fit("mix", x, decoded, patch_means)
     assert codes.shape == (4, 144) and codes.min() >= -128 and codes.max() <= 127
-    assert mse(bandfilter.apply(decoded, centres, "mix", codes), x).max() < 0.1 * mse(
-        bandfilter.apply(decoded, centres, "gain", bandfilter.fit("gain", x, decoded, centres)),
+    assert mse(bandfilter.apply(decoded, patch_means, "mix", codes), x).max() < 0.1 * mse(
+        bandfilter.apply(decoded, patch_means, "gain", bandfilter.fit("gain", x, decoded, patch_means)),
         x).min()
     # any decoded bands, either pivot: the fitted filter never adds error to a band
     noisy = (x + rng.normal(0, 200, x.shape) - 80).astype(np.float32)
-    for pivot in (centres, None):
+    for pivot in (patch_means, None):
         for kind in ("gain", "mix"):
             out = bandfilter.apply(noisy, pivot, kind, bandfilter.fit(kind, x, noisy, pivot))
             assert (mse(out, x) <= mse(noisy, x) + 1e-6).all(), kind
@@ -272,17 +271,17 @@ def test_band_mix_undoes_mixed_bands_and_no_filter_ever_adds_error():
 @pytest.mark.parametrize("kind", ["gain", "mix"])
 def test_band_filters_travel_in_the_header_and_correct_the_decoded_patch(per_patch, kind):
     x = patches(2)
-    grids, centres = per_patch.encode_images(x)
-    fitted = per_patch.fit_filter(kind, x, grids, centres, torch.device("cpu"))
-    for grid, side, codes, patch in zip(grids, centres, fitted, x):
-        enc = per_patch.encode_indices(grid, side, kind, codes)
+    grids, patch_means = per_patch.analyse(x)
+    fitted = per_patch.fit_band_filter(kind, x, grids, patch_means)
+    for grid, side, codes, patch in zip(grids, patch_means, fitted, x):
+        enc = per_patch.pack(grid, side, kind, codes)
         # a 28-byte header, a u16 mean per band, one byte per filter code
         assert enc.header_bytes == 28 + 2 * 12 + {"gain": 12, "mix": 144}[kind]
-        back, header = per_patch.decode_file(enc.data, "f.vqz")
+        back, header = per_patch.parse(enc.data, source="f.vqz")
         assert header.filter_kind == kind and header.filter_codes == tuple(codes)
-        assert header.centres == tuple(side)
-        plain = per_patch.decode_images(back[None], torch.device("cpu"), side[None])[0]
-        dn = per_patch.decode_patch(back, header, torch.device("cpu"))
+        assert header.patch_means == tuple(side)
+        plain = per_patch.decode_images(back[None], side[None])[0]
+        dn = per_patch.pixels(Parsed(back, header))
         p = side[:, None, None].astype(np.float64)
         m = bandfilter.matrices(kind, codes[None], 12)[0]
         want = p + np.einsum("ij,jhw->ihw", m, plain.astype(np.float64) - p)
@@ -304,13 +303,13 @@ def with_filter_field(data: bytes, field: bytes) -> bytes:
 
 
 def test_version_2_files_still_decode_and_impossible_filters_are_damage(per_patch):
-    grid, side = (a[0] for a in per_patch.encode_images(patches(1)))
-    v2 = as_version_2(per_patch.encode_indices(grid, side).data)
+    grid, side = (a[0] for a in per_patch.analyse(patches(1)))
+    v2 = as_version_2(per_patch.pack(grid, side).data)
     assert v2[4] == 2
-    back, header = per_patch.decode_file(v2, "old.vqz")
+    back, header = per_patch.parse(v2, source="old.vqz")
     np.testing.assert_array_equal(back, grid)
-    assert header.centres == tuple(side) and header.filter_kind == "none"
-    real = per_patch.encode_indices(grid, side, "gain", np.full(12, 64)).data
+    assert header.patch_means == tuple(side) and header.filter_kind == "none"
+    real = per_patch.pack(grid, side, "gain", np.full(12, 64)).data
     assert "impossible values" in error_of(per_patch, with_filter_field(real, bytes([7])))
     short = with_filter_field(real, bytes([1, 64, 64, 64]))  # 3 gains where 12 bands need 12
     assert "damaged" in error_of(per_patch, short)

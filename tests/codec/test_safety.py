@@ -22,7 +22,7 @@ from tests.fakes import write_fake_tree
 from vqae.checkpoint import load_model
 from vqae.cli import main
 from vqae.codec import bitstream
-from vqae.codec.api import Codec
+from vqae.codec.codec import Codec
 from vqae.errors import DataError
 from vqae.signals import EXIT_PREEMPTED
 
@@ -291,7 +291,7 @@ def test_header_fields_are_checked_against_the_model(tiny_ckpt, compressed, fiel
     forged = dataclasses.replace(parsed.header, **fields)  # with a valid CRC
     codec = Codec(load_model(tiny_ckpt)[0], str(tiny_ckpt))
     with pytest.raises(DataError, match="damaged"):
-        codec.decode_file(bitstream.write(forged, parsed.payloads), "forged.vqz")
+        codec.parse(bitstream.write(forged, parsed.payloads), source="forged.vqz")
 
 
 def test_decompress_says_when_an_input_may_be_incomplete(tiny_ckpt, fake_patches, tmp_path,

@@ -84,7 +84,7 @@ def test_rvq_depth_is_passed_through():
     x = dn(1, 12, 120, 120)
     assert model(x, depth=1).indices.shape[1] == 1
     assert model.encode(x, depth=1).shape == (1, 1, 15, 15)
-    with pytest.raises(ValueError, match="depth 3 outside 1..2"):
+    with pytest.raises(ValueError, match="depth 3 is outside 1..2"):
         model(x, depth=3)
 
 
@@ -163,25 +163,25 @@ def test_per_patch_model_is_blind_to_a_constant_brightness_offset():
     model = per_patch_model()
     x = dn(2, 12, 120, 120, seed=1).round()
     shift = torch.arange(12, dtype=torch.float32).view(1, 12, 1, 1) * 100 + 1000
-    indices, centres = model.encode(x), model.side_info(x)
-    assert centres.shape == (2, 12) and torch.equal(centres, centres.round())
-    assert torch.allclose(centres, x.mean(dim=(2, 3)), atol=0.5)
+    indices, patch_means = model.encode(x), model.patch_means(x)
+    assert patch_means.shape == (2, 12) and torch.equal(patch_means, patch_means.round())
+    assert torch.allclose(patch_means, x.mean(dim=(2, 3)), atol=0.5)
     assert torch.equal(model.encode(x + shift), indices)
-    assert torch.equal(model.side_info(x + shift), centres + shift.view(1, 12))
-    decoded = model.decode(indices, centres)
-    assert torch.allclose(model.decode(indices, centres + shift.view(1, 12)), decoded + shift,
+    assert torch.equal(model.patch_means(x + shift), patch_means + shift.view(1, 12))
+    decoded = model.decode(indices, patch_means)
+    assert torch.allclose(model.decode(indices, patch_means + shift.view(1, 12)), decoded + shift,
                           atol=1e-3)
     out = model(x)
-    assert torch.equal(decoded, model.to_dn(out.recon, out.centres))
+    assert torch.equal(decoded, model.to_dn(out.recon, out.patch_means))
     assert out.target.mean(dim=(2, 3)).abs().max() < 1e-3  # every band centred
 
 
 def test_per_patch_model_needs_its_side_information_and_counts_its_bits():
     model = per_patch_model()
-    with pytest.raises(ValueError, match="centres"):
+    with pytest.raises(ValueError, match="patch_means"):
         model.decode(model.encode(dn(1, 12, 120, 120)))
     assert model.side_bits() == 12 * 16
     plain = build_model(tiny_config(name="rvq"))
-    assert plain.side_bits() == 0 and plain.side_info(dn(1, 12, 120, 120)) is None
+    assert plain.side_bits() == 0 and plain.patch_means(dn(1, 12, 120, 120)) is None
     assert model.bpp_index() == plain.bpp_index()  # indices only, as DESIGN.md defines it
     assert "12 band means x 16 bits per patch, bpp_side 0.0133" in model.summary()

@@ -1,13 +1,20 @@
-"""The codec: a trained model's code indices as entropy-coded, progressive `.vqz` bitstreams.
+"""The codec: a trained model's code indices as entropy-coded, progressive `.vqz` files.
 
-- `prior`: integer frequency tables over the indices (buffers of the model) and their contexts
-- `fit`: fitting those tables on a split, choosing each stage's context by held-out bits
-- `entropy`: constriction's ANS coder over those tables
+- `codec`: `Codec`, patches <-> file bytes (from_checkpoint, compress, decompress, batches)
 - `bitstream`: the `.vqz` container (header, one CRC-checked chunk per RVQ stage; docs/format.md)
-- `api`: index grids <-> file bytes, indices <-> digital numbers
 - `bandfilter`: the per-patch band gains / band mix the encoder fits and the header carries
-- `store`, `pipeline`: folders and LMDBs of files; what fit-prior, compress, decompress do
-- `jpeg2000`, `bdrate`, `rd`, `plot`: the rate-distortion comparison (`vqae rd`)
+- `store`: folders and LMDBs of files, and the GeoTIFF trees and LMDBs they decompress into
 
-Importing this package loads nothing heavy; the model imports `prior` only.
+The prior and its coder live in `vqae.entropy`; the commands in `vqae.commands`; `vqae rd` in
+`vqae.rd`. Importing this package loads nothing heavy.
 """
+
+from __future__ import annotations
+
+
+def __getattr__(name: str):
+    if name == "Codec":
+        from vqae.codec.codec import Codec
+
+        return Codec
+    raise AttributeError(name)

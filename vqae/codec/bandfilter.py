@@ -1,26 +1,16 @@
 """Band filters: a per-patch linear correction of the decoded bands that the encoder fits and
-the file carries (vqae compress --band-filter).
+the file carries (`vqae compress --band-filter`).
 
-A network trained on a few sources decodes a patch from a new one with the right structure but
-wrong band contrasts and band mixtures. The encoder has the original, so after choosing the
-indices it decodes them (analysis by synthesis, as a video coder fits its adaptive loop filter)
-and fits, by least squares, a C x C matrix M with which the decoder returns
+The encoder decodes its own indices (analysis by synthesis) and fits, by least squares in the
+integer lattice, a C x C matrix M with which the decoder returns `out = p + M (decoded - p)`
+per pixel; p is the header's patch means for a per-patch model, else each decoded band's mean.
 
-    out = p + M (decoded - p)    (per pixel, over the C bands; p the per-band pivot)
-
-p is the header's band means for a per-patch model (the original's own means), else the decoded
-band's mean; both are known to the decoder. Kinds, by what M may be:
-
-- `gain`: diagonal, each band's contrast; C codes u8, M_bb = code / 64 (0 .. 3.98). 8 bits/band.
-- `mix`: full, each band a combination of all decoded bands (they are strongly correlated, so
-  this also undoes spectral errors); C*C codes int8, M = code / 32 (-4 .. 3.97). 8 C^2 bits:
-  worth it from about 0.02 bits per pixel per band (BENCHMARKS.md).
+- `gain`: diagonal, each band's contrast; C u8 codes, M_bb = code / 64.
+- `mix`: full, each band from all decoded bands; C*C int8 codes, M = code / 32.
 - `none`: M = I.
 
-The codes are fitted in the integer lattice (least squares, rounded, then exact coordinate
-descent over integer values, and never worse than no filter per band), so quantizing the
-coefficients costs almost nothing. A file cut to fewer stages applies the filter fitted for the
-stages it was written with.
+A fitted band is never worse than the band as decoded (the guard in `fit_mix`). Rates and
+gains are measured in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -41,10 +31,10 @@ def bits(kind: str, bands: int) -> int:
     return 8 * code_count(kind, bands)
 
 
-def pivots(decoded: np.ndarray, centres: np.ndarray | None) -> np.ndarray:
-    """decoded (B, C, H, W) and the header's centres (B, C) or None -> (B, C, 1, 1) float64."""
-    if centres is not None and np.size(centres):
-        return np.asarray(centres, np.float64).reshape(*decoded.shape[:2], 1, 1)
+def pivots(decoded: np.ndarray, patch_means: np.ndarray | None) -> np.ndarray:
+    """decoded (B, C, H, W) and the header's patch_means (B, C) or None -> (B, C, 1, 1) float64."""
+    if patch_means is not None and np.size(patch_means):
+        return np.asarray(patch_means, np.float64).reshape(*decoded.shape[:2], 1, 1)
     return decoded.astype(np.float64).mean(axis=(-2, -1), keepdims=True)
 
 
@@ -56,25 +46,25 @@ def matrices(kind: str, codes: np.ndarray, bands: int) -> np.ndarray:
     return codes.reshape(-1, bands, bands) / MIX_STEP
 
 
-def apply(decoded: np.ndarray, centres: np.ndarray | None, kind: str,
+def apply(decoded: np.ndarray, patch_means: np.ndarray | None, kind: str,
           codes: np.ndarray) -> np.ndarray:
     """decoded (B, C, H, W) float32 and (B, n) codes of `kind` -> p + M (decoded - p), float32."""
     if kind == "none":
         return decoded
-    p = pivots(decoded, centres)
+    p = pivots(decoded, patch_means)
     r = decoded.astype(np.float64) - p
     m = matrices(kind, codes, decoded.shape[1])
     return (p + np.einsum("bij,bjhw->bihw", m, r)).astype(np.float32)
 
 
 def fit(kind: str, original: np.ndarray, decoded: np.ndarray,
-        centres: np.ndarray | None) -> np.ndarray:
+        patch_means: np.ndarray | None) -> np.ndarray:
     """original, decoded (B, C, H, W) digital numbers -> (B, code_count) int64 codes of the
     least-squares filter of `kind` for each patch."""
     b, c = decoded.shape[:2]
     if kind == "none":
         return np.zeros((b, 0), np.int64)
-    p = pivots(decoded, centres)
+    p = pivots(decoded, patch_means)
     x = (original.astype(np.float64) - p).reshape(b, c, -1)
     r = (decoded.astype(np.float64) - p).reshape(b, c, -1)
     gram = r @ r.transpose(0, 2, 1)  # (B, C, C): decoded band j with band k

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,12 @@ import numpy as np
 from vqae.atomic import write_atomic
 from vqae.codec import bitstream
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
+from vqae.data.lmdb_writer import LmdbWriter, is_lmdb_file
 from vqae.errors import DataError
 from vqae.outputs import Output
+from vqae.signals import StopFlag, Stopped
 
 SUFFIX = ".vqz"
-LMDB_FILES = {"data.mdb", "lock.mdb"}
-BATCH = 256  # records per LMDB transaction
 
 
 def check_name(name: str, source: object) -> str:
@@ -38,40 +39,12 @@ def _temp_leftover(p: Path) -> bool:
     return p.name.startswith(".") and p.name.endswith(".tmp")
 
 
-def _lmdb_entry(p: Path) -> bool:
-    return p.name in LMDB_FILES
-
-
 def _patch_folder(p: Path) -> bool:
     """A folder that TiffSink writes: `<patch>/<patch>_<band>.tif` files and nothing else."""
     if not p.is_dir() or p.is_symlink():
         return False
     return all(f.name.startswith(f"{p.name}_") and f.name.endswith(".tif") and f.is_file()
                and not f.is_symlink() for f in p.iterdir())
-
-
-class _LmdbBatches:
-    """Records of an LMDB, committed a batch at a time (whole patches only)."""
-
-    def __init__(self, folder: Path):
-        # vqae.data.encode imports rasterio: only when writing (training imports this module)
-        from vqae.data.encode import LmdbWriter
-
-        self.writer = LmdbWriter(folder)
-        self.pending: list[tuple[bytes, bytes]] = []
-
-    def put(self, name: str, value: bytes) -> None:
-        self.pending.append((name.encode("utf-8"), value))
-        if len(self.pending) >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        self.writer.write(self.pending)
-        self.pending = []
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
 
 
 class _Sink:
@@ -81,13 +54,13 @@ class _Sink:
 
     def __init__(self, output: Output, lmdb: bool):
         self.output, self.target = output, output.target
-        self.batches = _LmdbBatches(self.target) if lmdb else None
+        self.lmdb = LmdbWriter(self.target) if lmdb else None
         self.committed = False
 
     def _close_writer(self) -> None:
-        if self.batches is not None:
-            self.batches.close()
-            self.batches = None
+        if self.lmdb is not None:
+            self.lmdb.close()
+            self.lmdb = None
 
     def close(self, manifest: dict) -> None:
         self._close_writer()
@@ -103,12 +76,40 @@ class _Sink:
             self.output.abort(manifest.get("patches"))
 
 
+@contextmanager
+def guarded(sink: _Sink, fields: dict, done: Callable[[], int], total: int, command: str):
+    """Run a command's loop and its commit under a StopFlag (yielded); after an error or a
+    stop the sink keeps what is consistent (sink.stop), and a stop raises Stopped (exit status
+    75). A stop that arrives once the sink is committed is moot: the work is done."""
+    with StopFlag("stopping after this batch") as stop:
+        try:
+            yield stop
+        except BaseException:
+            if not sink.committed:
+                sink.stop(fields | {"patches": done()})
+            raise
+        if stop.requested and not sink.committed:
+            sink.stop(fields | {"patches": done()})
+            raise Stopped(_stopped_message(stop, done(), total, sink, command))
+
+
+def _stopped_message(stop: StopFlag, done: int, total: int, sink: _Sink, command: str) -> str:
+    where = sink.output
+    if where.replacing:
+        kept = f"{where.out} was left as it was; run the command again"
+    else:
+        kept = (f"the {done} patch(es) written are kept in {where.out}, marked incomplete"
+                + ("; continue with --resume" if command == "compress" else
+                   "; run again with --overwrite"))
+    return f"stopped on {stop.signal_name} after {done} of {total} patches; {kept}"
+
+
 class BitstreamSink(_Sink):
     """`<name>.vqz` files in a folder, or records of an LMDB keyed by patch name."""
 
     def __init__(self, out: Path, lmdb: bool, *, overwrite: bool = False, resume: bool = False,
                  inputs=(), fields: dict | None = None, resumable=lambda manifest: None):
-        entry = _lmdb_entry if lmdb else (lambda p: p.name.endswith(SUFFIX) or _temp_leftover(p))
+        entry = is_lmdb_file if lmdb else (lambda p: p.name.endswith(SUFFIX) or _temp_leftover(p))
         super().__init__(Output.open(out, "vqz-lmdb" if lmdb else "vqz", inputs=inputs,
                                      overwrite=overwrite, resume=resume, ours=entry,
                                      fields=fields, rerun="--resume", resumable=resumable),
@@ -116,7 +117,7 @@ class BitstreamSink(_Sink):
 
     def present(self) -> set[str]:
         """Patches already in OUT (a resumed output): each was written whole."""
-        if self.batches is None:
+        if self.lmdb is None:
             return {p.name[: -len(SUFFIX)] for p in self.target.glob(f"*{SUFFIX}")}
         if not (self.target / "data.mdb").is_file():
             return set()
@@ -125,10 +126,10 @@ class BitstreamSink(_Sink):
 
     def write(self, name: str, data: bytes) -> None:
         check_name(name, "the input")
-        if self.batches is None:
+        if self.lmdb is None:
             write_atomic(self.target / f"{name}{SUFFIX}", data)
         else:
-            self.batches.put(name, data)
+            self.lmdb.put(name, data)
 
 
 def read_manifest(path: Path) -> dict | None:
@@ -205,9 +206,9 @@ class RicoLmdbSink(_Sink):
 
     def __init__(self, out: Path, overwrite: bool, inputs=(), fields: dict | None = None):
         super().__init__(Output.open(out, "decoded-lmdb", inputs=inputs, overwrite=overwrite,
-                                     ours=_lmdb_entry, fields=fields), lmdb=True)
+                                     ours=is_lmdb_file, fields=fields), lmdb=True)
 
     def write(self, name: str, bands: dict[str, np.ndarray]) -> None:
         from safetensors.numpy import save
 
-        self.batches.put(name, save(bands))
+        self.lmdb.put(name, save(bands))

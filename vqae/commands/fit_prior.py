@@ -6,9 +6,9 @@ and writes the integer tables into the checkpoint (atomically), or into a new fi
 
 from __future__ import annotations
 
-from vqae.commands.common import int_in
+from pathlib import Path
 
-DEVICES = ("auto", "cpu", "cuda")
+from vqae.commands.common import DEVICES, int_in
 
 
 def add_arguments(parser) -> None:
@@ -26,9 +26,50 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from vqae.codec.pipeline import fit_checkpoint
-
     path = fit_checkpoint(args.checkpoint, args.out, args.data, args.split, args.device,
                           args.batch_size, args.workers, not args.no_progress)
     print(f"wrote the fitted prior into {path}")
     return 0
+
+
+def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, device_name: str,
+                   batch_size: int, workers: int, progress: bool = True) -> Path:
+    """Fit the prior of a checkpoint's model on a split and write the checkpoint (atomically)."""
+    from vqae.checkpoint import fit_and_save, model_from_state, read_checkpoint
+    from vqae.data.source import source_at
+    from vqae.distributed import single_device
+    from vqae.errors import DataError
+
+    device = single_device(device_name)
+    state = read_checkpoint(ckpt)  # read once: the file rewritten is the file fitted
+    model, cfg = model_from_state(ckpt, state, device)
+    if out is not None:
+        check_checkpoint_out(Path(out), [ckpt, data])  # before the long part
+    with source_at(cfg.data, data) as source:
+        print(f"fitting the prior on {source.describe(split)}")
+        ds = source.dataset(split)
+        if len(ds) < 2:
+            raise DataError(f"split '{split}' of {source.path} has {len(ds)} patch(es); fitting "
+                            "a prior needs at least 2: pass --split all or more data")
+        print(fit_and_save(model, ds, [Path(out or ckpt)], lambda: state, device, batch_size,
+                           workers, progress))
+    return Path(out or ckpt)
+
+
+def check_checkpoint_out(out: Path, inputs: list) -> None:
+    """-o: never an input nor a folder; an existing file only if it is a vqae checkpoint
+    (replacing it is what -o asks), never a file of the user's."""
+    from vqae.checkpoint import read_checkpoint
+    from vqae.errors import DataError
+    from vqae.outputs import check_apart
+
+    if out.is_dir():
+        raise DataError(f"-o {out} is a folder; give the checkpoint file to write, e.g. "
+                        f"{out / 'fitted.pt'}")
+    check_apart(out, inputs)
+    if out.exists() or out.is_symlink():
+        try:
+            read_checkpoint(out)
+        except DataError as err:
+            raise DataError(f"-o {out} exists and is not a vqae checkpoint; it is never "
+                            "replaced: choose another -o") from err

@@ -8,13 +8,13 @@ range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
 
 from __future__ import annotations
 
-from vqae.codec.bandfilter import KINDS
-from vqae.commands.common import int_in
-from vqae.commands.fit_prior import DEVICES
+from vqae.commands.common import DEVICES, int_in
 from vqae.errors import ConfigError
 
 
 def add_arguments(parser) -> None:
+    from vqae.codec.bandfilter import KINDS
+
     parser.add_argument("--ckpt", action="append", required=True, metavar="CKPT",
                         help="a checkpoint with a fitted prior; repeat for several models")
     parser.add_argument("--data", required=True, help="GeoTIFF folder, archive or LMDB")
@@ -45,14 +45,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from vqae.codec import jpeg2000
-    from vqae.codec.rd import RdOptions, run_rd
+    from vqae.rd import jpeg2000
+    from vqae.rd.measure import RdOptions, run_rd
 
     if args.bd_range and not args.bd_range[0] < args.bd_range[1]:
         raise ConfigError(f"--bd-range {args.bd_range[0]:g} {args.bd_range[1]:g}: LOW must be "
                           "below HIGH")
-    options = RdOptions(list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES),
-                        args.batch_size, args.max_patches, not args.no_progress, args.front,
-                        args.band_filter, tuple(args.bd_range) if args.bd_range else None)
+    options = RdOptions(
+        qualities=list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES),
+        batch_size=args.batch_size, max_patches=args.max_patches,
+        progress=not args.no_progress, front_name=args.front, filters=args.band_filter,
+        bd_window=tuple(args.bd_range) if args.bd_range else None)
     run_rd(args.ckpt, args.data, args.split, args.out, args.device, options, args.overwrite)
     return 0

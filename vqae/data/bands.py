@@ -57,9 +57,15 @@ def band_offsets(bands: list[str], subtract_offset: bool) -> list[float]:
 
 
 UINT16_MAX = 65535  # S2 bands are stored as uint16 digital numbers
+PATCH_MEAN_BITS = 16  # a per-patch band mean (model.patch_means) is a uint16 digital number
 
 
 def to_uint16(x: np.ndarray) -> np.ndarray:
     """Digital numbers as stored: rounded half to even, saturated to [0, 65535] (as OpenCV's
     cast back to uint16 does)."""
     return np.clip(np.rint(x), 0, UINT16_MAX).astype(np.uint16)
+
+
+def channels(bands: list[str], s1: bool) -> list[str]:
+    """A sample's channels, the model's bands: the S2 `bands`, then VV, VH with S1."""
+    return list(bands) + (S1_BANDS if s1 else [])

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import lmdb
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
@@ -30,14 +29,13 @@ from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
 from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
-from vqae.data.lmdb_store import REENCODE, LmdbStore, is_lmdb
+from vqae.data.lmdb_store import LmdbStore, is_lmdb
+from vqae.data.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, OutWriteError, is_lmdb_file
 from vqae.errors import DataError
 from vqae.outputs import Output
 from vqae.signals import StopFlag, Stopped, ignore_stop_signals, stop_signals_blocked
 
 SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
-LMDB_FILES = {"data.mdb", "lock.mdb"}
-DEFAULT_MAP_SIZE = 1 << 30  # grown by doubling on MapFullError; the file itself stays sparse
 # GDAL lists a TIFF's folder on open to look for sidecar files; BigEarthNet has none.
 GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
@@ -149,10 +147,6 @@ def chunked(jobs: list[Job], size: int = 8) -> list[list[Job]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
-class OutWriteError(DataError):
-    """OUT cannot be written: its disk is full, failing or read-only."""
-
-
 def present_keys(out: Path) -> set[str]:
     """Keys already in OUT (resume), each checked to be utf-8 with a safetensors header, so
     that a damaged LMDB is reported, not completed."""
@@ -164,50 +158,6 @@ def present_keys(out: Path) -> set[str]:
             store.band_names(key, value)
             keys.add(key)
     return keys
-
-
-class LmdbWriter:
-    """The single writer: one transaction per batch, map size doubled when it fills up.
-
-    A full disk is not MapFullError: with writemap off, pages are written at commit, and a
-    short write there surfaces as a plain lmdb.Error (EIO or ENOSPC); the transaction is
-    aborted whole, so the batches committed before stay readable.
-    """
-
-    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE):
-        self.path = path
-        try:
-            self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False)
-        except lmdb.Error as err:
-            raise self._failed(err) from err
-
-    def write(self, items: list[tuple[bytes, bytes]]) -> None:
-        while items:
-            try:
-                with self.env.begin(write=True) as txn:  # aborted whole if anything fails
-                    for key, value in items:
-                        txn.put(key, value)
-                return
-            except lmdb.MapFullError:
-                self._grow()
-            except lmdb.Error as err:
-                raise self._failed(err) from err
-
-    def _grow(self) -> None:
-        try:
-            self.env.set_mapsize(self.env.info()["map_size"] * 2)
-        except lmdb.Error as err:
-            raise self._failed(err) from err
-
-    def _failed(self, err: lmdb.Error) -> DataError:
-        if isinstance(err, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)):
-            return DataError(f"LMDB {self.path} is damaged ({type(err).__name__}: {err}); "
-                             f"{REENCODE}")
-        return OutWriteError(f"cannot write LMDB {self.path}: {err} (is its disk full or "
-                             "read-only?)")
-
-    def close(self) -> None:
-        self.env.close()
 
 
 def skipped_path(out: Path) -> Path:
@@ -229,26 +179,23 @@ class EncodeOptions:
 def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
                report: EncodeReport, stop: StopFlag) -> None:
     """Commit whole batches of patches until done, a bad patch, or a stop signal."""
-    pending: list[tuple[bytes, bytes]] = []
     with tqdm(total=len(jobs), unit="patch", disable=not opts.progress, smoothing=0.1) as bar:
         for encoded in (e for chunk in imap(encode_chunk, chunked(jobs)) for e in chunk):
             bar.update(1)
             if encoded.error is not None:
                 if not opts.skip_bad:
-                    writer.write(pending)  # keep the complete patches read so far
+                    writer.flush()  # keep the complete patches read so far
                     raise BadPatchError(encoded.error)
                 report.skipped.append((encoded.key, encoded.error))
                 continue
-            pending.append((encoded.key.encode("utf-8"), encoded.data))
+            writer.put(encoded.key, encoded.data)
             report.written += 1
             report.bands += encoded.bands
             report.bytes += len(encoded.data)
-            if len(pending) >= opts.batch_size or stop.requested:
-                writer.write(pending)
-                pending = []
-                if stop.requested:
-                    return
-        writer.write(pending)
+            if stop.requested:
+                writer.flush()
+                return
+        writer.flush()
 
 
 SKIPPED_HEADER = "patch\treason"
@@ -298,16 +245,12 @@ def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
         done = present_keys(target) if resume else set()
         todo = [j for j in jobs if j.key not in done]
         report.present = len(jobs) - len(todo)
-        writer = LmdbWriter(target, map_size)
+        writer = LmdbWriter(target, opts.batch_size, map_size)
         try:
             _write_all(imap, todo, writer, opts, report, stop)
         finally:
             writer.close()
     return report
-
-
-def _lmdb_entry(p: Path) -> bool:
-    return p.name in LMDB_FILES
 
 
 def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, *,
@@ -318,7 +261,7 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
     out, opts = Path(out), opts or EncodeOptions()
     start = time.perf_counter()
     output = Output.open(out, "encoded-lmdb", inputs=inputs, overwrite=overwrite,
-                         resume=resume, ours=_lmdb_entry, fields={"command": "encode"},
+                         resume=resume, ours=is_lmdb_file, fields={"command": "encode"},
                          rerun="--resume")
     with StopFlag("committing the patches read, then stopping") as stop:
         try:

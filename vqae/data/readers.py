@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from torch.utils.data import Dataset
 
-from vqae.data.bands import S1_BANDS, check_native_shape
+from vqae.data.bands import S1_BANDS, channels, check_native_shape
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.lmdb_store import LmdbStore
 from vqae.data.resample import interpolation_flag, native_stacks, stack_bands
@@ -36,7 +36,7 @@ class PatchDataset(Dataset):
         self.names = list(names)
         self.s2_bands = list(bands)
         self.s1_names = s1_names  # S2 patch -> its S1 patch; None = S2 only
-        self.bands = self.s2_bands + (S1_BANDS if s1_names is not None else [])
+        self.bands = channels(self.s2_bands, s1_names is not None)
         self.flag = interpolation_flag(interpolation)
         self.native = native
         assert not (native and s1_names), "S1 stays on the CPU path (device_input.resample_mode)"

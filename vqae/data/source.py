@@ -8,8 +8,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from vqae.config import DataConfig
-from vqae.data.bands import S1_BANDS
+from vqae.data.bands import channels
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.readers import GeoTiffDataset, LmdbDataset, PatchDataset, lmdb_patch_names
@@ -56,6 +58,22 @@ def point_at(cfg: DataConfig, path: str | None, splits: str | None = None) -> Da
     return cfg if splits is None else dataclasses.replace(cfg, splits=splits)
 
 
+def read_patch(path: str | Path, name: str | None = None) -> dict[str, np.ndarray]:
+    """One patch of a GeoTIFF tree, archive or LMDB (the first, or `name`) as a reader loads
+    it: {S2 band: array at its native size, as stored}."""
+    with DataSource(DataConfig(path=str(path))) as source:
+        ds = source.dataset(ALL)
+        if not ds.names or (name is not None and name not in set(ds.names)):
+            raise DataError(f"{source.path} has no patch {name or ''}".rstrip() +
+                            "; pass the name of one of its patches")
+        return ds.load_raw(ds.names[0] if name is None else name, ds.s2_bands)
+
+
+def source_at(cfg: DataConfig, path: str | None) -> DataSource:
+    """A DataSource over `path` (None: the configured data) with `cfg`'s bands and reading."""
+    return DataSource(point_at(cfg, path))
+
+
 class DataSource:
     """`DataConfig` resolved once; use as a context manager (or `close()`) to free the handle."""
 
@@ -90,7 +108,7 @@ class DataSource:
     @property
     def all_bands(self) -> list[str]:
         """The channels of a sample: the S2 bands, then VV, VH with data.s1."""
-        return self.bands + (S1_BANDS if self.cfg.s1 else [])
+        return channels(self.bands, self.cfg.s1)
 
     def split_names(self, split: str | None) -> list[str]:
         """Patches of `split` (train, validation/val, test), or every patch for None / "all"."""

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqae.codec.prior import Prior
+from vqae.entropy.prior import Prior
 from vqae.metrics import bpp_index
 from vqae.models.blocks import Downsample, Upsample, activation, norm, stage
+from vqae.data.bands import PATCH_MEAN_BITS
 from vqae.models.normalize import Normalize
 from vqae.models.quantizer import Quantizer
 
 FACTORS = (2, 4, 8, 16)
-SIDE_BITS = 16  # a per-patch band mean is stored as a u16
 
 
 @dataclass
@@ -30,7 +30,7 @@ class AutoencoderOutput:
     indices: Tensor  # (B, depth, h, w) long codes
     losses: dict[str, Tensor] = field(default_factory=dict)  # weighted quantizer losses
     counts: Tensor | None = None  # (depth, K) code histogram of this batch
-    centres: Tensor | None = None  # (B, C) per-patch band means (side information), if used
+    patch_means: Tensor | None = None  # (B, C) per-patch band means (side information), if used
 
 
 def stage_widths(widths: list[int], factor: int) -> list[int]:
@@ -108,8 +108,8 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> AutoencoderOutput:
         """x (B, C, H, W) digital numbers -> normalized reconstruction and target, indices."""
-        centres = self.normalize.centres(x)
-        target = self.normalize(x, centres)
+        patch_means = self.normalize.patch_means(x)
+        target = self.normalize(x, patch_means)
         q = self.quantizer(self.encoder(target), depth)
         return AutoencoderOutput(
             recon=self.decoder(q.quantized, tuple(x.shape[-2:])),
@@ -117,7 +117,7 @@ class Autoencoder(nn.Module):
             indices=q.indices,
             losses=q.losses,
             counts=q.counts,
-            centres=centres,
+            patch_means=patch_means,
         )
 
     def compile_networks(self, **options) -> None:
@@ -130,29 +130,34 @@ class Autoencoder(nn.Module):
         self.encoder.compile(**options)
         self.decoder.compile(**options)
 
-    def to_dn(self, recon: Tensor, centres: Tensor | None = None) -> Tensor:
+    def to_dn(self, recon: Tensor, patch_means: Tensor | None = None) -> Tensor:
         """A normalized reconstruction in digital numbers, offset included (fp32); a per-patch
-        model needs the output's `centres`."""
-        return self.normalize.inverse(recon, centres)
+        model needs the output's `patch_means`."""
+        return self.normalize.inverse(recon, patch_means)
 
-    def side_info(self, x: Tensor) -> Tensor | None:
-        """(B, C, H, W) digital numbers -> what a file stores besides the indices: the (B, C)
-        integer band means of a per-patch model (model.patch_means), else None."""
-        return self.normalize.centres(x)
+    def patch_means(self, x: Tensor) -> Tensor | None:
+        """(B, C, H, W) digital numbers -> the (B, C) integer band means a per-patch model
+        (config model.patch_means) sends beside the indices, else None."""
+        return self.normalize.patch_means(x)
+
+    @property
+    def patch_mean_count(self) -> int:
+        """Patch means per patch: one per band for a per-patch model, else 0."""
+        return len(self.bands) if self.normalize.per_patch else 0
 
     def encode(self, x: Tensor, depth: int | None = None,
-               centres: Tensor | None = None) -> Tensor:
+               patch_means: Tensor | None = None) -> Tensor:
         """(B, C, H, W) digital numbers -> indices (B, depth, h, w); a caller that already has
-        side_info(x) passes it as `centres`."""
-        if centres is None:
-            centres = self.side_info(x)
-        return self.quantizer.encode(self.encoder(self.normalize(x, centres)), depth)
+        `self.patch_means(x)` passes them."""
+        if patch_means is None:
+            patch_means = self.patch_means(x)
+        return self.quantizer.encode(self.encoder(self.normalize(x, patch_means)), depth)
 
-    def decode(self, indices: Tensor, centres: Tensor | None = None) -> Tensor:
-        """indices (B, depth, h, w) and, per-patch, side_info's centres (B, C) -> digital
+    def decode(self, indices: Tensor, patch_means: Tensor | None = None) -> Tensor:
+        """indices (B, depth, h, w) and, per-patch, the patch means (B, C) -> digital
         numbers (B, C, image_size, image_size), fp32."""
         size = (self.image_size, self.image_size)
-        return self.to_dn(self.decoder(self.quantizer.decode(indices), size), centres)
+        return self.to_dn(self.decoder(self.quantizer.decode(indices), size), patch_means)
 
     def latent_shape(self) -> tuple[int, int, int]:
         """(depth, h, w) of the index grid for an image_size input."""
@@ -166,10 +171,9 @@ class Autoencoder(nn.Module):
                          self.image_size)
 
     def side_bits(self) -> int:
-        """Bits per patch of the side information: 16 per band for per-patch centres. Reported
-        apart as bpp_side (bpp_index and bpp_entropy count indices only; bpp_coded, the file,
-        counts everything)."""
-        return SIDE_BITS * len(self.bands) if self.normalize.per_patch else 0
+        """Bits per patch of the patch means, reported apart as bpp_side (bpp_index and
+        bpp_histogram count indices only; bpp_coded, the file, counts everything)."""
+        return PATCH_MEAN_BITS * self.patch_mean_count
 
     def summary(self) -> str:
         depth, h, w = self.latent_shape()
@@ -183,7 +187,7 @@ class Autoencoder(nn.Module):
             f" -> {rate * self.image_size**2:,.0f} bits/patch, bpp_index {rate:.4f}"
         )
         if self.normalize.per_patch:
-            lines.append(f"  side      {len(self.bands)} band means x {SIDE_BITS} bits per patch,"
+            lines.append(f"  side      {len(self.bands)} patch means x {PATCH_MEAN_BITS} bits,"
                          f" bpp_side {self.side_bits() / self.image_size**2:.4f}")
         return "\n".join(lines)
 

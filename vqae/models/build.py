@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vqae.codec.prior import Prior
 from vqae.config import Config, QuantizerConfig
-from vqae.data.bands import S1_BANDS, band_offsets
+from vqae.data.bands import band_offsets, channels
 from vqae.data.stats import band_mean_std, builtin_stats
+from vqae.entropy.prior import Prior
 from vqae.models.autoencoder import Autoencoder, Decoder, Encoder
 from vqae.models.fsq import FSQ
 from vqae.models.normalize import Normalize
@@ -30,17 +30,12 @@ def quantizer_kwargs(q: QuantizerConfig) -> dict:
     return kwargs
 
 
-def model_bands(cfg: Config) -> list[str]:
-    """The model's channels: the data's S2 bands, then VV, VH with data.s1."""
-    return list(cfg.data.bands) + (S1_BANDS if cfg.data.s1 else [])
-
-
 def build_model(cfg: Config, mean: Sequence[float] | None = None,
                 std: Sequence[float] | None = None) -> Autoencoder:
     """Autoencoder for cfg; normalization statistics default to the built-in BigEarthNet ones
     (a checkpoint's state_dict replaces them when a trained model is loaded)."""
     m = cfg.model
-    bands = model_bands(cfg)
+    bands = channels(cfg.data.bands, cfg.data.s1)
     if mean is None or std is None:
         mean, std = band_mean_std(builtin_stats(), bands, "built-in BigEarthNet stats")
     normalize = Normalize(bands, mean, std, band_offsets(bands, cfg.data.subtract_offset),

@@ -5,10 +5,9 @@ fingerprint) carries them and needs no side file: `Normalize(x) = (x - offset - 
 and `inverse` returns digital numbers with the offset added back, as the data stores them.
 
 With `per_patch` (config `model.patch_means`), each patch is centred on its own band means
-instead: `(x - centre) / std`, where `centre` (B, C) are the patch's band means in digital
-numbers rounded to integers, offset included. They are side information the codec stores in
-each file (12 x 16 bits), so brightness and the +1000 offset of other sources never have to be
-learnt or coded by the quantizer; the networks see only the patch's structure.
+instead: `(x - patch_means) / std`, the patch's band means in digital numbers rounded to
+integers, offset included: side information every `.vqz` header stores (PATCH_MEAN_BITS per
+band), so brightness and the +1000 offset of other sources are never learnt or quantized.
 """
 
 from __future__ import annotations
@@ -41,32 +40,32 @@ class Normalize(nn.Module):
         if (self.std <= 0).any():
             raise ValueError(f"normalization std must be positive for bands {self.bands}")
 
-    def centres(self, x: Tensor) -> Tensor | None:
+    def patch_means(self, x: Tensor) -> Tensor | None:
         """(B, C, H, W) digital numbers -> (B, C) integer band means in [0, 65535] (fp32), the
         side information of a per-patch model; None for a model with global statistics."""
         if not self.per_patch:
             return None
         return x.float().mean(dim=(-2, -1)).round().clamp(0, UINT16_MAX)
 
-    def forward(self, x: Tensor, centres: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, patch_means: Tensor | None = None) -> Tensor:
         """(B, C, H, W) digital numbers -> normalized bands (fp32); a per-patch model takes the
-        patch's `centres` (B, C)."""
+        patch's `patch_means` (B, C)."""
         if not self.per_patch:
             return (x.float() - self.offset - self.mean) / self.std
-        return (x.float() - self._patch(centres)) / self.std
+        return (x.float() - self._patch(patch_means)) / self.std
 
-    def inverse(self, x: Tensor, centres: Tensor | None = None) -> Tensor:
+    def inverse(self, x: Tensor, patch_means: Tensor | None = None) -> Tensor:
         """Normalized bands -> digital numbers as stored (offset included), fp32."""
         if not self.per_patch:
             return x.float() * self.std + self.mean + self.offset
-        return x.float() * self.std + self._patch(centres)
+        return x.float() * self.std + self._patch(patch_means)
 
     @staticmethod
-    def _patch(centres: Tensor | None) -> Tensor:
-        if centres is None:
+    def _patch(patch_means: Tensor | None) -> Tensor:
+        if patch_means is None:
             raise ValueError("this model centres each patch on its band means: pass the "
-                             "patch's centres (the side information its .vqz file stores)")
-        return centres.float()[..., None, None]  # (B, C, 1, 1)
+                             "patch's patch_means (its .vqz header stores them)")
+        return patch_means.float()[..., None, None]  # (B, C, 1, 1)
 
     def offsets(self) -> Tensor:
         """(C,) offset per band, for metrics that compare offset-free values."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from vqae.config import check_depth
+
 
 @dataclass
 class QuantizerOutput:
@@ -57,10 +59,7 @@ class Quantizer(nn.Module, ABC):
         return torch.zeros(self.depth, dtype=torch.long)
 
     def check_depth(self, depth: int | None) -> int:
-        depth = self.depth if depth is None else depth
-        if not 1 <= depth <= self.depth:
-            raise ValueError(f"depth {depth} outside 1..{self.depth}")
-        return depth
+        return check_depth(depth, self.depth, error=ValueError)
 
 
 def fp32(device: torch.device):

@@ -1,20 +1,12 @@
 """`vqae rd`: rate-distortion of models and JPEG 2000 on the same patches.
 
-Every model is measured at every RVQ depth through the real `.vqz` bytes (coded, decoded and
-checked to give back the indices, pixels rounded to uint16 as `vqae decompress` writes them);
-JPEG 2000 per native band and as one multi-component stack over a sweep of qualities. Metrics
-are DESIGN.md's (`vqae.metrics`), with the first model's per-band offset. Writes rd.csv,
-rd.json and rd.png to OUT and prints the table and each model's BD-rate against the best JPEG
-2000 curve (the front of both modes), plus, for each model point, the JPEG 2000 rate at the same
-PSNR (which still compares a model whose depths span less PSNR than a BD-rate needs).
-
-Each model's files carry the band filter(s) asked for (one curve per filter when several, named
-MODEL+KIND), fitted at each depth the way `vqae compress --depth d --band-filter KIND` fits it.
-`bd_window` (LOW, HIGH) also reports each BD-rate within that PSNR window.
-
-`front=NAME` also treats all the models as one codec NAME, the front of their points: models
-trained for different rates (downsampling factor, codebook, rate weight) make one RD curve, as
-learned codecs are compared (one model per lambda), and that curve gets a BD-rate too.
+Each model is measured at every RVQ depth and band filter through real `.vqz` bytes, made and
+read by `Codec` exactly as `vqae compress` and `vqae decompress` do; JPEG 2000 per native band
+and as one multi-component stack over a sweep of qualities. Metrics are DESIGN.md's
+(`vqae.metrics`). Writes rd.csv, rd.json and rd.png and prints each curve's BD-rate against the
+best JPEG 2000 (the front of both modes) and, per model point, the JPEG 2000 rate at its PSNR.
+`front=NAME` also joins the models into one curve (one model per rate, as learned codecs are
+compared).
 """
 
 from __future__ import annotations
@@ -31,13 +23,14 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from vqae.atomic import write_atomic, write_json
-from vqae.codec import bandfilter, jpeg2000
-from vqae.codec.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
-from vqae.codec.pipeline import load, open_data
+from vqae.codec.codec import Codec
 from vqae.data.bands import is_s1, to_uint16
-from vqae.distributed import single_device
+from vqae.data.source import source_at
 from vqae.errors import DataError
-from vqae.metrics import MetricAccumulator
+from vqae.metrics import MetricAccumulator, bpp_coded, bpp_entropy, bpppb
+from vqae.outputs import Output
+from vqae.rd import jpeg2000
+from vqae.rd.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
 
 log = logging.getLogger(__name__)
 BEST = "jpeg2000-best"
@@ -68,14 +61,15 @@ class Sweep:
         if ideal_bits is not None:
             point.ideal_bits = (point.ideal_bits or 0.0) + ideal_bits
 
-    def rows(self, pixels: int) -> list[dict]:
+    def rows(self, size: int) -> list[dict]:
         out = []
         for (codec, setting), p in self.points.items():
             n = p.acc.num_patches
-            bpp = 8.0 * p.bytes / (n * pixels)
+            bpp = bpp_coded(p.bytes, size, size, n)
             row = {"codec": codec, "setting": setting, "patches": n, "bytes": p.bytes,
-                   "bpp_coded": bpp, "bpppb": bpp / len(self.bands),
-                   "bpp_entropy": None if p.ideal_bits is None else p.ideal_bits / (n * pixels)}
+                   "bpp_coded": bpp, "bpppb": bpppb(bpp, len(self.bands)),
+                   "bpp_entropy": None if p.ideal_bits is None else
+                   bpp_entropy(p.ideal_bits, size, size, n)}
             row.update(p.acc.compute())
             out.append(row)
         return out
@@ -99,29 +93,19 @@ def curve_names(label: str, filters: list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def measure_model(sweep: Sweep, label: str, codec, x: torch.Tensor, names: list[str],
-                  device: torch.device, filters: list[str]) -> None:
-    """Every depth of one model on a batch, through the bytes of real files, with each band
-    filter fitted at each depth."""
-    # (B, depth, h, w), greedy: prefixes = shallower; side information (B, C or 0)
-    grids, centres = codec.encode_images(x.to(device))
-    pivot = codec.pivot(centres)
-    for d in range(1, grids.shape[1] + 1):
-        plain = codec.decode_images(grids[:, :d], device, centres)  # what the decoder sees
+def measure_model(sweep: Sweep, label: str, codec: Codec, x: torch.Tensor, names: list[str],
+                  filters: list[str]) -> None:
+    """Every depth and band filter of one model on a batch x (B, C, H, W), through the bytes
+    of real files: compressed as `vqae compress` does, decoded as `vqae decompress` does."""
+    x_dev = x.to(codec.device)
+    analysed = codec.analyse(x_dev)  # full depth once: a prefix of the stages is shallower
+    for d in range(1, codec.depth + 1):
         for kind, curve_name in zip(filters, curve_names(label, filters)):
-            fitted = bandfilter.fit(kind, x.numpy(), plain, pivot)  # (B, n)
-            files = [codec.encode_indices(g[:d], c, kind, f)
-                     for g, c, f in zip(grids, centres, fitted)]
-            decoded = [codec.decode_file(f.data, n) for f, n in zip(files, names)]
-            back = np.stack([grid for grid, _ in decoded])
-            assert np.array_equal(back, grids[:, :d]), "indices changed through the file"
-            sides = np.array([h.centres for _, h in decoded]).reshape(len(back), -1)
-            assert np.array_equal(sides, centres), "side information changed through the file"
-            stored = np.array([h.filter_codes for _, h in decoded]).reshape(len(back), -1)
-            assert {h.filter_kind for _, h in decoded} == {kind} and np.array_equal(
-                stored, fitted), "the band filter changed through the file"
-            # the same indices and centres decode to `plain`; the file's filter goes on top
-            dn = bandfilter.apply(plain, codec.pivot(sides), kind, stored)  # (B, C, H, W)
+            files = codec.compress_images(x_dev, d, kind, analysed)
+            parsed = [codec.parse(f.data, source=n) for f, n in zip(files, names)]
+            back = np.stack([p.indices for p in parsed])
+            assert np.array_equal(back, analysed[0][:, :d]), "indices changed through the file"
+            dn = np.stack([codec.pixels(p) for p in parsed])  # (B, C, H, W)
             recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
             sweep.add(curve_name, f"depth{d}", x, recon, sum(len(f.data) for f in files),
                       sum(f.ideal_bits for f in files))
@@ -220,50 +204,47 @@ class RdOptions:
 OUTPUTS = ("rd.csv", "rd.json", "rd.png")
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Before measuring: refuse to replace an earlier run's outputs unless asked."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; pass a folder")
-    found = [name for name in OUTPUTS if (out / name).exists()]
-    if found and not overwrite:
-        raise DataError(f"--out {out} already holds {', '.join(found)} of an earlier run; pass "
-                        "--overwrite to replace them or choose another --out")
-
-
-def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device_name: str = "auto",
+def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device: str = "auto",
            options: RdOptions | None = None, overwrite: bool = False) -> dict:
     opts = options or RdOptions()
-    check_out(Path(out), overwrite)
-    device = single_device(device_name)
     filters, front_name = list(dict.fromkeys(opts.filters)), opts.front_name
     models, taken = [], set()
     for ckpt in ckpts:
-        _, cfg, codec = load(ckpt, device)
-        models.append((model_label(ckpt, taken), codec, cfg))
-    curves = {name: ckpt for (label, _, _), ckpt in zip(models, ckpts)
+        models.append((model_label(ckpt, taken), Codec.from_checkpoint(ckpt, device)))
+    curves = {name: ckpt for (label, _), ckpt in zip(models, ckpts)
               for name in curve_names(label, filters)}  # curve name -> its checkpoint
     if front_name in set(curves) | {BEST} or (front_name or "").startswith("jpeg2000-"):
         raise DataError(f"--front {front_name} is already a curve's name; choose another")
     bands = check_bands(models, ckpts)
-    rows, description, count = measure_all(models, data, split, bands, filters, opts, device)
-    rows += best_jpeg2000(rows)
-    labels = list(curves)
-    if front_name:
-        rows += front_rows(rows, labels, front_name)
-        labels.append(front_name)
-    meta = {"data": description, "patches": count, "checkpoints": curves,
-            "jpeg2000_qualities": opts.qualities}
-    return write_outputs(Path(out), rows, labels, meta, bands, opts.bd_window,
-                         (front_name,) if front_name else ())
+    # before measuring: OUT follows every command's policy (vqae.outputs)
+    output = Output.open(out, "rd", inputs=[data, *ckpts], overwrite=overwrite,
+                         ours=lambda p: p.name in OUTPUTS, fields={"command": "rd"})
+    try:
+        rows, description, count = measure_all(models, data, split, bands, filters, opts)
+        rows += best_jpeg2000(rows)
+        labels = list(curves)
+        if front_name:
+            rows += front_rows(rows, labels, front_name)
+            labels.append(front_name)
+        meta = {"data": description, "patches": count, "checkpoints": curves,
+                "jpeg2000_qualities": opts.qualities}
+        result = write_outputs(output.target, rows, labels, meta, bands, opts.bd_window,
+                               (front_name,) if front_name else ())
+    except BaseException:
+        output.abort(0)
+        raise
+    output.commit({"command": "rd", "patches": count})
+    print(f"wrote {', '.join(OUTPUTS)} into {out}")
+    return result
 
 
 def measure_all(models, data: str, split: str | None, bands: list[str], filters: list[str],
-                opts: RdOptions, device: torch.device) -> tuple[list[dict], str, int]:
+                opts: RdOptions) -> tuple[list[dict], str, int]:
     """Every model (each band filter, every depth) and JPEG 2000 on the same patches: (rows,
     the data's description, patches)."""
-    first = models[0][1].model
-    sweep = Sweep(bands, first.normalize.offsets().cpu())
-    with open_data(models[0][2], data) as source:
+    first = models[0][1]
+    sweep = Sweep(bands, first.model.normalize.offsets().cpu())
+    with source_at(first.config.data, data) as source:
         description = source.describe(split)
         print(f"rate-distortion on {description}")
         ds = source.dataset(split)
@@ -272,16 +253,16 @@ def measure_all(models, data: str, split: str | None, bands: list[str], filters:
             items = [ds[i] for i in range(start, min(start + opts.batch_size, count))]
             x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
             names = [it["name"] for it in items]
-            for label, codec, _ in models:
-                measure_model(sweep, label, codec, x, names, device, filters)
+            for label, codec in models:
+                measure_model(sweep, label, codec, x, names, filters)
             for i, patch in enumerate(x):
                 measure_jpeg2000(sweep, ds, start + i, patch, opts.qualities)
-    return sweep.rows(first.image_size ** 2), description, count
+    return sweep.rows(first.model.image_size), description, count
 
 
 def check_bands(models, ckpts) -> list[str]:
     bands = list(models[0][1].bands)
-    for (_, codec, _), ckpt in zip(models, ckpts):
+    for (_, codec), ckpt in zip(models, ckpts):
         if list(codec.bands) != bands:
             raise DataError(f"{ckpt} codes bands {list(codec.bands)}, {ckpts[0]} codes {bands}; "
                             "compare models of the same bands")
@@ -295,9 +276,8 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
                   fronts: tuple[str, ...] = ()) -> dict:
     """rd.csv, rd.json (meta: data, patches, checkpoints, jpeg2000_qualities) and rd.png, and
     the table and BD-rates printed."""
-    from vqae.codec.plot import plot_rd
+    from vqae.rd.plot import plot_rd
 
-    out.mkdir(parents=True, exist_ok=True)
     bd = bd_rates(rows, labels, bd_window)
     add_equal_quality_rates(rows, labels)
     columns = ["codec", "setting", "patches", "bytes", "bpp_coded", "bpppb", "bpp_entropy",
@@ -316,5 +296,4 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
     print(tabulate([[r.get(c) for c in short] for r in rows], headers=short, floatfmt=".4f"))
     for label in labels:
         print(describe_bd(label, bd[label]))
-    print(f"wrote {out / 'rd.csv'}, {out / 'rd.json'} and {out / 'rd.png'}")
     return result

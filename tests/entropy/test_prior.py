@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from vqae.checkpoint import load_checkpoint, load_model, save_checkpoint
-from vqae.codec.fit import IndexCounts, fit_tables
-from vqae.codec.prior import NONE, PARENT, UP, Prior
+from vqae.entropy.fit import IndexCounts, fit_tables
+from vqae.entropy.prior import NONE, PARENT, UP, Prior
 
 K = 16
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vqae.cli import main
-from vqae.codec import jpeg2000
-from vqae.codec.bdrate import bd_rate, front, rate_at
+from vqae.rd import jpeg2000
+from vqae.rd.bdrate import bd_rate, front, rate_at
 from vqae.config import DataConfig
 from vqae.data.source import DataSource
 

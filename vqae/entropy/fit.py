@@ -2,15 +2,10 @@
 
 For every stage and candidate context (none; the parent stage at the same position; the same
 stage one row up) the joint counts (context symbol, index) are gathered in two folds (patches
-alternate). The K + 1 context symbols are clustered into C table rows by k-means under code
-length (each symbol joins the row whose distribution codes its indices in the fewest bits), and
-each row is smoothed toward the stage's marginal with a Dirichlet strength a. (context, C, a) is
-chosen per stage by two-fold cross-validation on the quantized integer tables, the ones the coder
-uses, then refitted on all patches. Clustering keeps a table at <= 128 rows (4 MB for K = 1024
-and 8 stages): K x K tables would be 32 MB and, fitted on ~10^5 positions per stage, code
-held-out data worse. Measured on a CPU-trained RVQ 8 x 256 (docs/format.md): the parent context
-wins at stages >= 1, the row above at stage 0 (14.5% fewer bits than no context); a joint
-(parent, up) context saved under 1% more and is not used (it needs a second counting pass).
+alternate). The K + 1 context symbols are clustered into at most 128 table rows by k-means
+under code length, and each row is smoothed toward the stage's marginal. (context, rows,
+smoothing) is chosen per stage by two-fold cross-validation on the integer tables the coder
+uses, then refitted on all patches. docs/format.md has the measured choices.
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from tabulate import tabulate
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from vqae.codec.prior import CONTEXT_NAMES, NONE, PARENT, UP, context_symbols
+from vqae.entropy.prior import CONTEXT_NAMES, NONE, PARENT, UP, context_symbols
 from vqae.data.loader import Loader
 from vqae.signals import Stopped
 

@@ -1,0 +1,3 @@
+"""The codec tests' fixtures: tiny models and fake patch trees."""
+
+from tests.codec.conftest import fake_patches, other_ckpt, tiny_ckpt  # noqa: F401

@@ -1,0 +1,307 @@
+"""A trained model as a compressor: patches <-> `.vqz` bytes.
+
+    codec = Codec.from_checkpoint("best.pt")
+    data = codec.compress(patch)      # {band: native array} or (C, 120, 120) DN -> bytes
+    bands = codec.decompress(data)    # -> {band: uint16 (120, 120)}
+
+Only the encoder's nearest-code search may run on a GPU; entropy coding runs on the CPU from the
+prior's integer tables, so a file decodes to the same indices on every machine. Pixels are
+`model.decode` of each file alone, its band filter applied, rounded half to even and clamped
+to uint16 (S1 bands stay float32); docs/format.md has the promises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from vqae.codec import bandfilter, bitstream
+from vqae.config import check_depth
+from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1, to_uint16
+from vqae.data.resample import interpolation_flag, stack_bands
+from vqae.entropy import coder
+from vqae.entropy.prior import UP
+from vqae.errors import DataError
+
+Patch = Mapping[str, np.ndarray] | np.ndarray | torch.Tensor
+
+
+def fingerprint(model: torch.nn.Module) -> bytes:
+    """Hash of every tensor of the state_dict (weights, codebooks, prior, normalization)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{t.numel()}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.digest()[: bitstream.FINGERPRINT_BYTES]
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """One patch's `.vqz` file and what it spent."""
+
+    data: bytes
+    ideal_bits: float  # -log2 P(indices) under the prior: what an ideal coder spends
+    header_bytes: int
+
+
+class Parsed(NamedTuple):
+    """A file read back: its indices (n, h, w) and header."""
+
+    indices: np.ndarray
+    header: bitstream.Header
+
+
+class Codec:
+    """A model's codec: its prior's CPU tables and fingerprint, built once. `source` names the
+    model (its checkpoint) in errors; `interpolation` upsamples 20/60 m bands as its reader did."""
+
+    def __init__(self, model, source: str = "the model", interpolation: str = "bicubic"):
+        self.model, self.source = model.eval(), source
+        self.device = next(model.parameters()).device
+        self.tables = model.prior.tables()
+        self.fingerprint = fingerprint(model)
+        self.depth, self.h, self.w = model.latent_shape()
+        self.bands = tuple(model.bands)
+        self.flag = interpolation_flag(interpolation)
+        self.config = None  # the checkpoint's Config, from from_checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Codec:
+        """The codec of a checkpoint whose prior is fitted (`vqae fit-prior`); `device`: auto,
+        cpu or cuda, where the networks run."""
+        from vqae.checkpoint import load_model
+        from vqae.distributed import single_device
+
+        model, cfg = load_model(str(path), single_device(device))
+        codec = cls(model, str(path), cfg.data.interpolation)
+        codec.config = cfg
+        codec.require_fitted()
+        return codec
+
+    def require_fitted(self) -> None:
+        if not bool(self.model.prior.fitted):
+            raise DataError(f"{self.source} has no fitted prior; run `vqae fit-prior "
+                            f"{self.source}` first (or train it with this vqae version)")
+
+    def check_depth(self, depth: int | None, what: str = "depth") -> int:
+        """`depth` stages (None: all) of this model, else a DataError naming `what`."""
+        return check_depth(depth, self.depth, what, DataError)
+
+    def side_bits(self, band_filter: str) -> int:
+        """Header bits per patch besides the indices: the patch means and the filter codes."""
+        return self.model.side_bits() + bandfilter.bits(band_filter, len(self.bands))
+
+    # ---- the public round trip ------------------------------------------------------------
+    def compress(self, patch: Patch, depth: int | None = None, band_filter: str = "gain") -> bytes:
+        """One patch -> its `.vqz` bytes: the first `depth` RVQ stages (all by default) and a
+        band filter of `band_filter` (bandfilter.KINDS)."""
+        return self.compress_batch([patch], depth, band_filter)[0]
+
+    def compress_batch(self, patches: Sequence[Patch], depth: int | None = None,
+                       band_filter: str = "gain") -> list[bytes]:
+        """Several patches in one network pass; see `compress`."""
+        x = torch.stack([self.image(p) for p in patches]).to(self.device)  # (B, C, H, W)
+        return [c.data for c in self.compress_images(x, depth, band_filter)]
+
+    def decompress(self, data: bytes, depth: int | None = None, native: bool = False,
+                   source: str = "the data") -> dict[str, np.ndarray]:
+        """`.vqz` bytes -> {band: array as stored}: uint16 S2 bands at 120x120, or at each
+        band's native size with `native`. `depth` decodes fewer stages; `source` names the
+        data in errors."""
+        return self.band_arrays(self.pixels(self.parse(data, depth, source)), native)
+
+    def decompress_batch(self, files: Sequence[bytes], depth: int | None = None,
+                         native: bool = False) -> list[dict[str, np.ndarray]]:
+        """Several files; each decodes alone, so its pixels never depend on its batch."""
+        return [self.decompress(data, depth, native, f"file {i}") for i, data in enumerate(files)]
+
+    # ---- patches -> files ----------------------------------------------------------------
+    def image(self, patch: Patch) -> torch.Tensor:
+        """A reader's patch -> (C, H, W) float32 digital numbers in the model's band order:
+        a {band: native array} dict is upsampled as the reader does; an array passes as is."""
+        size = self.model.image_size
+        if isinstance(patch, Mapping):
+            missing = [b for b in self.bands if b not in patch]
+            if missing:
+                raise DataError(f"the patch has no band {', '.join(missing)}; {self.source} "
+                                f"codes {' '.join(self.bands)}")
+            raw = {b: np.asarray(patch[b]) for b in self.bands}
+            wrong = [b for b, a in raw.items() if a.ndim != 2 or size % a.shape[0]
+                     or a.shape[0] != a.shape[1]]
+            if wrong:
+                raise DataError(f"band {wrong[0]} has shape {raw[wrong[0]].shape}; expected "
+                                f"a square array whose side divides {size}")
+            return torch.from_numpy(stack_bands(raw, list(self.bands), self.flag, size))
+        x = torch.as_tensor(np.asarray(patch) if not torch.is_tensor(patch) else patch)
+        if tuple(x.shape) != (len(self.bands), size, size):
+            raise DataError(f"the patch has shape {tuple(x.shape)}; {self.source} codes "
+                            f"({len(self.bands)}, {size}, {size}) digital numbers (bands "
+                            f"{' '.join(self.bands)}), or pass a {{band: array}} dict")
+        return x.float().cpu()
+
+    @torch.no_grad()
+    def compress_images(self, x: torch.Tensor, depth: int | None = None,
+                        band_filter: str = "gain",
+                        analysed: tuple[np.ndarray, np.ndarray] | None = None) -> list[Compressed]:
+        """(B, C, H, W) digital numbers on the model's device -> one file per patch: the one
+        compress path of the API, `vqae compress` and `vqae rd`. `analysed` (analyse(x) at
+        full depth) spares the encoder pass when one batch is coded at several depths."""
+        depth = self.check_depth(depth)
+        if band_filter not in bandfilter.KINDS:
+            raise DataError(f"band filter {band_filter!r}; valid: {', '.join(bandfilter.KINDS)}")
+        indices, means = analysed if analysed is not None else self.analyse(x, depth)
+        indices = indices[:, :depth]  # stages are greedy: a prefix is the shallower code
+        codes = self.fit_band_filter(band_filter, x, indices, means)  # (B, n)
+        return [self.pack(g, m, band_filter, c) for g, m, c in zip(indices, means, codes)]
+
+    @torch.no_grad()
+    def analyse(self, x: torch.Tensor, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C, H, W) digital numbers -> indices (B, depth, h, w) and patch means (B, M)
+        int64 (M = 0 for a model without them)."""
+        means = self.model.patch_means(x)
+        indices = self.model.encode(x, depth, means).cpu().numpy()
+        if means is None:
+            return indices, np.zeros((len(x), 0), np.int64)
+        return indices, means.cpu().numpy().astype(np.int64)
+
+    def fit_band_filter(self, kind: str, x: torch.Tensor, indices: np.ndarray,
+                        means: np.ndarray) -> np.ndarray:
+        """(B, n) codes of `kind` for patches x coded as `indices`: the encoder decodes what
+        the decoder will see (the batch in one call) and fits the filter to the original."""
+        if kind == "none":
+            return np.zeros((len(x), 0), np.int64)
+        decoded = self.network_decode(indices, means, batched=True)
+        return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self.pivot(means))
+
+    def pack(self, indices: np.ndarray, means=(), band_filter: str = "none",
+             codes=()) -> Compressed:
+        """One patch's indices (depth, h, w), patch means and filter codes -> its file."""
+        indices = np.asarray(indices, dtype=np.int64)
+        means = tuple(int(c) for c in np.asarray(means).ravel())
+        codes = tuple(int(g) for g in np.asarray(codes).ravel())
+        assert indices.shape[1:] == (self.h, self.w) and 1 <= len(indices) <= self.depth
+        assert len(means) == self.model.patch_mean_count, "pass the patch means analyse returned"
+        payloads, bits = [], 0.0
+        for s in range(len(indices)):
+            rows = self.tables.row_ids(indices, s).ravel()  # (h*w,) table row per position
+            probs = self.tables.probs[s][rows]  # (h*w, K)
+            payloads.append(coder.encode(indices[s].ravel(), probs))
+            bits += coder.ideal_bits(indices[s].ravel(), probs)
+        size = self.model.image_size
+        header = bitstream.Header(self.fingerprint, size, size, self.depth, len(indices),
+                                  self.bands, means, band_filter, codes)
+        return Compressed(bitstream.write(header, payloads), bits, len(header.pack()))
+
+    # ---- files -> patches ----------------------------------------------------------------
+    def parse(self, data: bytes, depth: int | None = None, source: str = "the data") -> Parsed:
+        """A file's bytes -> its first `depth` stages (all by default; fewer where it was cut
+        between chunks) and header, checked against this model."""
+        parsed = bitstream.read(data, source, depth, check=lambda h: self.check_header(h, source))
+        out = np.zeros((len(parsed.payloads), self.h, self.w), dtype=np.int64)
+        for s, payload in enumerate(parsed.payloads):
+            self._decode_stage(out, s, payload, source)
+        return Parsed(out, parsed.header)
+
+    def check_header(self, header: bitstream.Header, source: str) -> None:
+        """Refuse a file of another model, or one whose header does not describe this model
+        (a damaged or crafted file whose CRC still holds)."""
+        if header.fingerprint != self.fingerprint:
+            raise DataError(f"{source} was compressed with another model (fingerprint "
+                            f"{header.fingerprint.hex()}, {self.source} has "
+                            f"{self.fingerprint.hex()}); decompress it with the checkpoint "
+                            "that compressed it (--ckpt)")
+        size = self.model.image_size
+        expected = {"bands": (header.bands, self.bands),
+                    "size": ((header.height, header.width), (size, size)),
+                    "model depth": (header.model_depth, self.depth),
+                    "patch means": (len(header.patch_means), self.model.patch_mean_count)}
+        for field, (got, want) in expected.items():
+            if got != want:
+                raise DataError(f"{source}: its header gives {field} {got}, {self.source} has "
+                                f"{want}; the file is damaged")
+
+    def _decode_stage(self, out: np.ndarray, s: int, payload: bytes, source: str) -> None:
+        """Decode stage s into out[s]; the coder must end exactly where the encoder began."""
+        try:
+            dec = coder.Decoder(payload)
+            if self.tables.context[s] == UP:  # each row's context is the row above: row by row
+                for y in range(self.h):
+                    rows = self.tables.row_ids(out, s)[y]  # (w,)
+                    out[s, y] = dec.decode(self.tables.probs[s][rows])
+            else:
+                rows = self.tables.row_ids(out, s).ravel()  # (h*w,)
+                out[s] = dec.decode(self.tables.probs[s][rows]).reshape(self.h, self.w)
+            intact = dec.exhausted()
+        except (ValueError, RuntimeError, AssertionError) as err:
+            raise DataError(f"{source}: RVQ stage {s} does not decode ({err}); the file is "
+                            "damaged") from err
+        if not intact:
+            raise DataError(f"{source}: RVQ stage {s} decodes with data left over; the file is "
+                            "damaged or was written by another coder")
+
+    def pixels(self, parsed: Parsed) -> np.ndarray:
+        """A parsed file -> (C, H, W) float32 digital numbers, its band filter applied."""
+        h = parsed.header
+        return self.decode_images(parsed.indices[None], np.array([h.patch_means]),
+                                  h.filter_kind, np.array([h.filter_codes]))[0]
+
+    @torch.no_grad()
+    def decode_images(self, indices: np.ndarray, means: np.ndarray | None = None,
+                      band_filter: str = "none", codes: np.ndarray | None = None) -> np.ndarray:
+        """indices (B, n, h, w), patch means (B, M) and filter codes (B, m) -> (B, C, H, W)
+        float32 digital numbers, each patch decoded alone."""
+        dn = self.network_decode(indices, means)
+        return bandfilter.apply(dn, self.pivot(means), band_filter, codes)
+
+    @torch.no_grad()
+    def network_decode(self, indices: np.ndarray, means: np.ndarray | None,
+                       batched: bool = False) -> np.ndarray:
+        """model.decode of (B, n, h, w) indices -> (B, C, H, W) float32, one patch at a time
+        unless `batched`: convolution kernels pick their algorithm by batch size, and a file
+        must decode to the same pixels whichever files share its batch."""
+        idx = torch.from_numpy(np.ascontiguousarray(indices)).to(self.device)  # (B, n, h, w)
+        mean_t = None
+        if self.model.patch_mean_count:
+            mean_t = torch.as_tensor(np.asarray(means, np.float32).reshape(len(idx), -1),
+                                     device=self.device)  # (B, C)
+        step = len(idx) if batched else 1
+        return np.concatenate([
+            self.model.decode(idx[i : i + step], None if mean_t is None else mean_t[i : i + step])
+            .float().cpu().numpy() for i in range(0, len(idx), step)])
+
+    def pivot(self, means: np.ndarray | None) -> np.ndarray | None:
+        """The band filter's pivot: the patch means of a per-patch model, else None (the
+        decoded bands' own means)."""
+        return means if self.model.patch_mean_count else None
+
+    def band_arrays(self, dn: np.ndarray, native: bool = False) -> dict[str, np.ndarray]:
+        return band_arrays(dn, self.bands, native)
+
+
+def band_arrays(dn: np.ndarray, bands: Sequence[str], native: bool = False) -> dict[str, np.ndarray]:
+    """One patch's decoded (C, H, W) float32 -> {band: array as stored}: S2 bands rounded half
+    to even and clamped to uint16; with `native`, area-averaged to each band's native size."""
+    out = {}
+    for band, plane in zip(bands, dn):
+        if is_s1(band):
+            out[band] = plane.astype(np.float32)
+            continue
+        plane = to_uint16(plane)  # (H, W)
+        out[band] = to_uint16(area_downsample(plane, NATIVE_SIZE[band])) if native else plane
+    return out
+
+
+def area_downsample(plane: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) -> (size, size) block means, H a multiple of size (a 10 m grid to 20 m or 60 m)."""
+    if plane.shape[0] != PATCH_SIZE or plane.shape[0] % size:
+        raise DataError(f"native band sizes need {PATCH_SIZE}x{PATCH_SIZE} patches, the model "
+                        f"decodes {plane.shape[0]}x{plane.shape[1]}; drop --native")
+    f = plane.shape[0] // size
+    return plane.astype(np.float64).reshape(size, f, size, f).mean(axis=(1, 3))
