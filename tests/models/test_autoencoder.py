@@ -176,7 +176,7 @@ def test_per_patch_model_is_blind_to_a_constant_brightness_offset():
     assert out.target.mean(dim=(2, 3)).abs().max() < 1e-3  # every band centred
 
 
-def test_per_patch_model_needs_its_side_information_and_counts_its_bits():
+def test_per_patch_model_needs_its_patch_means_and_counts_their_bits():
     model = per_patch_model()
     with pytest.raises(ValueError, match="patch_means"):
         model.decode(model.encode(dn(1, 12, 120, 120)))
@@ -184,4 +184,4 @@ def test_per_patch_model_needs_its_side_information_and_counts_its_bits():
     plain = build_model(tiny_config(name="rvq"))
     assert plain.side_bits() == 0 and plain.patch_means(dn(1, 12, 120, 120)) is None
     assert model.bpp_index() == plain.bpp_index()  # indices only, as DESIGN.md defines it
-    assert "12 band means x 16 bits per patch, bpp_side 0.0133" in model.summary()
+    assert "12 patch means x 16 bits, bpp_side 0.0133" in model.summary()
