@@ -66,7 +66,7 @@ def other_ckpt(tmp_path_factory, fake_patches) -> Path:
 
 
 # 30 steps of 2 patches at a high learning rate: every band decodes with the patch's structure
-# (each band's decoded std >= 20 DN on the sample's test split, against 0 for tiny_ckpt)
+# (each band's decoded std >= 20 DN on the sample's test split; tiny_ckpt: 0 to 5 DN)
 STRUCTURED = ["train.steps=30", "data.batch_size=2", "optim.lr=5e-3", "optim.warmup_steps=1",
               "train.eval_every=30", "train.checkpoint_every=30", "train.log_every=30",
               "train.eval_images=0", "run.tracker=none"]
@@ -83,8 +83,8 @@ def structured_data(sample_dir) -> tuple[Path, list[str]]:
 @pytest.fixture(scope="session")
 def structured_ckpt(tmp_path_factory, sample_dir) -> Path:
     """TINY trained by `vqae train` (which fits the prior at its end) for 30 steps on the real
-    sample's train split: its decoded bands reproduce the patches' spatial structure. About 15 s
-    of 2 idle cores, once per session."""
+    sample's train split: its decoded bands reproduce the patches' spatial structure. About 6 s
+    on 2 idle cores (several times that on a loaded machine), once per session."""
     from vqae.cli import main
 
     run = tmp_path_factory.mktemp("structured") / "run"
