@@ -40,13 +40,13 @@ def patches_in(folder) -> list[str]:
     return sorted(f.name[:-4] for f in folder.glob("*.vqz"))
 
 
-def reference_decode(ckpt, file, depth: int | None = None) -> tuple[str, dict[str, np.ndarray]]:
+def reference_decode(ckpt, file) -> tuple[str, dict[str, np.ndarray]]:
     """What `vqae decompress` should write for a .vqz file of a model with global statistics,
     computed apart from it: the file's indices and band filter, model.decode (batch of one,
     fp32), the filter applied, rounded half to even, clamped to uint16 -> (filter kind,
     band -> (120, 120) uint16). The pixel tests' only use of the codec's Python API."""
     model, _ = load_model(ckpt)
-    grid, header = Codec(model, str(ckpt)).decode_file(file.read_bytes(), str(file), depth)
+    grid, header = Codec(model, str(ckpt)).decode_file(file.read_bytes(), str(file))
     with torch.no_grad():
         dn = model.decode(torch.from_numpy(grid)[None]).numpy()  # (1, C, 120, 120) fp32
     dn = bandfilter.apply(dn, None, header.filter_kind, np.array([header.filter_codes]))[0]
