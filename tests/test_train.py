@@ -100,9 +100,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(sample_dir, tmp_path):
               "--run.tracker=none"]
     assert main(train_args(tmp_path / "a", *common)) == 0
     proc = cli(*train_args(tmp_path / "b", *common))
-    wait_for("checkpoints/ckpt-00000003.pt", tmp_path / "b", proc)
+    wait_for("checkpoints/ckpt-00000003.pt", tmp_path / "b", proc)  # alive when it appeared
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    out, _ = proc.communicate(timeout=60)
+    # the kill landed mid-run: a child that finished first exits 0 and its run is complete
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not killed:\n{out}"
+    assert not (tmp_path / "b" / "checkpoints" / "ckpt-00000014.pt").exists()
     assert main(train_args(tmp_path / "b", *common, "--run.resume=auto")) == 0
     assert_same_weights(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
     last = lambda d: [r for r in read_jsonl(d / "metrics.jsonl") if "val/psnr" in r][-1]

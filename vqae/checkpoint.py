@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
+from vqae.atomic import TEMP_SUFFIX, replace, temp_path, write_atomic, write_with
 from vqae.checkpoint_format import (
     FORMAT_VERSION,
     check_state,
@@ -44,7 +45,6 @@ from vqae.checkpoint_tree import (
     read_safetensors,
     write_safetensors,
 )
-from vqae.atomic import TEMP_SUFFIX, replace, temp_path, write_atomic, write_with
 from vqae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,14 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 from vqae.atomic import write_atomic
-from vqae.checkpoint import (CheckpointManager, capture_rng_state, fit_and_save, model_from_state,
-                             read_checkpoint, restore_rng_state)
+from vqae.checkpoint import (
+    CheckpointManager,
+    capture_rng_state,
+    fit_and_save,
+    model_from_state,
+    read_checkpoint,
+    restore_rng_state,
+)
 from vqae.checkpoint_format import check_optimizer_shapes, check_scheduler, check_state
 from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.device_input import DeviceInput, Prefetcher
@@ -565,8 +571,8 @@ class Trainer:
             log.warning("train split has %d patch(es): no prior fitted", len(train_ds))
             return
         data = self.cfg.data
-        fit = dict(batch_size=data.batch_size, workers=data.num_workers, progress=False,
-                   stop=lambda: self.stop.requested)
+        fit = {"batch_size": data.batch_size, "workers": data.num_workers, "progress": False,
+               "stop": lambda: self.stop.requested}
         best = self.ckpts.best()
         best_too = best is not None and self.ckpts.best_path.is_file()
         paths = [self.ckpts.path_for(self.pos.step)]

@@ -9,9 +9,9 @@ import rasterio
 from tests.codec.conftest import make_checkpoint
 from vqae import Codec
 from vqae.cli import main
+from vqae.config import DataConfig
 from vqae.data.bands import NATIVE_SIZE
 from vqae.data.source import DataSource, read_patch
-from vqae.config import DataConfig
 from vqae.errors import DataError
 
 

@@ -1,4 +1,8 @@
-"""`vqae fit-prior`, `vqae compress`, `vqae decompress` end to end on tiny models and data."""
+"""`vqae fit-prior`, `vqae compress`, `vqae decompress` end to end on tiny models and data.
+
+Tests of decoded pixels run on `structured_ckpt` (bands with real structure) and check it with
+`assert_structured`: on the untrained `tiny_ckpt` several bands decode to one value, and any two
+decodings of such a band compare equal."""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ import pytest
 import rasterio
 import torch
 
+from tests.codec.conftest import assert_coarser, assert_structured
 from tests.data.encode_helpers import one_line_error, read_lmdb
 from vqae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from vqae.cli import main
 from vqae.codec import bandfilter
 from vqae.codec.codec import Codec, band_arrays
-from vqae.data.bands import NATIVE_SIZE
+from vqae.data.bands import NATIVE_SIZE, S2_BANDS
 from vqae.data.source import DataSource
 
 
@@ -31,10 +36,37 @@ def read_tiffs(folder, patch, bands):
     return out
 
 
+def patches_in(folder) -> list[str]:
+    return sorted(f.name[:-4] for f in folder.glob("*.vqz"))
+
+
+def reference_decode(ckpt, file) -> tuple[str, dict[str, np.ndarray]]:
+    """What `vqae decompress` should write for a .vqz file of a model with global statistics,
+    computed apart from it: the file's indices and band filter, model.decode (batch of one,
+    fp32), the filter applied, rounded half to even, clamped to uint16 -> (filter kind,
+    band -> (120, 120) uint16). The pixel tests' only use of the codec's Python API."""
+    model, _ = load_model(ckpt)
+    grid, header = Codec(model, str(ckpt)).parse(file.read_bytes(), source=str(file))
+    with torch.no_grad():
+        dn = model.decode(torch.from_numpy(grid)[None]).numpy()  # (1, C, 120, 120) fp32
+    dn = bandfilter.apply(dn, None, header.filter_kind, np.array([header.filter_codes]))[0]
+    want = np.clip(np.rint(dn), 0, 65535).astype(np.uint16)  # (C, 120, 120)
+    return header.filter_kind, dict(zip(model.bands, want))
+
+
 @pytest.fixture(scope="module")
 def compressed(tiny_ckpt, fake_patches, tmp_path_factory):
     out = tmp_path_factory.mktemp("vqz") / "out"
     assert vqae("compress", tiny_ckpt, fake_patches, "-o", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def structured(structured_ckpt, structured_data, tmp_path_factory):
+    """structured_ckpt's full-depth files (default band filter) of the pixel tests' patches."""
+    data, pick = structured_data
+    out = tmp_path_factory.mktemp("vqz") / "structured"
+    assert vqae("compress", structured_ckpt, data, *pick, "-o", out) == 0
     return out
 
 
@@ -65,46 +97,76 @@ def test_compress_files_manifest_and_overwrite(tiny_ckpt, fake_patches, compress
                for f in out.glob("*.vqz"))
 
 
-def test_decompressed_pixels_equal_model_decode_to_the_last_dn(tiny_ckpt, compressed, tmp_path):
-    assert vqae("decompress", compressed, "-o", tmp_path / "dec") == 0
-    model, _ = load_model(tiny_ckpt)
-    codec = Codec(model, str(tiny_ckpt))
-    for file in sorted(compressed.glob("*.vqz"))[:3]:
+def test_decompressed_pixels_equal_model_decode_to_the_last_dn(structured_ckpt, structured,
+                                                              tmp_path):
+    assert vqae("decompress", structured, "-o", tmp_path / "dec") == 0
+    for file in sorted(structured.glob("*.vqz")):
         patch = file.name[:-4]
-        grid, header = codec.parse(file.read_bytes(), source=str(file))
-        assert header.filter_kind == "gain"  # the default band filter
-        with torch.no_grad():
-            dn = model.decode(torch.from_numpy(grid)[None]).numpy()  # (1, C, 120, 120) fp32
-        codes = np.array([header.filter_codes])
-        dn = torch.from_numpy(bandfilter.apply(dn, None, "gain", codes)[0])
-        want = torch.round(dn).clamp(0, 65535).to(torch.int32).numpy()  # the stated rule
-        got = read_tiffs(tmp_path / "dec", patch, model.bands)
-        for c, band in enumerate(model.bands):
+        kind, want = reference_decode(structured_ckpt, file)
+        assert kind == "gain"  # the default band filter
+        got = read_tiffs(tmp_path / "dec", patch, want)
+        assert_structured(got, patch)
+        for band in want:
             assert got[band].dtype == np.uint16
-            np.testing.assert_array_equal(got[band].astype(np.int32), want[c], err_msg=band)
+            np.testing.assert_array_equal(got[band], want[band], err_msg=band)
 
 
-def test_depth_prefix_decodes_like_a_shallow_file(tiny_ckpt, fake_patches, compressed, tmp_path):
-    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "d1", "--depth", "1") == 0
-    assert vqae("decompress", tmp_path / "d1", "-o", tmp_path / "a") == 0
-    assert vqae("decompress", compressed, "-o", tmp_path / "b", "--depth", "1") == 0
-    patch = min(compressed.glob("*.vqz")).name[:-4]
-    a, b = read_tiffs(tmp_path / "a", patch, ["B02"]), read_tiffs(tmp_path / "b", patch, ["B02"])
-    np.testing.assert_array_equal(a["B02"], b["B02"])
+def test_without_a_band_filter_a_depth_prefix_decodes_like_a_shallow_file(
+        structured_ckpt, structured_data, tmp_path):
+    data, pick = structured_data
+    for name, depth in (("full", []), ("d1", ["--depth", "1"])):
+        assert vqae("compress", structured_ckpt, data, *pick, "-o", tmp_path / name,
+                    "--band-filter", "none", *depth) == 0
+    assert vqae("decompress", tmp_path / "d1", "-o", tmp_path / "shallow") == 0
+    assert vqae("decompress", tmp_path / "full", "-o", tmp_path / "prefix", "--depth", "1") == 0
+    assert vqae("decompress", tmp_path / "full", "-o", tmp_path / "deep") == 0
+    for patch in patches_in(tmp_path / "full"):
+        shallow, prefix, deep = (read_tiffs(tmp_path / d, patch, S2_BANDS)
+                                 for d in ("shallow", "prefix", "deep"))
+        assert_structured(prefix, patch)
+        assert_coarser(deep, prefix, patch)
+        for band in S2_BANDS:
+            np.testing.assert_array_equal(prefix[band], shallow[band], err_msg=band)
+
+
+def test_a_depth_prefix_and_a_cut_file_decode_alike_with_the_full_files_filter(
+        structured_ckpt, structured_data, structured, tmp_path):
+    """`decompress --depth 1` of a full file and that file cut after its first chunk decode the
+    same, coarser than full depth. The file of `compress --depth 1` holds the same indices, but
+    its band filter is the one fitted at one stage, so its pixels differ."""
+    data, pick = structured_data
+    assert vqae("compress", structured_ckpt, data, *pick, "-o", tmp_path / "d1", "--depth",
+                "1") == 0
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for file in structured.glob("*.vqz"):  # the length of a depth-1 file: header and chunk 1
+        size = (tmp_path / "d1" / file.name).stat().st_size
+        (cut / file.name).write_bytes(file.read_bytes()[:size])
+    assert vqae("decompress", structured, "-o", tmp_path / "full") == 0
+    assert vqae("decompress", structured, "-o", tmp_path / "prefix", "--depth", "1") == 0
+    assert vqae("decompress", cut, "-o", tmp_path / "from-cut", "--ckpt", structured_ckpt) == 0
     # one name per idea: --levels (FSQ's bins in quantizer.levels) is no alias of --depth
     with pytest.raises(SystemExit):
-        vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "l1", "--levels", "1")
+        vqae("compress", structured_ckpt, data, *pick, "-o", tmp_path / "l1", "--levels", "1")
+    for patch in patches_in(structured):
+        full, prefix, from_cut = (read_tiffs(tmp_path / d, patch, S2_BANDS)
+                                  for d in ("full", "prefix", "from-cut"))
+        assert_structured(prefix, patch)
+        assert_coarser(full, prefix, patch)
+        for band in S2_BANDS:
+            np.testing.assert_array_equal(from_cut[band], prefix[band], err_msg=band)
 
 
-def test_native_output_reencodes_with_vqae_encode(compressed, tmp_path):
-    assert vqae("decompress", compressed, "-o", tmp_path / "nat", "--native") == 0
-    patch = min(compressed.glob("*.vqz")).name[:-4]
+def test_native_output_reencodes_with_vqae_encode(structured, tmp_path):
+    assert vqae("decompress", structured, "-o", tmp_path / "nat", "--native") == 0
+    patch = patches_in(structured)[0]
     tiffs = read_tiffs(tmp_path / "nat", patch, ["B01", "B05", "B02"])
     assert {b: a.shape[0] for b, a in tiffs.items()} == {b: NATIVE_SIZE[b] for b in tiffs}
+    assert_structured(tiffs, patch)
     assert main(["encode", "--bigearthnet-s2-root", str(tmp_path / "nat"),
                  str(tmp_path / "enc.lmdb"), "--workers", "1", "--no-progress"]) == 0
     stored = read_lmdb(tmp_path / "enc.lmdb")
-    assert len(stored) == 8
+    assert sorted(stored) == patches_in(structured)
     np.testing.assert_array_equal(stored[patch]["B05"], tiffs["B05"])
     from vqae.config import DataConfig
 
@@ -182,22 +244,20 @@ def test_a_per_patch_model_sends_band_means_and_decodes_them(fake_patches, tmp_p
 
 
 @pytest.mark.parametrize("kind, extra", [("none", -12), ("mix", 144 - 12)])
-def test_band_filter_choice_is_stored_and_decoded(tiny_ckpt, fake_patches, compressed, tmp_path,
-                                                  kind, extra):
+def test_band_filter_choice_is_stored_and_decoded(structured_ckpt, structured_data, structured,
+                                                  tmp_path, kind, extra):
+    data, pick = structured_data
     out = tmp_path / kind
-    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--band-filter", kind) == 0
+    assert vqae("compress", structured_ckpt, data, *pick, "-o", out, "--band-filter", kind) == 0
     assert vqae("decompress", out, "-o", tmp_path / "dec") == 0
-    model, _ = load_model(tiny_ckpt)
-    codec = Codec(model, str(tiny_ckpt))
     for file in sorted(out.glob("*.vqz")):
-        gain_file = (compressed / file.name).read_bytes()
+        gain_file = (structured / file.name).read_bytes()
         assert len(file.read_bytes()) - len(gain_file) == extra  # one byte per filter code
-        grid, header = codec.parse(file.read_bytes(), source=str(file))
-        assert header.filter_kind == kind
-    with torch.no_grad():
-        dn = model.decode(torch.from_numpy(grid)[None]).numpy()
-    dn = bandfilter.apply(dn, None, kind, np.array([header.filter_codes]))[0]
-    got = read_tiffs(tmp_path / "dec", file.name[:-4], ["B03"])["B03"]
-    np.testing.assert_array_equal(got, np.clip(np.rint(dn[2]), 0, 65535).astype(np.uint16))
+        got_kind, want = reference_decode(structured_ckpt, file)
+        assert got_kind == kind
+        got = read_tiffs(tmp_path / "dec", file.name[:-4], want)
+        assert_structured(got, file.name)
+        for band in want:
+            np.testing.assert_array_equal(got[band], want[band], err_msg=band)
     assert json.loads((out / "manifest.json").read_text())["band_filter"] == kind
-    assert json.loads((compressed / "manifest.json").read_text())["band_filter"] == "gain"
+    assert json.loads((structured / "manifest.json").read_text())["band_filter"] == "gain"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from vqae.cli import main
-from vqae.rd import jpeg2000
-from vqae.rd.bdrate import bd_rate, front, rate_at
 from vqae.config import DataConfig
 from vqae.data.source import DataSource
+from vqae.rd import jpeg2000
+from vqae.rd.bdrate import bd_rate, front, rate_at
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from tabulate import tabulate
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from vqae.entropy.prior import CONTEXT_NAMES, NONE, PARENT, UP, context_symbols
 from vqae.data.loader import Loader
+from vqae.entropy.prior import CONTEXT_NAMES, NONE, PARENT, UP, context_symbols
 from vqae.signals import Stopped
 
 log = logging.getLogger(__name__)

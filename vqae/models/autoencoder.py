@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqae.data.bands import PATCH_MEAN_BITS
 from vqae.entropy.prior import Prior
 from vqae.metrics import bpp_index
 from vqae.models.blocks import Downsample, Upsample, activation, norm, stage
-from vqae.data.bands import PATCH_MEAN_BITS
 from vqae.models.normalize import Normalize
 from vqae.models.quantizer import Quantizer
 
