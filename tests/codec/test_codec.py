@@ -109,8 +109,12 @@ def test_wrong_model_truncated_damaged_and_empty_files_are_clear_errors(codec, o
 def test_unfitted_prior_refuses_to_compress(fake_patches, tmp_path):
     ckpt = make_checkpoint(tmp_path / "raw.pt", fake_patches, fit=False)
     model, _ = load_model(ckpt)
+    by_hand = Codec(model, str(ckpt))  # a library user's Codec, not from_checkpoint
+    grid = np.zeros((by_hand.depth, by_hand.h, by_hand.w), np.int64)
     with pytest.raises(DataError, match="fit-prior"):
-        Codec(model, str(ckpt)).require_fitted()
+        by_hand.pack(grid)
+    with pytest.raises(DataError, match="fit-prior"):
+        by_hand.compress(torch.zeros(12, 120, 120))
 
 
 @pytest.fixture(scope="module")

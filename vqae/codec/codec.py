@@ -66,6 +66,7 @@ class Codec:
         self.model, self.source = model.eval(), source
         self.device = next(model.parameters()).device
         self.tables = model.prior.tables()
+        self.fitted = bool(model.prior.fitted)
         self.fingerprint = fingerprint(model)
         self.depth, self.h, self.w = model.latent_shape()
         self.bands = tuple(model.bands)
@@ -86,7 +87,8 @@ class Codec:
         return codec
 
     def require_fitted(self) -> None:
-        if not bool(self.model.prior.fitted):
+        """A uniform, unfitted prior codes nothing well: refuse it in one line."""
+        if not self.fitted:
             raise DataError(f"{self.source} has no fitted prior; run `vqae fit-prior "
                             f"{self.source}` first (or train it with this vqae version)")
 
@@ -183,6 +185,7 @@ class Codec:
     def pack(self, indices: np.ndarray, means=(), band_filter: str = "none",
              codes=()) -> Compressed:
         """One patch's indices (depth, h, w), patch means and filter codes -> its file."""
+        self.require_fitted()  # a Codec built by hand from an unfitted model too
         indices = np.asarray(indices, dtype=np.int64)
         means = tuple(int(c) for c in np.asarray(means).ravel())
         codes = tuple(int(g) for g in np.asarray(codes).ravel())
