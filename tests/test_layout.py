@@ -22,14 +22,26 @@ NO_RASTERIO = ("data/lmdb_store.py", "data/lmdb_tree.py", "data/lmdb_writer.py",
                "codec/codec.py", "codec/bitstream.py")
 
 
-def imports(path: Path) -> set[str]:
+def module_name(path: Path) -> str:
+    """vqae/models/autoencoder.py -> vqae.models.autoencoder (vqae/models/__init__.py ->
+    vqae.models.__init__, so one leading dot names the package itself)."""
+    return ".".join(("vqae", *path.relative_to(PACKAGE).with_suffix("").parts))
+
+
+def imports(path: Path, module: str | None = None) -> set[str]:
+    """Every name `path` imports, at its top or inside a function; a relative import resolved
+    against `module`, the file's dotted name (module_name(path) by default)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = (module or module_name(path)).split(".")[: -node.level]
+                base = ".".join([*parts, *filter(None, [node.module])])
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -55,3 +67,13 @@ def test_the_checker_sees_a_forbidden_import(tmp_path):
     module.write_text("def f():\n    from vqae.codec.codec import Codec\n    return Codec\n")
     assert offending(imports(module), FORBIDDEN["models"]) == ["vqae.codec.codec",
                                                              "vqae.codec.codec.Codec"]
+
+
+def test_the_checker_resolves_relative_imports(tmp_path):
+    """`from ..codec.codec import Codec` in vqae/models is the same forbidden import."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from ..codec.codec import Codec\n    from .. import rd\n"
+                      "    from . import quantizers\n")
+    assert offending(imports(module, "vqae.models.m"), FORBIDDEN["models"]) == [
+        "vqae.codec.codec", "vqae.codec.codec.Codec", "vqae.rd"]
+    assert "vqae.models.quantizers" in imports(module, "vqae.models.m")

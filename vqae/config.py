@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import types
 import typing
@@ -37,6 +38,7 @@ def bounded(default: Any, low: float | None = None, high: float | None = None,
     return field(default=default, metadata=meta)
 
 
+DEVICES = ("auto", "cpu", "cuda")  # where one process runs its model; cuda without a GPU fails
 INT_MAX = 2**31 - 1  # every int field fits a C int, whatever library it reaches
 SEED_MAX = 2**31 - 1  # numpy seeds take < 2**32, and each process adds its rank (< 2**31)
 # Codes per quantizer stage: the .vqz coder (constriction, 24-bit precision) takes fewer than
@@ -155,7 +157,7 @@ class RunConfig:
     dir: str = "runs/default"  # run folder: config, checkpoints, metrics.jsonl, images
     seed: int = bounded(0, 0, SEED_MAX, why="numpy takes 32-bit seeds and each process adds "
                         "its rank")  # seeds python, numpy and torch
-    device: str = choice("auto", "cpu", "cuda")  # cuda without a GPU is an error
+    device: str = choice(*DEVICES)  # cuda without a GPU is an error
     tracker: str = choice("wandb", "none")  # metrics.jsonl is always written
     project: str = "vqae"  # wandb project
     name: str = ""  # run name in the tracker; "" = the run folder's name
@@ -279,6 +281,8 @@ def check_depth(depth: int | None, stages: int, what: str = "depth",
     naming `what`."""
     if depth is None:
         return stages
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+        raise error(f"{what} {depth!r} is not a whole number of RVQ stages")
     if not 1 <= depth <= stages:
         raise error(f"{what} {depth} is outside 1..{stages}, the model's RVQ stages")
     return depth

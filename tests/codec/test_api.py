@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from tests.codec.conftest import make_checkpoint
 from vqae import Codec
@@ -87,3 +88,70 @@ def test_an_unfitted_prior_is_refused_in_one_line(fake_patches, tmp_path):
     with pytest.raises(DataError, match="no fitted prior; run `vqae fit-prior") as info:
         Codec.from_checkpoint(raw, device="cpu")
     assert "\n" not in str(info.value)
+
+
+def test_a_dict_is_upsampled_with_the_checkpoints_interpolation(fake_patches, tmp_path):
+    """A model trained on nearest-neighbour upsampled 20/60 m bands gets a dict of native bands
+    upsampled as its reader did, not with the default bicubic."""
+    ckpt = make_checkpoint(tmp_path / "nearest.pt", fake_patches,
+                           overrides=["data.interpolation=nearest"])
+    codec = Codec.from_checkpoint(ckpt, device="cpu")
+    with DataSource(DataConfig(path=str(fake_patches), interpolation="nearest")) as source:
+        ds = source.dataset("all")
+        name, want = ds.names[0], ds[0]["image"]  # (12, 120, 120) as training saw it
+    patch = read_patch(fake_patches, name)
+    np.testing.assert_array_equal(codec.image(patch).numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("patch, message", [
+    (lambda p: {**p, "B02": np.full((120, 120), np.nan, np.float32)}, "band B02 holds 14400 NaN"),
+    (lambda p: {**p, "B03": np.full((60, 60), np.inf, np.float32)}, "NaN or infinite"),
+    (lambda p: {**p, "B04": np.full((120, 120), -5, np.int32)}, "outside 0..65535"),
+    (lambda p: {**p, "B05": np.zeros((60, 60), bool)}, "dtype bool"),
+    (lambda p: {**p, "B05": np.zeros((0, 0), np.uint16)}, r"shape \(0, 0\)"),
+    (lambda p: {**p, "B05": [[1, 2], [3]]}, "not an array of numbers"),
+    (lambda p: np.full((12, 120, 120), 70000.0), "outside 0..65535"),
+    (lambda p: "patch.tif", "not str; read files first"),
+    (lambda p: None, "not NoneType"),
+])
+def test_a_patch_that_cannot_round_trip_is_refused(codec, fake_patches, reader, patch, message):
+    with pytest.raises(DataError, match=message):
+        codec.compress(patch(read_patch(fake_patches, reader.names[0])))
+
+
+def test_integer_bands_of_any_width_give_the_uint16_file(codec, fake_patches, reader):
+    patch = read_patch(fake_patches, reader.names[0])
+    as_int64 = {b: a.astype(np.int64) for b, a in patch.items()}
+    assert codec.compress(as_int64) == codec.compress(patch)
+
+
+def test_batches_and_files_are_checked_at_the_boundary(codec, reader):
+    data = codec.compress(reader[0]["image"])
+    assert codec.compress_batch([]) == [] and codec.decompress_batch([]) == []
+    for same in (bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
+        assert codec.decompress(same)["B02"].tobytes() == codec.decompress(data)["B02"].tobytes()
+    with pytest.raises(DataError, match="a list of patches"):
+        codec.compress_batch(reader[0]["image"])
+    with pytest.raises(DataError, match="a list of files"):
+        codec.decompress_batch(data)
+    with pytest.raises(DataError, match="not its path"):
+        codec.decompress("x.vqz")
+    for depth in (0, -1, 9):
+        with pytest.raises(DataError, match=f"depth {depth} is outside 1..3"):
+            codec.decompress(data, depth=depth)
+    for depth in (1.5, True, "1"):
+        with pytest.raises(DataError, match="not a whole number"):
+            codec.decompress(data, depth=depth)
+        with pytest.raises(DataError, match="not a whole number"):
+            codec.compress(reader[0]["image"], depth=depth)
+
+
+def test_from_checkpoint_names_a_bad_device(tiny_ckpt):
+    with pytest.raises(DataError, match="device 'banana'; valid: auto, cpu, cuda"):
+        Codec.from_checkpoint(tiny_ckpt, device="banana")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_a_data_error_for_the_library(tiny_ckpt):
+    with pytest.raises(DataError, match='no CUDA GPU is visible here; pass device="cpu"'):
+        Codec.from_checkpoint(tiny_ckpt, device="cuda")

@@ -21,13 +21,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vqae.codec import bandfilter, bitstream
-from vqae.config import check_depth
+from vqae.codec import bandfilter, bitstream, inputs
+from vqae.config import DEVICES, check_depth
 from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1, to_uint16
-from vqae.data.resample import interpolation_flag, stack_bands
+from vqae.data.resample import interpolation_flag
 from vqae.entropy import coder
 from vqae.entropy.prior import UP
-from vqae.errors import DataError
+from vqae.errors import ConfigError, DataError
 
 Patch = Mapping[str, np.ndarray] | np.ndarray | torch.Tensor
 
@@ -80,7 +80,14 @@ class Codec:
         from vqae.checkpoint import load_model
         from vqae.distributed import single_device
 
-        model, cfg = load_model(str(path), single_device(device))
+        if device not in DEVICES:
+            raise DataError(f"device {device!r}; valid: {', '.join(DEVICES)}")
+        try:
+            where = single_device(device)
+        except ConfigError as err:
+            raise DataError(f"device={device!r}: no CUDA GPU is visible here; pass "
+                            "device=\"cpu\" (or \"auto\")") from err
+        model, cfg = load_model(str(path), where)
         codec = cls(model, str(path), cfg.data.interpolation)
         codec.config = cfg
         codec.require_fitted()
@@ -109,6 +116,9 @@ class Codec:
     def compress_batch(self, patches: Sequence[Patch], depth: int | None = None,
                        band_filter: str = "gain") -> list[bytes]:
         """Several patches in one network pass; see `compress`."""
+        patches = inputs.patch_list(patches)
+        if not patches:
+            return []
         x = torch.stack([self.image(p) for p in patches]).to(self.device)  # (B, C, H, W)
         return [c.data for c in self.compress_images(x, depth, band_filter)]
 
@@ -122,31 +132,15 @@ class Codec:
     def decompress_batch(self, files: Sequence[bytes], depth: int | None = None,
                          native: bool = False) -> list[dict[str, np.ndarray]]:
         """Several files; each decodes alone, so its pixels never depend on its batch."""
-        return [self.decompress(data, depth, native, f"file {i}") for i, data in enumerate(files)]
+        return [self.decompress(data, depth, native, f"file {i}")
+                for i, data in enumerate(inputs.file_list(files))]
 
     # ---- patches -> files ----------------------------------------------------------------
     def image(self, patch: Patch) -> torch.Tensor:
         """A reader's patch -> (C, H, W) float32 digital numbers in the model's band order:
-        a {band: native array} dict is upsampled as the reader does; an array passes as is."""
-        size = self.model.image_size
-        if isinstance(patch, Mapping):
-            missing = [b for b in self.bands if b not in patch]
-            if missing:
-                raise DataError(f"the patch has no band {', '.join(missing)}; {self.source} "
-                                f"codes {' '.join(self.bands)}")
-            raw = {b: np.asarray(patch[b]) for b in self.bands}
-            wrong = [b for b, a in raw.items() if a.ndim != 2 or size % a.shape[0]
-                     or a.shape[0] != a.shape[1]]
-            if wrong:
-                raise DataError(f"band {wrong[0]} has shape {raw[wrong[0]].shape}; expected "
-                                f"a square array whose side divides {size}")
-            return torch.from_numpy(stack_bands(raw, list(self.bands), self.flag, size))
-        x = torch.as_tensor(np.asarray(patch) if not torch.is_tensor(patch) else patch)
-        if tuple(x.shape) != (len(self.bands), size, size):
-            raise DataError(f"the patch has shape {tuple(x.shape)}; {self.source} codes "
-                            f"({len(self.bands)}, {size}, {size}) digital numbers (bands "
-                            f"{' '.join(self.bands)}), or pass a {{band: array}} dict")
-        return x.float().cpu()
+        a {band: native array} dict is upsampled as the model's reader did; an array passes."""
+        return inputs.patch_image(patch, self.bands, self.model.image_size, self.flag,
+                                  self.source)
 
     @torch.no_grad()
     def compress_images(self, x: torch.Tensor, depth: int | None = None,
@@ -206,6 +200,8 @@ class Codec:
     def parse(self, data: bytes, depth: int | None = None, source: str = "the data") -> Parsed:
         """A file's bytes -> its first `depth` stages (all by default; fewer where it was cut
         between chunks) and header, checked against this model."""
+        data = inputs.file_bytes(data, source)
+        depth = None if depth is None else self.check_depth(depth)
         parsed = bitstream.read(data, source, depth, check=lambda h: self.check_header(h, source))
         out = np.zeros((len(parsed.payloads), self.h, self.w), dtype=np.int64)
         for s, payload in enumerate(parsed.payloads):

@@ -8,7 +8,6 @@ from vqae.config import INT_MAX, Config, absolute_paths, load_config
 from vqae.errors import cut
 
 ACCEPTS_OVERRIDES = True
-DEVICES = ("auto", "cpu", "cuda")  # --device of the commands that run a model
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

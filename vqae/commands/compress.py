@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqae.commands.common import DEVICES, add_out_mode, int_in
+from vqae.commands.common import add_out_mode, int_in
+from vqae.config import DEVICES
 
 # what a resumed OUT must share with the run that completes it
 SETTINGS = ("fingerprint", "depth", "band_filter", "version", "data", "split")

@@ -13,7 +13,8 @@ import logging
 import time
 from pathlib import Path
 
-from vqae.commands.common import DEVICES, int_in
+from vqae.commands.common import int_in
+from vqae.config import DEVICES
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vqae.commands.common import int_in
+from vqae.config import DEVICES
 
 
 def add_arguments(parser) -> None:
@@ -14,7 +15,7 @@ def add_arguments(parser) -> None:
                         "default: test")
     parser.add_argument("--out", help="write the metrics JSON to this file; an existing file is "
                         "replaced only when an earlier result of vqae evaluate, never an input")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--depths", type=int_in(1, 255), nargs="*", default=None,
                         help="RVQ depths to evaluate besides the full one (an RD sweep)")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vqae.commands.common import DEVICES, int_in
+from vqae.commands.common import int_in
+from vqae.config import DEVICES
 
 
 def add_arguments(parser) -> None:

@@ -8,7 +8,8 @@ range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
 
 from __future__ import annotations
 
-from vqae.commands.common import DEVICES, int_in
+from vqae.commands.common import int_in
+from vqae.config import DEVICES
 from vqae.errors import ConfigError
 
 
