@@ -121,12 +121,16 @@ def test_without_a_band_filter_a_depth_prefix_decodes_like_a_shallow_file(
     assert vqae("decompress", tmp_path / "full", "-o", tmp_path / "prefix", "--depth", "1") == 0
     assert vqae("decompress", tmp_path / "full", "-o", tmp_path / "deep") == 0
     for patch in patches_in(tmp_path / "full"):
-        shallow, prefix, deep = (read_tiffs(tmp_path / d, patch, S2_BANDS)
-                                 for d in ("shallow", "prefix", "deep"))
-        assert_structured(prefix, patch)
-        assert_coarser(deep, prefix, patch)
-        for band in S2_BANDS:
-            np.testing.assert_array_equal(prefix[band], shallow[band], err_msg=band)
+        check_prefix(tmp_path, patch, full="deep", prefix="prefix", same="shallow")
+
+
+def check_prefix(root, patch: str, full: str, prefix: str, same: str) -> None:
+    """The decoding in folder `prefix` is structured, coarser than `full`'s, equal to `same`'s."""
+    full, prefix, same = (read_tiffs(root / d, patch, S2_BANDS) for d in (full, prefix, same))
+    assert_structured(prefix, patch)
+    assert_coarser(full, prefix, patch)
+    for band in S2_BANDS:
+        np.testing.assert_array_equal(same[band], prefix[band], err_msg=band)
 
 
 def test_a_depth_prefix_and_a_cut_file_decode_alike_with_the_full_files_filter(
@@ -149,12 +153,7 @@ def test_a_depth_prefix_and_a_cut_file_decode_alike_with_the_full_files_filter(
     with pytest.raises(SystemExit):
         vqae("compress", structured_ckpt, data, *pick, "-o", tmp_path / "l1", "--levels", "1")
     for patch in patches_in(structured):
-        full, prefix, from_cut = (read_tiffs(tmp_path / d, patch, S2_BANDS)
-                                  for d in ("full", "prefix", "from-cut"))
-        assert_structured(prefix, patch)
-        assert_coarser(full, prefix, patch)
-        for band in S2_BANDS:
-            np.testing.assert_array_equal(from_cut[band], prefix[band], err_msg=band)
+        check_prefix(tmp_path, patch, full="full", prefix="prefix", same="from-cut")
 
 
 def test_native_output_reencodes_with_vqae_encode(structured, tmp_path):
