@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqae.atomic import write_atomic
+from vqae.atomic import TEMP_SUFFIX, write_atomic
 from vqae.codec import bitstream
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.lmdb_writer import LmdbWriter, is_lmdb_file
@@ -36,7 +36,7 @@ def check_name(name: str, source: object) -> str:
 
 def _temp_leftover(p: Path) -> bool:
     """A hidden temporary file of an atomic write killed midway."""
-    return p.name.startswith(".") and p.name.endswith(".tmp")
+    return p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)
 
 
 def _patch_folder(p: Path) -> bool:

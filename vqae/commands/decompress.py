@@ -69,8 +69,8 @@ def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None =
     counts = {"patches": 0, "cut": 0, "shallow": 0}
     start = time.perf_counter()
     with guarded(sink, fields, lambda: counts["patches"], len(names), "decompress") as stop:
-        decode_all(path, records, len(names), codec, sink, depth, native, counts, stop,
-                   progress)
+        decode_all(path, to_lmdb, records, len(names), codec, sink, depth, native, counts,
+                   stop, progress)
         if not stop.requested:
             sink.close(fields | {"patches": counts["patches"]})
     warn_short(counts["cut"], counts["shallow"], depth)
@@ -79,13 +79,10 @@ def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None =
     return {**counts, "seconds": seconds}
 
 
-def decode_all(path: Path, records, total: int, codec, sink, depth: int | None, native: bool,
-               counts: dict, stop, progress: bool) -> None:
+def decode_all(path: Path, to_lmdb: bool, records, total: int, codec, sink, depth: int | None,
+               native: bool, counts: dict, stop, progress: bool) -> None:
     from tqdm import tqdm
 
-    from vqae.data.lmdb_store import is_lmdb
-
-    to_lmdb = is_lmdb(path)
     for name, blob in tqdm(records, total=total, desc="decompress", unit="patch",
                            disable=not progress):
         where = f"{path}[{name}]" if to_lmdb else str(
