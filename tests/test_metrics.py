@@ -171,7 +171,8 @@ def test_accumulator_keys_and_averages():
         acc.update(x, x_hat, idx)
     acc.reduce()  # not distributed: a no-op
     out = acc.compute()
-    assert list(out) == ["psnr", "psnr/B02", "psnr/B03", "psnr/B04", "ssim", "sam", "bpp_index",
+    assert list(out) == ["psnr", "psnr_pooled", "psnr_p10", "psnr_min", "patches_below",
+                         "psnr/B02", "psnr/B03", "psnr/B04", "ssim", "sam", "bpp_index",
                          "bpp_histogram", "usage/0", "usage/1", "perplexity/0", "perplexity/1",
                          "dead_codes/0", "dead_codes/1"]
     xs = torch.cat([d[0] for d in data])
@@ -186,6 +187,38 @@ def test_accumulator_keys_and_averages():
     hist = m.index_histogram(idx, 8)
     assert out["bpp_histogram"] == pytest.approx(m.bpp_histogram(hist, 16, 16, 16))
     assert out["dead_codes/1"] == m.dead_codes(hist)[1].item()
+
+
+def test_aggregates_name_the_worst_patches():
+    """Patches of known MSE (a constant error e: MSE = e^2), fed in uneven batches."""
+    errors = torch.arange(1, 21, dtype=torch.float64) * 10.0  # 60 dB down to 34 dB
+    x = torch.full((20, 3, 12, 12), 5000.0)
+    x_hat = x + errors.float().view(-1, 1, 1, 1)
+    acc = m.MetricAccumulator(BANDS, 4, psnr_threshold=40.0)
+    seen = torch.cat([acc.update(x[a:b], x_hat[a:b]) for a, b in ((0, 3), (3, 4), (4, 20))])
+    out = acc.compute()
+    exact = 20 * torch.log10(1e4 / errors)
+    assert torch.allclose(seen.double(), exact, atol=1e-4)
+    assert out["psnr"] == pytest.approx(float(exact.mean()), abs=1e-4)
+    assert out["psnr_pooled"] == pytest.approx(10 * math.log10(1e8 / float((errors**2).mean())))
+    assert out["psnr_pooled"] < out["psnr"] - 3  # every pixel weighs the same: the worst rule
+    assert out["psnr_min"] == pytest.approx(float(exact.min()), abs=1e-4)
+    # nearest rank: the ceil(0.1 * 20) = 2nd smallest, to half a bin
+    assert out["psnr_p10"] == pytest.approx(float(exact.sort().values[1]), abs=m.PSNR_BIN / 2 + 1e-9)
+    assert out["patches_below"] == 10  # errors 110..200 are under 40 dB
+    assert m.percentile_from_bins(m.psnr_bins(exact[:1]).bincount(minlength=m.PSNR_BINS),
+                                  0.1) == pytest.approx(float(exact[0]), abs=m.PSNR_BIN / 2 + 1e-9)
+
+
+def test_aggregates_of_perfect_and_hopeless_patches_stay_in_range():
+    x = torch.zeros(2, 3, 12, 12)
+    x_hat = torch.stack([x[0], torch.full((3, 12, 12), 20000.0)])  # exact; all at the peak
+    out = m.MetricAccumulator(BANDS, 4).update(x, x_hat)
+    assert out.tolist() == pytest.approx([180.0, 0.0], abs=1e-4)
+    acc = m.MetricAccumulator(BANDS, 4)
+    acc.update(x, x_hat)
+    assert acc.compute()["psnr_min"] == pytest.approx(0.0, abs=1e-4)
+    assert acc.compute()["psnr_pooled"] == pytest.approx(10 * math.log10(2))
 
 
 def test_accumulator_reports_side_information_bits_apart():

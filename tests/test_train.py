@@ -15,7 +15,8 @@ import torch
 from vqae.checkpoint import load_checkpoint
 from vqae.cli import main
 from vqae.tracking import read_jsonl
-from vqae.train import EXIT_PREEMPTED, augment
+from vqae.augment import augment
+from vqae.train import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model.widths=[8,16]", "--model.blocks_per_stage=1", "--model.latent_dim=8",
@@ -162,10 +163,14 @@ def test_evaluate_command_rebuilds_model_from_checkpoint(sample_dir, tmp_path, c
                            "--run.tracker=none")) == 0
     out = tmp_path / "test.json"
     assert main(["evaluate", str(run / "checkpoints" / "best.pt"), "--split", "test",
-                 "--out", str(out), "--device", "cpu"]) == 0
+                 "--out", str(out), "--device", "cpu", "--psnr-threshold", "180"]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["patches"] == 8 and metrics["split"] == "test" and 0 < metrics["psnr"] < 100
     assert metrics["bpp_index"] == pytest.approx(15 * 15 * 5 / 14400)
+    # the worst patches beside the mean (DESIGN.md's aggregates)
+    assert metrics["psnr_min"] <= metrics["psnr_p10"] <= metrics["psnr"] + 0.01
+    assert metrics["psnr_pooled"] <= metrics["psnr"] and metrics["psnr_threshold"] == 180
+    assert metrics["patches_below"] == 8  # every patch is under 180 dB
     assert "evaluating split 'test' from the split metadata: 8 of 24" in capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint" in capsys.readouterr().err

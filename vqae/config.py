@@ -91,6 +91,8 @@ class ModelConfig:
     patch_means: bool = False  # centre each patch on its own band means (S2 only), sent as side
     # information (16 bits per band per file), instead of the data set's means: the quantizer
     # spends no bits on brightness, and sources with other brightness or offsets generalize
+    patch_scales: bool = False  # with patch_means: divide each band by the patch's own scale,
+    # a code per band sent beside the means, so that contrast costs no bits either
 
 
 @dataclass
@@ -143,6 +145,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the encoder and decoder (the quantizer stays eager)
     channels_last: bool = True  # memory format on CUDA
     augment: bool = True  # random flips and 90-degree rotations
+    # each patch's contrast about its band means times a factor log-uniform in [low, high];
+    # [1, 1] = off; e.g. [0.5, 12] meets clouds and snow that calm training scenes lack
+    contrast_range: list[float] = bounded([1.0, 1.0], 0, 1000, open_low=True, factory=True)
     mse_weight: float = bounded(1.0, 0)  # MSE on normalized bands
     l1_weight: float = bounded(0.0, 0)  # L1 on normalized bands
     ssim_weight: float = bounded(0.0, 0)  # 1 - SSIM on digital numbers
@@ -298,6 +303,16 @@ def _check_rules(cfg: Config) -> None:
         raise ConfigError("model.widths is empty; give channels per stage, e.g. [64, 128, 256]")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas={cfg.optim.betas}: give two values, e.g. [0.9, 0.99]")
+    low_high = cfg.train.contrast_range
+    if len(low_high) != 2 or low_high[0] > low_high[1]:
+        raise ConfigError(f"train.contrast_range={shown(low_high)}: give [low, high] with "
+                          "low <= high, e.g. [0.5, 12] ([1, 1] = off)")
+    if low_high != [1.0, 1.0] and cfg.data.s1:
+        raise ConfigError("train.contrast_range stretches S2 digital numbers; S1 bands (dB) "
+                          "have no such contrast: set data.s1=false or train.contrast_range=[1, 1]")
+    if cfg.model.patch_scales and not cfg.model.patch_means:
+        raise ConfigError("model.patch_scales divides each patch by its band scales about its "
+                          "band means: set model.patch_means=true as well")
     if cfg.model.patch_means and cfg.data.s1:
         raise ConfigError("model.patch_means centres S2 bands on their uint16 means; S1 bands "
                           "(dB) have none: set data.s1=false or model.patch_means=false")

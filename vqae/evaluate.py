@@ -22,7 +22,7 @@ from vqae.data.splits import canonical_split
 from vqae.distributed import DistEnv
 from vqae.errors import DataError
 from vqae.inputs import read_small
-from vqae.metrics import MetricAccumulator
+from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator
 from vqae.models import Autoencoder
 from vqae.outputs import check_apart
 from vqae.signals import Stopped
@@ -54,24 +54,28 @@ def eval_depths(model: Autoencoder, requested: list[int]) -> list[int | None]:
 def evaluate(model: Autoencoder, loader: Iterable[dict], inputs: DeviceInput,
              depths: list[int | None] = (None,), max_batches: int = 0,
              autocast=contextlib.nullcontext,
-             stop: Callable[[], bool] | None = None) -> dict[str, float]:
+             stop: Callable[[], bool] | None = None,
+             psnr_threshold: float = PSNR_THRESHOLD) -> dict[str, float]:
     """Metrics of `model` on `loader`, its batches brought to the device by `inputs`; keys
-    `psnr`, ... at full depth, `depth<n>/psnr`, ... per n. `stop` is asked before each batch
-    (under DDP it must answer alike on every rank: every rank has as many batches); when it
-    says yes, Stopped is raised."""
+    `psnr`, `psnr_pooled`, `psnr_p10`, `psnr_min`, `patches_below` (under `psnr_threshold`),
+    ... at full depth, `depth<n>/psnr`, ... per n. `stop` is asked before each batch (under
+    DDP it must answer alike on every rank: every rank has as many batches); when it says yes,
+    Stopped is raised."""
     was_training = model.training
     model.eval()
     try:
-        return _evaluate(model, loader, inputs, depths, max_batches, autocast, stop)
+        return _evaluate(model, loader, inputs, depths, max_batches, autocast, stop,
+                         psnr_threshold)
     finally:
         model.train(was_training)
 
 
-def _evaluate(model, loader, inputs, depths, max_batches, autocast, stop) -> dict[str, float]:
+def _evaluate(model, loader, inputs, depths, max_batches, autocast, stop,
+              psnr_threshold) -> dict[str, float]:
     device = inputs.device
     offsets = model.normalize.offsets()
     accs = {n: MetricAccumulator(model.bands, model.quantizer.codebook_size, offsets,
-                                 model.side_bits())
+                                 model.side_bits(), psnr_threshold)
             for n in depths}
     losses = torch.zeros(2, dtype=torch.float64, device=device)  # [sum mse, batches]
     for i, batch in enumerate(Prefetcher(loader, inputs)):
@@ -146,7 +150,7 @@ def check_out(out: str, inputs: list[str | os.PathLike]) -> None:
 
 def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None,
                  device_name: str = "auto", depths: list[int] | None = None,
-                 splits: str | None = None) -> dict:
+                 splits: str | None = None, psnr_threshold: float = PSNR_THRESHOLD) -> dict:
     """Metrics of checkpoint `ckpt` on `split` of the data; with `out`, also written there as
     JSON (atomically; an existing `out` only when an earlier result of this command)."""
     from vqae.checkpoint import load_model
@@ -169,9 +173,10 @@ def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None
         print(f"evaluating {description}")
         ds = source.dataset(split, native=device_input.native)
         metrics = evaluate(model, eval_loader(ds, cfg, env), device_input,
-                           eval_depths(model, depths or cfg.train.eval_depths))
+                           eval_depths(model, depths or cfg.train.eval_depths),
+                           psnr_threshold=psnr_threshold)
     metrics = {"split": split if split == ALL else canonical_split(split), "patches": len(ds),
-               **metrics}
+               "psnr_threshold": psnr_threshold, **metrics}
     print(format_table(metrics, title=f"{description} - {ckpt}"))
     if out:
         check_out(out, inputs)  # again: the evaluation may have taken hours

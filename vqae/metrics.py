@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +54,32 @@ def psnr(
     """PSNR in dB of each patch, (B,): MSE over all bands and pixels after the clamp."""
     mse = _squared_error(x, x_hat, max_value, offset).mean(dim=(1, 2, 3))  # (B,)
     return _to_db(mse, max_value)
+
+
+# --- aggregates over patches (DESIGN.md): the mean hides the worst tiles ---
+
+PSNR_THRESHOLD = 30.0  # dB: `patches_below` counts the patches under it
+PSNR_BIN = 0.01  # dB: resolution of psnr_p10 (a fixed histogram, summed across ranks)
+PSNR_BINS = round(_to_db(torch.tensor(MSE_FLOOR), DN_MAX).item() / PSNR_BIN) + 2
+
+
+def psnr_bins(patch_psnr: torch.Tensor) -> torch.Tensor:
+    """Each PSNR's bin of width PSNR_BIN from 0 dB (a clamped patch's PSNR is >= 0)."""
+    return (patch_psnr.double() / PSNR_BIN).floor().long().clamp(0, PSNR_BINS - 1)
+
+
+def percentile_from_bins(hist: torch.Tensor, q: float) -> float:
+    """The nearest-rank q-quantile (the ceil(q*n)-th smallest value) of binned PSNRs, as its
+    bin's centre: within PSNR_BIN / 2 of the exact value."""
+    counts = torch.cumsum(hist.double().cpu(), 0)
+    rank = max(math.ceil(q * float(counts[-1])), 1)
+    index = int(torch.searchsorted(counts, torch.tensor([float(rank)], dtype=torch.float64)))
+    return (index + 0.5) * PSNR_BIN
+
+
+def pooled_psnr(mses: Sequence[float]) -> float:
+    """psnr_pooled of per-patch MSEs: 10*log10(R^2 / their mean)."""
+    return float(_to_db(torch.tensor(float(np.mean(mses)), dtype=torch.float64), DN_MAX))
 
 
 def _gaussian_1d(size: int, sigma: float, device: torch.device) -> torch.Tensor:
@@ -214,12 +241,15 @@ class MetricAccumulator:
     """
 
     def __init__(self, bands: Sequence[str], codebook_size: int, offset: Offset = 0.0,
-                 side_bits: int = 0):
+                 side_bits: int = 0, psnr_threshold: float = PSNR_THRESHOLD):
         self.bands = list(bands)
         self.codebook_size = codebook_size
         self.side_bits = side_bits  # per patch, besides the indices (a model's side information)
         self.offset = offset
-        self._sums: torch.Tensor | None = None  # [n, psnr, ssim, sam, psnr per band...] float64
+        self.psnr_threshold = psnr_threshold  # `patches_below` counts patches under it
+        self._sums: torch.Tensor | None = None  # [n, psnr, ssim, sam, mse, below, psnr/band...]
+        self._psnr_hist: torch.Tensor | None = None  # (PSNR_BINS,) patches per 0.01 dB bin
+        self._psnr_min: torch.Tensor | None = None  # (1,) the worst patch
         self._hist: torch.Tensor | None = None  # (depth, K) int64
         self._positions = 0
         self._size = (0, 0)
@@ -227,25 +257,42 @@ class MetricAccumulator:
 
     def update(
         self, x: torch.Tensor, x_hat: torch.Tensor, indices: torch.Tensor | None = None
-    ) -> None:
-        """x, x_hat: (B, C, H, W) in DN; indices: (B, depth, h, w) or (B, h, w) for depth 1."""
+    ) -> torch.Tensor:
+        """x, x_hat: (B, C, H, W) in DN; indices: (B, depth, h, w) or (B, h, w) for depth 1.
+        Returns the batch's per-patch PSNR (B,) for callers that list patches."""
         if self._reduced:
             raise RuntimeError("MetricAccumulator.update after reduce(); make a new accumulator")
         if x.shape != x_hat.shape or x.shape[1] != len(self.bands):
             raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must match "
                              f"(B, {len(self.bands)} bands, H, W)")
         with torch.no_grad():
+            band_mse = _squared_error(x, x_hat, DN_MAX, self.offset).mean(dim=(2, 3))  # (B, C)
+            mse = band_mse.mean(dim=1)  # (B,) the patch's MSE over all bands and pixels
+            patch_psnr = _to_db(mse, DN_MAX)
             batch = torch.cat([
                 torch.ones(x.shape[0], 1, device=x.device),
-                psnr(x, x_hat, offset=self.offset)[:, None],
+                patch_psnr[:, None],
                 ssim(x, x_hat, offset=self.offset)[:, None],
                 sam(x, x_hat, offset=self.offset)[:, None],
-                psnr_per_band(x, x_hat, offset=self.offset),
-            ], dim=1).double().sum(dim=0)  # (4 + C,)
+                mse[:, None],
+                (patch_psnr < self.psnr_threshold).float()[:, None],
+                _to_db(band_mse, DN_MAX),
+            ], dim=1).double().sum(dim=0)  # (6 + C,)
             self._sums = batch if self._sums is None else self._sums + batch
+            self._add_psnr(patch_psnr)
             self._size = (x.shape[2], x.shape[3])
             if indices is not None:
                 self._add_indices(indices)
+        return patch_psnr
+
+    def _add_psnr(self, patch_psnr: torch.Tensor) -> None:
+        """The distribution of per-patch PSNR in fixed bins (memory that does not grow with the
+        patches, and a sum under DDP) and its exact minimum."""
+        bins = psnr_bins(patch_psnr)
+        hist = torch.bincount(bins, minlength=PSNR_BINS)
+        low = patch_psnr.min().double().reshape(1)
+        self._psnr_hist = hist if self._psnr_hist is None else self._psnr_hist + hist
+        self._psnr_min = low if self._psnr_min is None else torch.minimum(self._psnr_min, low)
 
     def _add_indices(self, indices: torch.Tensor) -> None:
         if indices.ndim == 3:
@@ -266,17 +313,26 @@ class MetricAccumulator:
         if self._sums is None:
             raise RuntimeError("MetricAccumulator.reduce on a rank that saw no batch")
         torch.distributed.all_reduce(self._sums)
+        torch.distributed.all_reduce(self._psnr_hist)
+        torch.distributed.all_reduce(self._psnr_min, op=torch.distributed.ReduceOp.MIN)
         if self._hist is not None:
             torch.distributed.all_reduce(self._hist)
 
     def compute(self) -> dict[str, float]:
-        """Flat dict: psnr, psnr/<band>, ssim, sam, bpp_index, bpp_histogram, (bpp_side),
-        codebook health."""
+        """Flat dict: psnr, psnr_pooled, psnr_p10, psnr_min, patches_below, psnr/<band>, ssim,
+        sam, bpp_index, bpp_histogram, (bpp_side), codebook health."""
         if self._sums is None:
             raise RuntimeError("MetricAccumulator.compute before any update")
-        means = (self._sums[1:] / self._sums[0]).tolist()
-        out = {"psnr": means[0]}
-        out.update({f"psnr/{band}": v for band, v in zip(self.bands, means[3:])})
+        n = float(self._sums[0])
+        means = (self._sums[1:] / n).tolist()
+        out = {"psnr": means[0], "psnr_pooled": float(_to_db(self._sums[4:5] / n, DN_MAX)),
+               "psnr_min": float(self._psnr_min), "patches_below": int(self._sums[5])}
+        # a bin's centre may lie past the exact values it holds: keep p10 within [min, max]
+        out["psnr_p10"] = min(max(percentile_from_bins(self._psnr_hist, 0.10), out["psnr_min"]),
+                              float(_to_db(torch.tensor(0.0), DN_MAX)))
+        out = {k: out[k] for k in ("psnr", "psnr_pooled", "psnr_p10", "psnr_min",
+                                   "patches_below")}
+        out.update({f"psnr/{band}": v for band, v in zip(self.bands, means[5:])})
         out.update({"ssim": means[1], "sam": means[2]})
         if self._hist is not None:
             h, w = self._size

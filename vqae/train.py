@@ -20,6 +20,7 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm import tqdm
 
 from vqae.atomic import write_atomic
+from vqae.augment import augment, stretch_contrast
 from vqae.checkpoint import (
     CheckpointManager,
     capture_rng_state,
@@ -183,26 +184,6 @@ def build_optimizer(model: torch.nn.Module, cfg: Config):
     return opt, sched
 
 
-def dihedral_maps(side: int, device: torch.device) -> torch.Tensor:
-    """(8, side * side): for transform r (rot90 by r % 4, then a flip of the width when r >= 4),
-    the flat source pixel of each output pixel."""
-    grid = torch.arange(side * side, device=device).view(side, side)
-    rotations = [torch.rot90(grid, r, dims=(0, 1)) for r in range(4)]
-    return torch.stack(rotations + [g.flip(1) for g in rotations]).flatten(1)
-
-
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """Each patch gets one of the 8 flips/rotations of the square, drawn from torch's CPU RNG
-    (a resume replays the draws), applied to the whole batch in one gather."""
-    b, c, h, w = x.shape
-    assert h == w, "rotations need square patches"
-    k = torch.randint(0, 8, (b,))  # (B,) transform of each patch
-    if x.is_cuda:
-        k = k.pin_memory()  # an asynchronous copy: the host keeps queueing work ahead of the GPU
-    idx = dihedral_maps(h, x.device)[k.to(x.device, non_blocking=True)]  # (B, H*W)
-    return x.flatten(2).gather(2, idx[:, None].expand(b, c, h * w)).view_as(x)
-
-
 class Trainer:
     def __init__(self, cfg: Config, config_files: list[str] = ()):
         self.cfg, t = cfg, cfg.train
@@ -330,6 +311,8 @@ class Trainer:
         x = self.input(batch)  # (B, C, H, W) float32 digital numbers
         if self.cfg.train.augment:
             x = augment(x)
+        if self.cfg.train.contrast_range != [1.0, 1.0]:
+            x = stretch_contrast(x, *self.cfg.train.contrast_range)
         if self.device.type == "cuda" and self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

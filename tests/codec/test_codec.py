@@ -159,6 +159,51 @@ def test_patch_means_must_match_the_model(per_patch):
     assert "patch means" in error_of(per_patch, no_means + real[pos:])
 
 
+@pytest.fixture(scope="module")
+def scaled(fake_patches, tmp_path_factory) -> Codec:
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ps") / "ps.pt", fake_patches,
+                           overrides=["model.patch_means=true", "model.patch_scales=true"])
+    model, _ = load_model(ckpt)
+    return Codec(model, str(ckpt))
+
+
+def test_patch_scales_travel_in_a_version_5_header_and_restore_the_contrast(scaled, per_patch):
+    x = patches()
+    x[1] = (x[1] - x[1].mean()) * 9 + 3000  # nine times the contrast: a larger scale code
+    x[2] = 800.0  # a constant patch: the lowest scale code
+    grids, side = scaled.analyse(x)
+    assert side.shape == (3, 24)  # 12 means, then 12 scale codes
+    assert (side[1, 12:] - side[0, 12:] >= 45).all() and (side[2, 12:] == -32).all()
+    for grid, values in zip(grids, side):
+        enc = scaled.pack(grid, values, "gain", np.full(12, 64))
+        assert enc.header_bytes == 28 + 2 * 12 + (1 + 12) + 12  # scales: a count, an int8 each
+        back, header = scaled.parse(enc.data, source="s.vqz")
+        assert header.version == 5 and header.patch_means == tuple(values[:12])
+        assert header.patch_scales == tuple(values[12:])
+        np.testing.assert_array_equal(back, grid)
+        dn = scaled.pixels(bitstream_parsed := scaled.parse(enc.data))
+        want = scaled.model.decode(torch.from_numpy(grid)[None],
+                                   torch.from_numpy(values[None]).float())[0].detach().numpy()
+        np.testing.assert_allclose(dn, want, atol=1e-3)  # the gain 1.0 filter changes nothing
+        assert bitstream_parsed.header.filter_kind == "gain"
+    # a scale code of +16 doubles the decoded deviations from the patch means
+    grid, values = grids[0], side[0].copy()
+    base = scaled.decode_images(grid[None], values[None])[0]
+    values[12:] += 16
+    wider = scaled.decode_images(grid[None], values[None])[0]
+    means = values[:12, None, None]
+    np.testing.assert_allclose(wider - means, 2 * (base - means), rtol=1e-4, atol=1e-2)
+    # files without scales stay version 4, byte for byte what that version wrote
+    grid, m = (a[0] for a in per_patch.analyse(patches(1)))
+    assert bitstream.parse_header(per_patch.pack(grid, m).data, "x")[0].version == 4
+    assert per_patch.format_version == 4 and scaled.format_version == 5
+    # another model's count of scale codes is damage, named
+    real = scaled.pack(grids[0], side[0]).data
+    header, pos = bitstream.parse_header(real, "x")
+    assert "patch scales" in error_of(per_patch, dataclasses.replace(
+        header, fingerprint=per_patch.fingerprint).pack() + real[pos:])
+
+
 def plain_chunks(data: bytes) -> bytes:
     """A file's chunks as versions 1-3 wrote them: each with the plain CRC32 of its payload."""
     return b"".join(bitstream.varint(len(p)) + zlib.crc32(p).to_bytes(4, "little") + p

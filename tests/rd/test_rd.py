@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from vqae.cli import main
 from vqae.config import DataConfig
@@ -115,3 +116,94 @@ def test_rd_band_filters_give_each_model_a_curve_per_filter(tiny_ckpt, fake_patc
         assert mix["bytes"] - plain["bytes"] == 3 * 144  # an int8 per band pair and patch
         assert gain["psnr"] >= plain["psnr"] - 1e-3  # least-squares filters never add error
         assert mix["psnr"] >= gain["psnr"] - 0.05  # a superset of gains, both on a lattice
+
+
+def test_rd_reports_pooled_and_worst_patches(tiny_ckpt, fake_patches, tmp_path, capsys):
+    out = tmp_path / "rd"
+    assert main(["rd", "--ckpt", str(tiny_ckpt), "--data", str(fake_patches), "--out", str(out),
+                 "--max-patches", "3", "--jpeg2000-quality", "40", "50", "60",
+                 "--psnr-threshold", "35", "--no-progress"]) == 0
+    result = json.loads((out / "rd.json").read_text())
+    with open(out / "rd_patches.csv") as f:
+        patches = list(csv.DictReader(f))
+    assert result["psnr_threshold"] == 35 and "tiny" in result["bd_rate_pooled"]
+    printed = capsys.readouterr().out
+    assert "BD-rate tiny vs JPEG 2000 (mean" in printed
+    assert "BD-rate tiny vs JPEG 2000 (pooled" in printed
+    for row in result["rows"]:
+        if row["codec"] == "jpeg2000-best":
+            continue
+        mine = [p for p in patches if (p["codec"], p["setting"]) == (row["codec"], row["setting"])]
+        assert len(mine) == row["patches"] == 3  # a row per patch and point
+        psnrs = np.array([float(p["psnr"]) for p in mine])
+        assert sum(int(p["bytes"]) for p in mine) == row["bytes"]
+        assert row["psnr"] == pytest.approx(psnrs.mean(), abs=1e-3)
+        assert row["psnr_min"] == pytest.approx(psnrs.min(), abs=1e-3)
+        assert row["psnr_p10"] == pytest.approx(psnrs.min(), abs=0.01)  # ceil(0.3): the 1st
+        assert row["patches_below"] == int((psnrs < 35).sum())
+        # pooled MSE from the per-patch PSNRs: every pixel weighs the same
+        pooled = 10 * np.log10(1e8 / np.mean(1e8 / 10 ** (psnrs / 10)))
+        assert row["psnr_pooled"] == pytest.approx(pooled, abs=1e-3)
+        assert row["psnr_pooled"] <= row["psnr"] + 1e-9
+    with open(out / "rd.csv") as f:
+        assert {"psnr_pooled", "psnr_p10", "psnr_min", "patches_below"} <= set(
+            next(csv.DictReader(f)))
+    from PIL import Image
+
+    width, height = Image.open(out / "rd.png").size
+    assert width > 1.8 * height  # two panels side by side: mean and pooled
+
+
+def test_rd_target_psnr_codes_each_patch_to_its_target(tiny_ckpt, fake_patches, tmp_path):
+    out = tmp_path / "rd"
+    args = ["rd", "--ckpt", str(tiny_ckpt), "--data", str(fake_patches), "--out", str(out),
+            "--max-patches", "4", "--jpeg2000-quality", "50", "--band-filter", "none", "gain",
+            "--no-progress"]
+    assert main(args) == 0
+    with open(out / "rd_patches.csv") as f:
+        plain = list(csv.DictReader(f))
+    model = [p for p in plain if p["codec"].startswith("tiny+")]
+    psnrs = sorted(float(p["psnr"]) for p in model)
+    target = psnrs[len(psnrs) // 2]  # reached by some ways of coding some patches, not all
+    assert main([*args, "--target-psnr", f"{target:.4f}", "--overwrite"]) == 0
+    result = json.loads((out / "rd.json").read_text())
+    with open(out / "rd_patches.csv") as f:
+        rows = list(csv.DictReader(f))
+    setting = f"psnr{float(f'{target:.4f}'):g}"
+    chosen = {p["patch"]: p for p in rows if p["codec"] == "tiny+target"}
+    assert len(chosen) == 4 and {p["setting"] for p in chosen.values()} == {setting}
+    for name, p in chosen.items():
+        ways = [q for q in rows if q["patch"] == name and q["codec"] in ("tiny+none",
+                                                                         "tiny+gain")]
+        reaching = [q for q in ways if float(q["psnr"]) >= float(f"{target:.4f}")]
+        if reaching:  # the smallest file that reaches the target
+            assert int(p["bytes"]) == min(int(q["bytes"]) for q in reaching)
+            assert float(p["psnr"]) >= float(f"{target:.4f}")
+        else:  # none reaches it: the best this model does
+            assert float(p["psnr"]) == max(float(q["psnr"]) for q in ways)
+        depth, kind = p["coded_as"].split()
+        twin = [q for q in ways if q["codec"] == f"tiny+{kind}" and q["setting"] == depth]
+        assert twin and (twin[0]["bytes"], twin[0]["psnr"]) == (p["bytes"], p["psnr"])
+    jpeg = [p for p in rows if p["codec"] == "jpeg2000-target"]
+    assert len(jpeg) == 4 and all(float(p["psnr"]) >= float(f"{target:.4f}") for p in jpeg)
+    by_key = {(r["codec"], r["setting"]): r for r in result["rows"]}
+    mine, theirs = by_key["tiny+target", setting], by_key["jpeg2000-target", setting]
+    assert mine["target"] == theirs["target"]
+    assert mine["rate_vs_jpeg2000"] == pytest.approx(mine["bpppb"] / theirs["bpppb"] - 1)
+    assert "tiny+target" not in result["bd_rate"]  # compared at equal target, not by BD-rate
+
+
+def test_jpeg2000_to_target_is_the_cheapest_level_that_reaches_it(patch):
+    from vqae.metrics import psnr
+    from vqae.rd.targets import jpeg2000_to_target
+
+    ds, x, raw = patch
+    for target in (35.0, 45.0):
+        choice, recon = jpeg2000_to_target(x, raw, ds.s2_bands, ds.flag, 0.0, target)
+        assert choice.psnr >= target and choice.psnr == pytest.approx(
+            float(psnr(torch.from_numpy(x)[None], torch.from_numpy(recon)[None])), abs=1e-4)
+        mode, _, level = choice.setting.split()
+        cheaper = jpeg2000.code_patch(mode, x, raw, ds.s2_bands, float(level) - 0.5, ds.flag)
+        assert cheaper[0] <= choice.bytes  # a lower level is no larger ...
+        assert float(psnr(torch.from_numpy(x)[None], torch.from_numpy(cheaper[1])[None])) < \
+            target + 0.5  # ... and no longer safely above the target

@@ -3,13 +3,16 @@
 Layout (all integers little-endian; docs/format.md has the full table):
 
     magic b"\\x89VQZ" | version u8 | fingerprint 8 bytes | height u16 | width u16 |
-    model depth u8 | stored depth u8 | bands | patch_means | filter | header CRC32 u32
+    model depth u8 | stored depth u8 | bands | patch_means | (patch_scales) | filter |
+    header CRC32 u32
     then per stored stage: payload length (LEB128 varint) | chunk CRC32 u32 | payload
 
 bands: 0xFF and a u16 mask over BAND_CODES when the bands keep that order (every S2 subset
 in the project's order: 3 bytes), else a count u8 and one u8 code per band.
 patch means (version 2): a count u8 (0, or one per band), then that many u16: a per-patch
 model's band means (model.patch_means), which its decoder adds back.
+patch scales (version 5, written only by a model with model.patch_scales): a count u8, then
+that many int8: each band's scale code (vqae.models.normalize.SCALE_STEPS per octave).
 filter (version 3): the band filter the encoder fitted (vqae.codec.bandfilter): its kind u8
 (0 none, 1 gain, 2 mix), then C u8 codes for a gain or C*C int8 codes (row-major) for a mix.
 chunk CRC32 (version 4): the CRC32 of the payload, started from the CRC32 of the magic, the
@@ -17,7 +20,8 @@ model fingerprint and the stage number (u8). An empty payload (an all-zero index
 nothing) therefore never has a zero CRC, so zeroed bytes are damage; a chunk moved to another
 stage, or taken from another model's file, fails its check; a stage's chunk is the same bytes
 whatever depth its file stores. Versions 1-3 used the plain payload CRC32.
-Versions 1 (no patch_means, no filter), 2 (no filter) and 3 (plain chunk CRCs) still read.
+Versions 1 (no patch_means, no filter), 2 (no filter) and 3 (plain chunk CRCs) still read; a
+file without patch scales is written as version 4, byte for byte as before version 5.
 
 Chunks are in stage order, so any prefix of whole chunks is a valid file at fewer stages. Every
 failure is a DataError naming the file; nothing decodes silently wrong.
@@ -38,8 +42,9 @@ from vqae.data.bands import PATCH_MEAN_BITS, S1_BANDS, S2_BANDS
 from vqae.errors import DataError
 
 MAGIC = b"\x89VQZ"
-VERSION = 4  # written; 1 (no patch_means or filter), 2 (no filter), 3 (plain chunk CRCs) read
-READABLE = (1, 2, 3, 4)
+VERSION = 5  # the newest written (patch scales); a file without them is written as version 4
+UNSCALED = 4  # 1 (no patch_means or filter), 2 (no filter), 3 (plain chunk CRCs) read
+READABLE = (1, 2, 3, 4, 5)
 FINGERPRINT_BYTES = 8
 BAND_CODES = S2_BANDS + S1_BANDS  # a band is stored as its position in this list
 _FIXED = struct.Struct("<4sB8sHHBBB")  # magic .. band count (or MASKED)
@@ -47,7 +52,8 @@ MASKED = 0xFF  # the bands follow as a u16 mask
 FILTER_CODE = {"none": "B", "gain": "B", "mix": "b"}  # struct format of one filter code
 MEAN_CODE = {16: "H"}[PATCH_MEAN_BITS]  # struct format of one patch mean
 # The largest header: fixed fields, 255 band codes, 255 patch means, a 255x255 mix, the CRC.
-MAX_HEADER_BYTES = _FIXED.size + 255 + (1 + PATCH_MEAN_BITS // 8 * 255) + (1 + 255 * 255) + 4
+MAX_HEADER_BYTES = (_FIXED.size + 255 + (1 + PATCH_MEAN_BITS // 8 * 255) + (1 + 255)
+                    + (1 + 255 * 255) + 4)
 # constriction's default ANS models quantize probabilities to 24 bits: no symbol costs more,
 # and the coder's final state adds at most 64 bits.
 MAX_BITS_PER_SYMBOL = 24
@@ -64,18 +70,29 @@ class Header:
     patch_means: tuple[int, ...] = ()  # one per band for a per-patch model, else ()
     filter_kind: str = "none"  # vqae.codec.bandfilter.KINDS
     filter_codes: tuple[int, ...] = ()  # its codes: C (gain), C*C (mix) or none
-    version: int = VERSION  # of the file it was read from; pack() always writes VERSION
+    version: int = VERSION  # of the file it was read from; pack() writes `written_version`
+    patch_scales: tuple[int, ...] = ()  # int8 scale codes, one per band, of a scaled model
+
+    @property
+    def written_version(self) -> int:
+        """The version pack() writes: the oldest that holds this header."""
+        return VERSION if self.patch_scales else UNSCALED
 
     def pack(self) -> bytes:
         unknown = [b for b in self.bands if b not in BAND_CODES]
         if unknown:
             raise DataError(f"bands {unknown} have no .vqz code; known: {' '.join(BAND_CODES)}")
         assert len(self.patch_means) in (0, len(self.bands))
+        assert len(self.patch_scales) in (0, len(self.patch_means))
         assert len(self.filter_codes) == bandfilter.code_count(self.filter_kind, len(self.bands))
-        body = _FIXED.pack(MAGIC, VERSION, self.fingerprint, self.height, self.width,
+        version = self.written_version
+        body = _FIXED.pack(MAGIC, version, self.fingerprint, self.height, self.width,
                            self.model_depth, self.depth, MASKED)[:-1] + pack_bands(self.bands)
         body += struct.pack(f"<B{len(self.patch_means)}{MEAN_CODE}", len(self.patch_means),
                             *self.patch_means)
+        if version >= 5:
+            body += struct.pack(f"<B{len(self.patch_scales)}b", len(self.patch_scales),
+                                *self.patch_scales)
         body += struct.pack(f"<B{len(self.filter_codes)}{FILTER_CODE[self.filter_kind]}",
                             bandfilter.KINDS.index(self.filter_kind), *self.filter_codes)
         return body + struct.pack("<I", zlib.crc32(body))
@@ -168,8 +185,9 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
     bands_end = _FIXED.size - 1 + (bands_size(data) or 1)
     means_end = bands_end + (field_size(data, bands_end, PATCH_MEAN_BITS // 8) if version >= 2
                              else 0)
+    scales_end = means_end + (field_size(data, means_end, 1) if version >= 5 else 0)
     band_field = data[_FIXED.size - 1 : bands_end]
-    end = means_end + (filter_size(data, means_end, band_field) if version >= 3 else 0)
+    end = scales_end + (filter_size(data, scales_end, band_field) if version >= 3 else 0)
     if len(data) < end + 4:
         raise DataError(f"{name} is truncated inside its header ({len(data)} bytes); re-copy "
                         "the file or compress the patch again")
@@ -182,16 +200,19 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
     count = (means_end - bands_end - 1) // (PATCH_MEAN_BITS // 8)
     patch_means = struct.unpack_from(f"<{count}{MEAN_CODE}", data, bands_end + 1) \
         if means_end > bands_end else ()
-    kind = "none" if version < 3 else filter_kind(data[means_end])
+    scales = struct.unpack_from(f"<{scales_end - means_end - 1}b", data, means_end + 1) \
+        if scales_end > means_end else ()
+    kind = "none" if version < 3 else filter_kind(data[scales_end])
     if codes is None or not 1 <= depth <= model_depth or len(patch_means) not in (0, len(codes)) \
-            or kind is None:
-        raise DataError(f"{name}: the header holds impossible values (bands, depth, patch_means "
-                        "or band filter); the file is damaged")
-    filter_codes = struct.unpack_from(f"<{end - means_end - 1}{FILTER_CODE[kind]}", data,
-                                      means_end + 1) if end > means_end else ()
+            or len(scales) not in (0, len(patch_means)) or kind is None \
+            or (version >= 5 and not scales):
+        raise DataError(f"{name}: the header holds impossible values (bands, depth, patch_means, "
+                        "patch scales or band filter); the file is damaged")
+    filter_codes = struct.unpack_from(f"<{end - scales_end - 1}{FILTER_CODE[kind]}", data,
+                                      scales_end + 1) if end > scales_end else ()
     bands = tuple(BAND_CODES[c] for c in codes)
     return Header(fp, height, width, model_depth, depth, bands, patch_means, kind,
-                  filter_codes, version), end + 4
+                  filter_codes, version, scales), end + 4
 
 
 def field_size(data: bytes, pos: int, width: int) -> int:

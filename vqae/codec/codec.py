@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +28,7 @@ from vqae.data.resample import interpolation_flag
 from vqae.entropy import coder
 from vqae.entropy.prior import UP
 from vqae.errors import ConfigError, DataError
+from vqae.models.normalize import SCALE_CODES
 
 Patch = Mapping[str, np.ndarray] | np.ndarray | torch.Tensor
 
@@ -49,6 +50,10 @@ class Compressed:
     data: bytes
     ideal_bits: float  # -log2 P(indices) under the prior: what an ideal coder spends
     header_bytes: int
+    depth: int  # RVQ stages it stores
+    # (C, H, W) float32: what decompress gives for this file, when asked for
+    # (compress_images(pixels=True))
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class Parsed(NamedTuple):
@@ -103,6 +108,12 @@ class Codec:
         """`depth` stages (None: all) of this model, else a DataError naming `what`."""
         return check_depth(depth, self.depth, what, DataError)
 
+    @property
+    def format_version(self) -> int:
+        """The .vqz version this model's files are written in (5 only with patch scales)."""
+        scaled = self.model.patch_mean_count > len(self.bands)
+        return bitstream.VERSION if scaled else bitstream.UNSCALED
+
     def side_bits(self, band_filter: str) -> int:
         """Header bits per patch besides the indices: the patch means and the filter codes."""
         return self.model.side_bits() + bandfilter.bits(band_filter, len(self.bands))
@@ -145,17 +156,42 @@ class Codec:
     @torch.no_grad()
     def compress_images(self, x: torch.Tensor, depth: int | None = None,
                         band_filter: str = "gain",
-                        analysed: tuple[np.ndarray, np.ndarray] | None = None) -> list[Compressed]:
+                        analysed: tuple[np.ndarray, np.ndarray] | None = None,
+                        pixels: bool = False) -> list[Compressed]:
         """(B, C, H, W) digital numbers on the model's device -> one file per patch: the one
         compress path of the API, `vqae compress` and `vqae rd`. `analysed` (analyse(x) at
-        full depth) spares the encoder pass when one batch is coded at several depths."""
+        full depth) spares the encoder pass when one batch is coded at several depths;
+        `pixels` also gives each file's decoded patch (Compressed.pixels)."""
+        return self.compress_ways(x, depth, (band_filter,), analysed, pixels)[band_filter]
+
+    @torch.no_grad()
+    def compress_ways(self, x: torch.Tensor, depth: int | None, kinds: Sequence[str],
+                      analysed: tuple[np.ndarray, np.ndarray] | None = None,
+                      pixels: bool = False, stages: list | None = None
+                      ) -> dict[str, list[Compressed]]:
+        """compress_images for several band filters at one depth, sharing the encoder pass,
+        the decoder pass and the entropy-coded stages (`stages`: code_stages of each patch's
+        analysed indices, from an earlier call): {kind: one file per patch}. With `pixels`
+        the decoder runs patch by patch, as decompress does: the pixels are the file's."""
         depth = self.check_depth(depth)
-        if band_filter not in bandfilter.KINDS:
-            raise DataError(f"band filter {band_filter!r}; valid: {', '.join(bandfilter.KINDS)}")
+        for kind in kinds:
+            if kind not in bandfilter.KINDS:
+                raise DataError(f"band filter {kind!r}; valid: {', '.join(bandfilter.KINDS)}")
         indices, means = analysed if analysed is not None else self.analyse(x, depth)
         indices = indices[:, :depth]  # stages are greedy: a prefix is the shallower code
-        codes = self.fit_band_filter(band_filter, x, indices, means)  # (B, n)
-        return [self.pack(g, m, band_filter, c) for g, m, c in zip(indices, means, codes)]
+        decoded = None
+        if pixels or any(kind != "none" for kind in kinds):
+            decoded = self.network_decode(indices, means, batched=not pixels)  # (B, C, H, W)
+        if stages is None:
+            stages = [self.code_stages(g) for g in indices]
+        out = {}
+        for kind in kinds:
+            codes = self.fit_band_filter(kind, x, indices, means, decoded)  # (B, n)
+            dn = (self.stored(bandfilter.apply(decoded, self.pivot(means), kind, codes))
+                  if pixels else [None] * len(indices))
+            out[kind] = [self.pack(g, m, kind, c, coded, p)
+                         for g, m, c, coded, p in zip(indices, means, codes, stages, dn)]
+        return out
 
     @torch.no_grad()
     def analyse(self, x: torch.Tensor, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -168,33 +204,55 @@ class Codec:
         return indices, means.cpu().numpy().astype(np.int64)
 
     def fit_band_filter(self, kind: str, x: torch.Tensor, indices: np.ndarray,
-                        means: np.ndarray) -> np.ndarray:
+                        means: np.ndarray, decoded: np.ndarray | None = None) -> np.ndarray:
         """(B, n) codes of `kind` for patches x coded as `indices`: the encoder decodes what
-        the decoder will see (the batch in one call) and fits the filter to the original."""
+        the decoder will see (the batch in one call, unless `decoded` holds it) and fits the
+        filter to the original."""
         if kind == "none":
             return np.zeros((len(x), 0), np.int64)
-        decoded = self.network_decode(indices, means, batched=True)
+        if decoded is None:
+            decoded = self.network_decode(indices, means, batched=True)
         return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self.pivot(means))
 
-    def pack(self, indices: np.ndarray, means=(), band_filter: str = "none",
-             codes=()) -> Compressed:
-        """One patch's indices (depth, h, w), patch means and filter codes -> its file."""
+    def stored(self, dn: np.ndarray) -> np.ndarray:
+        """(B, C, H, W) decoded digital numbers -> what decompress stores, as float32: S2 bands
+        rounded half to even and clamped to uint16, S1 bands as they are."""
+        out = dn.astype(np.float32)
+        for c, band in enumerate(self.bands):
+            if not is_s1(band):
+                out[:, c] = to_uint16(dn[:, c])
+        return out
+
+    def code_stages(self, indices: np.ndarray) -> tuple[list[bytes], list[float]]:
+        """One patch's indices (depth, h, w) -> each stage's payload and ideal bits. A stage's
+        payload is the same whatever depth its file stores: a prefix serves a shallower file."""
+        indices = np.asarray(indices, dtype=np.int64)
+        payloads, bits = [], []
+        for s in range(len(indices)):
+            rows = self.tables.row_ids(indices, s).ravel()  # (h*w,) table row per position
+            probs = self.tables.probs[s][rows]  # (h*w, K)
+            payloads.append(coder.encode(indices[s].ravel(), probs))
+            bits.append(coder.ideal_bits(indices[s].ravel(), probs))
+        return payloads, bits
+
+    def pack(self, indices: np.ndarray, means=(), band_filter: str = "none", codes=(),
+             stages: tuple[list[bytes], list[float]] | None = None,
+             pixels: np.ndarray | None = None) -> Compressed:
+        """One patch's indices (depth, h, w), patch means and filter codes -> its file;
+        `stages`: code_stages of these indices (or of deeper ones: a prefix is taken)."""
         self.require_fitted()  # a Codec built by hand from an unfitted model too
         indices = np.asarray(indices, dtype=np.int64)
         means = tuple(int(c) for c in np.asarray(means).ravel())
         codes = tuple(int(g) for g in np.asarray(codes).ravel())
         assert indices.shape[1:] == (self.h, self.w) and 1 <= len(indices) <= self.depth
         assert len(means) == self.model.patch_mean_count, "pass the patch means analyse returned"
-        payloads, bits = [], 0.0
-        for s in range(len(indices)):
-            rows = self.tables.row_ids(indices, s).ravel()  # (h*w,) table row per position
-            probs = self.tables.probs[s][rows]  # (h*w, K)
-            payloads.append(coder.encode(indices[s].ravel(), probs))
-            bits += coder.ideal_bits(indices[s].ravel(), probs)
-        size = self.model.image_size
-        header = bitstream.Header(self.fingerprint, size, size, self.depth, len(indices),
-                                  self.bands, means, band_filter, codes)
-        return Compressed(bitstream.write(header, payloads), bits, len(header.pack()))
+        payloads, bits = stages if stages is not None else self.code_stages(indices)
+        n = len(indices)
+        size, c = self.model.image_size, len(self.bands)
+        header = bitstream.Header(self.fingerprint, size, size, self.depth, n, self.bands,
+                                  means[:c], band_filter, codes, patch_scales=means[c:])
+        return Compressed(bitstream.write(header, payloads[:n]), float(sum(bits[:n])),
+                          len(header.pack()), n, pixels)
 
     # ---- files -> patches ----------------------------------------------------------------
     def parse(self, data: bytes, depth: int | None = None, source: str = "the data") -> Parsed:
@@ -217,14 +275,22 @@ class Codec:
                             f"{self.fingerprint.hex()}); decompress it with the checkpoint "
                             "that compressed it (--ckpt)")
         size = self.model.image_size
+        means = len(self.bands) if self.model.patch_mean_count else 0
         expected = {"bands": (header.bands, self.bands),
                     "size": ((header.height, header.width), (size, size)),
                     "model depth": (header.model_depth, self.depth),
-                    "patch means": (len(header.patch_means), self.model.patch_mean_count)}
-        for field, (got, want) in expected.items():
+                    "patch means": (len(header.patch_means), means),
+                    "patch scales": (len(header.patch_scales),
+                                     self.model.patch_mean_count - means)}
+        for what, (got, want) in expected.items():
             if got != want:
-                raise DataError(f"{source}: its header gives {field} {got}, {self.source} has "
+                raise DataError(f"{source}: its header gives {what} {got}, {self.source} has "
                                 f"{want}; the file is damaged")
+        low, high = SCALE_CODES
+        if any(not low <= code <= high for code in header.patch_scales):
+            raise DataError(f"{source}: its header gives patch scale codes "
+                            f"{list(header.patch_scales)} outside {low}..{high}, which no "
+                            "encoder writes; the file is damaged")
 
     def _decode_stage(self, out: np.ndarray, s: int, payload: bytes, source: str) -> None:
         """Decode stage s into out[s]; the coder must end exactly where the encoder began."""
@@ -248,8 +314,9 @@ class Codec:
     def pixels(self, parsed: Parsed) -> np.ndarray:
         """A parsed file -> (C, H, W) float32 digital numbers, its band filter applied."""
         h = parsed.header
-        return self.decode_images(parsed.indices[None], np.array([h.patch_means]),
-                                  h.filter_kind, np.array([h.filter_codes]))[0]
+        side = np.array([h.patch_means + h.patch_scales])  # (1, M): what analyse gave
+        return self.decode_images(parsed.indices[None], side, h.filter_kind,
+                                  np.array([h.filter_codes]))[0]
 
     @torch.no_grad()
     def decode_images(self, indices: np.ndarray, means: np.ndarray | None = None,
@@ -278,7 +345,7 @@ class Codec:
     def pivot(self, means: np.ndarray | None) -> np.ndarray | None:
         """The band filter's pivot: the patch means of a per-patch model, else None (the
         decoded bands' own means)."""
-        return means if self.model.patch_mean_count else None
+        return np.asarray(means)[:, : len(self.bands)] if self.model.patch_mean_count else None
 
     def band_arrays(self, dn: np.ndarray, native: bool = False) -> dict[str, np.ndarray]:
         return band_arrays(dn, self.bands, native)

@@ -108,8 +108,14 @@ class BitstreamSink(_Sink):
     """`<name>.vqz` files in a folder, or records of an LMDB keyed by patch name."""
 
     def __init__(self, out: Path, lmdb: bool, *, overwrite: bool = False, resume: bool = False,
-                 inputs=(), fields: dict | None = None, resumable=lambda manifest: None):
-        entry = is_lmdb_file if lmdb else (lambda p: p.name.endswith(SUFFIX) or _temp_leftover(p))
+                 inputs=(), fields: dict | None = None, resumable=lambda manifest: None,
+                 extra: tuple[str, ...] = ()):
+        """`extra`: names of further files the command writes into OUT (its reports)."""
+        files = is_lmdb_file if lmdb else (lambda p: p.name.endswith(SUFFIX) or _temp_leftover(p))
+
+        def entry(p: Path) -> bool:
+            return files(p) or (p.name in extra and p.is_file() and not p.is_symlink())
+
         super().__init__(Output.open(out, "vqz-lmdb" if lmdb else "vqz", inputs=inputs,
                                      overwrite=overwrite, resume=resume, ours=entry,
                                      fields=fields, rerun="--resume", resumable=resumable),

@@ -57,3 +57,26 @@ def add_out_mode(parser: argparse.ArgumentParser, command: str, same: str) -> No
                       help=f"complete OUT, left by an interrupted vqae {command} (killed, "
                       f"signalled or out of disk space) {same}: keep its patches, add the "
                       "missing ones")
+
+
+def add_threshold(parser) -> None:
+    """--psnr-threshold: where `patches_below` counts (vqae.metrics.PSNR_THRESHOLD unless given;
+    read there, so that parsing imports no torch)."""
+    parser.add_argument("--psnr-threshold", type=decibels, metavar="DB",
+                        help="patches_below counts the patches under DB dB (default 30)")
+
+
+def threshold(args) -> dict:
+    """The threshold option as keyword arguments: none when not given (the default applies)."""
+    return {} if args.psnr_threshold is None else {"psnr_threshold": args.psnr_threshold}
+
+
+def decibels(text: str) -> float:
+    """A PSNR in dB: a finite number in 0..180 (what DESIGN.md's PSNR can take)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{cut(text, 60)} is not a number of dB") from None
+    if not 0.0 <= value <= 180.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{cut(text, 60)} dB is outside 0..180")
+    return value

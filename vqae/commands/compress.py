@@ -4,6 +4,9 @@ INPUT is a patch folder, a GeoTIFF tree, an archive or an LMDB (every patch by d
 a folder of `<patch>.vqz`, or with `--lmdb` (or a name ending in .lmdb) an LMDB of files keyed
 by patch name; either holds a manifest.json that `vqae decompress` reads. `--depth n` keeps the
 first n RVQ stages. Each file carries a band filter the encoder fitted (`--band-filter`).
+`--target-psnr DB` (or `--target-bpppb R`) codes each patch at the smallest depth and filter
+that reaches the target (vqae.codec.ratecontrol). OUT's patches.csv lists each patch's depth,
+filter, bytes and PSNR; the summary gives the mean, pooled and worst-patch PSNR.
 TERM/USR1/INT stop after the current batch (exit status 75) with the patches written kept;
 `--resume` completes OUT.
 """
@@ -11,14 +14,16 @@ TERM/USR1/INT stop after the current batch (exit status 75) with the patches wri
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vqae.commands.common import add_out_mode, int_in
+from vqae.commands.common import add_out_mode, add_threshold, decibels, int_in, threshold
 from vqae.config import DEVICES
 
 # what a resumed OUT must share with the run that completes it
-SETTINGS = ("fingerprint", "depth", "band_filter", "version", "data", "split")
+SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split")
+REPORT = "patches.csv"  # in OUT: a row per patch
+REPORT_COLUMNS = ("patch", "depth", "band_filter", "bytes", "bpppb", "psnr")
 
 
 def add_arguments(parser) -> None:
@@ -38,11 +43,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int_in(0, 1024), default=0,
                         help="DataLoader worker processes")
     add_out_mode(parser, "compress", "with the same checkpoint, depth and band filter")
-    parser.add_argument("--band-filter", choices=KINDS, default="gain",
+    parser.add_argument("--band-filter", choices=KINDS,
                         help="per-patch correction of the decoded bands, fitted by the encoder "
                              "and stored in the header: gain (default, each band's contrast, 8 "
                              "bits a band), mix (each band from all bands, 8 bits a band pair) "
-                             "or none (also saves the encoder's decoder pass)")
+                             "or none; with a target, the only filter tried (default: all)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-psnr", type=decibels, metavar="DB",
+                        help="per patch, the smallest file (RVQ depth up to --depth, band "
+                             "filter) whose PSNR reaches DB; else the best the model does")
+    target.add_argument("--target-bpppb", type=positive_float, metavar="R",
+                        help="per patch, the best PSNR within R bits per pixel per band")
+    add_threshold(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -50,8 +62,22 @@ def run(args) -> int:
     compress(args.checkpoint, args.input, args.out, CompressOptions(
         depth=args.depth, device=args.device, lmdb=args.lmdb, split=args.split,
         batch_size=args.batch_size, workers=args.workers, overwrite=args.overwrite,
-        resume=args.resume, progress=not args.no_progress, band_filter=args.band_filter))
+        resume=args.resume, progress=not args.no_progress, band_filter=args.band_filter,
+        target_psnr=args.target_psnr, target_bpppb=args.target_bpppb, **threshold(args)))
     return 0
+
+
+def positive_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text[:60]} must be a positive number")
+    return value
 
 
 @dataclass
@@ -65,7 +91,25 @@ class CompressOptions:
     overwrite: bool = False  # replace an earlier output of vqae compress
     resume: bool = False  # complete an interrupted output of the same settings
     progress: bool = True
-    band_filter: str = "gain"  # bandfilter.KINDS
+    band_filter: str | None = None  # bandfilter.KINDS; None: gain, or every kind for a target
+    target_psnr: float | None = None  # per patch, the smallest file reaching this PSNR (dB)
+    target_bpppb: float | None = None  # per patch, the best PSNR within this rate
+    psnr_threshold: float | None = None  # patches_below counts patches under it (None: 30 dB)
+
+    def target(self):
+        from vqae.codec.ratecontrol import Target
+
+        if self.target_psnr is None and self.target_bpppb is None:
+            return None
+        return Target(self.target_psnr, self.target_bpppb)
+
+    def filters(self) -> tuple[str, ...]:
+        """The band filters tried: the one asked for, else gain, or every kind for a target."""
+        from vqae.codec.bandfilter import KINDS
+
+        if self.band_filter is not None:
+            return (self.band_filter,)
+        return KINDS if self.target() else ("gain",)
 
 
 @dataclass
@@ -75,13 +119,18 @@ class Totals:
     header_bytes: int = 0
     ideal_bits: float = 0.0
     seconds: float = 0.0
+    stages: int = 0  # RVQ stages stored, over all files
+    reached: int = 0  # files that reached the target
+    quality: object = None  # a MetricAccumulator of this run's patches
 
-    def add(self, file) -> None:
+    def add(self, file, reached: bool = True) -> None:
         """Count one `Compressed` file."""
         self.patches += 1
         self.bytes += len(file.data)
         self.header_bytes += file.header_bytes
         self.ideal_bits += file.ideal_bits
+        self.stages += file.depth
+        self.reached += reached
 
 
 def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None) -> dict:
@@ -90,33 +139,106 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
     with `resume`)."""
     from vqae.codec.codec import Codec
     from vqae.codec.store import BitstreamSink, guarded
+    from vqae.data.bands import is_s1
     from vqae.data.source import source_at
+    from vqae.errors import DataError
 
     opts = opts or CompressOptions()
     codec = Codec.from_checkpoint(ckpt, opts.device)
     depth = codec.check_depth(opts.depth, "--depth")
-    out_path, totals = Path(out), Totals()
+    target, filters = opts.target(), opts.filters()
+    if target is not None and any(is_s1(b) for b in codec.bands):
+        raise DataError(f"{ckpt} codes S1 bands, which DESIGN.md's PSNR (S2 digital numbers, "
+                        "0..10000) does not measure; --target-psnr and --target-bpppb need an "
+                        "S2-only model")
+    out_path, totals = Path(out), Totals(quality=quality_accumulator(codec, opts))
     fields = manifest(ckpt, codec, depth, 0) | {
-        "band_filter": opts.band_filter, "data": str(Path(data).resolve()), "split": opts.split}
+        "band_filter": filters[0] if len(filters) == 1 else list(filters),
+        "target": None if target is None else asdict(target),
+        "data": str(Path(data).resolve()), "split": opts.split, "report": REPORT}
     with source_at(codec.config.data, data) as source:
-        print(f"compressing {source.describe(opts.split)}")
+        print(f"compressing {source.describe(opts.split)}"
+              + ("" if target is None else f", each patch to {target.describe()}"))
         ds = source.dataset(opts.split)
         sink = BitstreamSink(out_path, opts.lmdb or out_path.suffix == ".lmdb",
                              overwrite=opts.overwrite, resume=opts.resume,
                              inputs=[data, source.path, ckpt], fields=fields,
-                             resumable=lambda found: same_settings(found, fields, out_path))
-        before = 0
-        if opts.resume:
-            ds, before = remaining(ds, sink, out_path)
-        with guarded(sink, fields, lambda: before + totals.patches, len(ds), "compress") as stop:
-            totals.seconds = encode_all(ds, codec, sink, totals, depth, opts, stop)
+                             resumable=lambda found: same_settings(found, fields, out_path),
+                             extra=(REPORT,))
+        before, reported = 0, set()
+        if opts.resume:  # a patch is done when its file and its report row are both there
+            reported = PatchReport.keep(sink.target / REPORT, sink.present())
+            ds, before = remaining(ds, reported, out_path)
+        with guarded(sink, fields, lambda: before + totals.patches, len(ds), "compress") as stop, \
+                PatchReport(sink.target / REPORT) as report:
+            totals.seconds = encode_all(ds, codec, sink, totals, depth, opts, stop, report)
+            report.close()
             if not stop.requested:
                 sink.close(fields | {"patches": before + totals.patches})
-    return summarize(totals, codec, depth, opts.band_filter)
+    return summarize(totals, codec, depth, filters, target)
+
+
+def quality_accumulator(codec, opts: CompressOptions):
+    from vqae.metrics import MetricAccumulator
+
+    kwargs = {} if opts.psnr_threshold is None else {"psnr_threshold": opts.psnr_threshold}
+    return MetricAccumulator(codec.bands, 1, codec.model.normalize.offsets().cpu(), **kwargs)
+
+
+class PatchReport:
+    """OUT's patches.csv, a row per patch, appended as each batch is written. A resumed OUT
+    keeps the rows of the patches it holds (`keep`); a patch whose row was lost (a kill
+    between a batch's files and its rows) is compressed again."""
+
+    def __init__(self, path: Path):
+        import csv
+
+        new = not path.is_file()
+        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed by __exit__ or close)
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(REPORT_COLUMNS)
+            self.flush()
+
+    @staticmethod
+    def keep(path: Path, present: set[str]) -> set[str]:
+        """Rewrite the report with one row per patch that OUT holds (atomically, before any
+        new row); returns those patches."""
+        import csv
+        import io
+
+        from vqae.atomic import write_atomic
+
+        rows = {}
+        if path.is_file():
+            with open(path, newline="") as f:
+                rows = {row[0]: row for row in list(csv.reader(f))[1:]
+                        if len(row) == len(REPORT_COLUMNS) and row[0] in present}
+        table = io.StringIO(newline="")
+        csv.writer(table).writerows([REPORT_COLUMNS, *rows.values()])
+        write_atomic(path, table.getvalue(), durable=True)
+        return set(rows)
+
+    def write(self, name: str, depth: int, kind: str, nbytes: int, rate: float,
+              quality: float) -> None:
+        self.writer.writerow([name, depth, kind, nbytes, f"{rate:.6g}", f"{quality:.4f}"])
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def encode_all(ds, codec, sink, totals: Totals, depth: int, opts: CompressOptions,
-               stop) -> float:
+               stop, report: PatchReport) -> float:
     """Compress and write every patch of `ds`, a batch at a time, until done or stopped; the
     seconds it took."""
     from tqdm import tqdm
@@ -128,10 +250,8 @@ def encode_all(ds, codec, sink, totals: Totals, depth: int, opts: CompressOption
     try:
         for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
             x = batch["image"].to(codec.device)  # (B, C, H, W) digital numbers
-            for name, file in zip(batch["name"],
-                                  codec.compress_images(x, depth, opts.band_filter)):
-                sink.write(name, file.data)
-                totals.add(file)
+            coded = code_batch(codec, x, depth, opts)
+            write_batch(batch["name"], x, coded, codec, sink, totals, report, opts)
             if stop.requested:
                 break
     finally:
@@ -139,23 +259,55 @@ def encode_all(ds, codec, sink, totals: Totals, depth: int, opts: CompressOption
     return time.perf_counter() - start
 
 
+def code_batch(codec, x, depth: int, opts: CompressOptions) -> list[tuple[object, str, bool]]:
+    """Each patch's (Compressed with pixels, its band filter, whether it reached the target)."""
+    target, filters = opts.target(), opts.filters()
+    if target is None:
+        return [(f, filters[0], True)
+                for f in codec.compress_images(x, depth, filters[0], pixels=True)]
+    from vqae.codec.ratecontrol import compress_to_target
+
+    size, bands = codec.model.image_size, len(codec.bands)
+    offsets = codec.model.normalize.offsets().cpu()
+    return [(f, choice.setting.split()[1], target.reached(choice, bands, size))
+            for f, choice in compress_to_target(codec, x, target, depth, filters, offsets)]
+
+
+def write_batch(names, x, coded, codec, sink, totals: Totals, report: PatchReport,
+                opts: CompressOptions) -> None:
+    """Write a batch's files, then their rows; count them."""
+    import numpy as np
+    import torch
+
+    from vqae.metrics import bpp_coded, bpppb
+
+    size, bands = codec.model.image_size, len(codec.bands)
+    recon = torch.from_numpy(np.stack([f.pixels for f, _, _ in coded]))  # (B, C, H, W)
+    psnrs = totals.quality.update(x.float().cpu(), recon).tolist()
+    for name, (file, kind, reached), quality in zip(names, coded, psnrs):
+        sink.write(name, file.data)
+        totals.add(file, reached)
+        report.write(name, file.depth, kind, len(file.data),
+                     bpppb(bpp_coded(len(file.data), size, size), bands), quality)
+    report.flush()
+
+
 def same_settings(previous: dict, fields: dict, out: Path) -> None:
     """Refuse to resume an OUT compressed with another model or settings."""
     from vqae.errors import DataError
 
-    for k in SETTINGS:
-        if k in previous and previous[k] != fields[k]:
-            raise DataError(f"OUT {out} was compressed with {k} {previous[k]!r}, this run has "
+    for k in SETTINGS:  # a key an older vqae did not write counts as None
+        if previous.get(k) != fields[k] and (k in previous or k == "target"):
+            raise DataError(f"OUT {out} was compressed with {k} {previous.get(k)!r}, this run has "
                             f"{fields[k]!r}; --resume continues the same settings: pass the "
                             "same options, or --overwrite to replace it")
 
 
-def remaining(ds, sink, out: Path):
+def remaining(ds, done: set[str], out: Path):
     """(the patches of `ds` that a resumed OUT lacks, how many it holds)."""
     from torch.utils.data import Subset
 
-    present = sink.present()
-    keep = [i for i, name in enumerate(ds.names) if name not in present]
+    keep = [i for i, name in enumerate(ds.names) if name not in done]
     subset = Subset(ds, keep)
     subset.names = [ds.names[i] for i in keep]
     print(f"resuming: {len(ds) - len(keep)} patch(es) already in {out}, {len(keep)} to go")
@@ -163,29 +315,40 @@ def remaining(ds, sink, out: Path):
 
 
 def manifest(ckpt: str, codec, depth: int, patches: int) -> dict:
-    from vqae.codec import bitstream
-
-    return {"format": "vqz", "version": bitstream.VERSION,
+    return {"format": "vqz", "version": codec.format_version,
             "checkpoint": str(Path(ckpt).absolute()), "fingerprint": codec.fingerprint.hex(),
             "depth": depth, "bands": list(codec.bands), "patches": patches}
 
 
-def summarize(totals: Totals, codec, depth: int, band_filter: str) -> dict:
-    """Print and return the figures of a run (DESIGN.md's rates, from vqae.metrics)."""
+def summarize(totals: Totals, codec, depth: int, filters: tuple[str, ...], target) -> dict:
+    """Print and return the figures of this run's patches (DESIGN.md's rates and aggregates,
+    from vqae.metrics); after --resume, of the patches it added (patches.csv lists all)."""
     from tabulate import tabulate
 
-    from vqae.metrics import bpp_coded, bpp_entropy, bpp_index
+    from vqae.metrics import bpp_coded, bpp_entropy, bpp_index, bpppb
 
     model, (_, h, w) = codec.model, codec.model.latent_shape()
     size, n = model.image_size, max(totals.patches, 1)
-    side = codec.side_bits(band_filter)
-    figures = {"patches": totals.patches, "bytes": totals.bytes,
-               "bpp_coded": bpp_coded(totals.bytes, size, size, n),
+    coded = bpp_coded(totals.bytes, size, size, n)
+    side = codec.side_bits(filters[0]) if len(filters) == 1 else 0
+    figures = {"patches": totals.patches, "bytes": totals.bytes, "bpp_coded": coded,
+               "bpppb": bpppb(coded, len(codec.bands)),
                "bpp_entropy": bpp_entropy(totals.ideal_bits, size, size, n),
-               "bpp_index": bpp_index(h * w, depth, model.quantizer.codebook_size, size, size),
+               "bpp_index": bpp_index(h * w, 1, model.quantizer.codebook_size, size, size)
+               * totals.stages / n,
                **({"bpp_side": side / size**2} if side else {}),
                "header_bytes/patch": totals.header_bytes / n,
-               "patches/s": totals.patches / max(totals.seconds, 1e-9)}
-    rows = [(k, f"{v:,}" if isinstance(v, int) else f"{v:.4f}") for k, v in figures.items()]
+               "depth/patch": totals.stages / n}
+    if totals.patches:
+        quality = totals.quality.compute()
+        figures |= {k: quality[k] for k in ("psnr", "psnr_pooled", "psnr_p10", "psnr_min",
+                                            "patches_below", "ssim", "sam")}
+        figures["psnr_threshold"] = totals.quality.psnr_threshold
+    if target is not None:
+        figures["target"] = target.describe()
+        figures["patches_reaching_target"] = totals.reached
+    figures["patches/s"] = totals.patches / max(totals.seconds, 1e-9)
+    rows = [(k, f"{v:,}" if isinstance(v, int) else v if isinstance(v, str) else f"{v:.4f}")
+            for k, v in figures.items()]
     print(tabulate(rows, tablefmt="simple", disable_numparse=True))
     return figures

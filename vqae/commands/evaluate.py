@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vqae.commands.common import int_in
+from vqae.commands.common import add_threshold, int_in, threshold
 from vqae.config import DEVICES
 
 
@@ -18,11 +18,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--depths", type=int_in(1, 255), nargs="*", default=None,
                         help="RVQ depths to evaluate besides the full one (an RD sweep)")
+    add_threshold(parser)
 
 
 def run(args) -> int:
     from vqae.evaluate import run_evaluate
 
     run_evaluate(args.checkpoint, args.data, args.split, args.out, args.device, args.depths,
-                 args.splits)
+                 args.splits, **threshold(args))
     return 0

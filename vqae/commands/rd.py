@@ -1,14 +1,16 @@
 """`vqae rd --ckpt A [--ckpt B ...] --data PATH [--split all] --out DIR`: rate-distortion of
 models (every RVQ depth, through real .vqz files) against JPEG 2000 on the same patches.
 
-Writes DIR/rd.csv, rd.json and rd.png (PSNR vs bpppb, log x) and prints each model's BD-rate
-against the better of JPEG 2000 per native band and as one multi-component stack (over the PSNR
-range both reach, printed), and the JPEG 2000 rate at each model point's PSNR.
+Writes DIR/rd.csv, rd.json, rd.png (mean and pooled PSNR vs bpppb, log x) and rd_patches.csv (a
+row per patch and point: find the worst tiles), and prints each model's BD-rate on the mean and
+on the pooled curve against the better of JPEG 2000 per native band and as one multi-component
+stack (over the PSNR range both reach, printed), and the JPEG 2000 rate at each model point's
+PSNR. `--target-psnr` adds rate-controlled curves, compared at equal per-patch target.
 """
 
 from __future__ import annotations
 
-from vqae.commands.common import int_in
+from vqae.commands.common import add_threshold, decibels, int_in, threshold
 from vqae.config import DEVICES
 from vqae.errors import ConfigError
 
@@ -40,8 +42,14 @@ def add_arguments(parser) -> None:
                              "filter, named MODEL+KIND")
     parser.add_argument("--bd-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="also report each BD-rate within this PSNR window (dB), e.g. 30 40")
+    parser.add_argument("--target-psnr", type=decibels, nargs="+", metavar="DB", default=[],
+                        help="also a rate-controlled curve per model (MODEL+target) and for "
+                             "JPEG 2000 (jpeg2000-target): each patch coded the cheapest way "
+                             "that reaches DB, for each DB given (e.g. 30 35 40)")
+    add_threshold(parser)
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the rd.csv, rd.json and rd.png of an earlier run in --out")
+                        help="replace the rd outputs (rd.csv, rd.json, rd.png, rd_patches.csv) "
+                             "of an earlier run in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -56,6 +64,7 @@ def run(args) -> int:
         qualities=list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES),
         batch_size=args.batch_size, max_patches=args.max_patches,
         progress=not args.no_progress, front_name=args.front, filters=args.band_filter,
-        bd_window=tuple(args.bd_range) if args.bd_range else None)
+        bd_window=tuple(args.bd_range) if args.bd_range else None,
+        targets=sorted(set(args.target_psnr)), **threshold(args))
     run_rd(args.ckpt, args.data, args.split, args.out, args.device, options, args.overwrite)
     return 0

@@ -17,7 +17,7 @@ from vqae.data.bands import PATCH_MEAN_BITS
 from vqae.entropy.prior import Prior
 from vqae.metrics import bpp_index
 from vqae.models.blocks import Downsample, Upsample, activation, norm, stage
-from vqae.models.normalize import Normalize
+from vqae.models.normalize import SCALE_BITS, Normalize
 from vqae.models.quantizer import Quantizer
 
 FACTORS = (2, 4, 8, 16)
@@ -142,8 +142,11 @@ class Autoencoder(nn.Module):
 
     @property
     def patch_mean_count(self) -> int:
-        """Patch means per patch: one per band for a per-patch model, else 0."""
-        return len(self.bands) if self.normalize.per_patch else 0
+        """Side values per patch: one mean per band for a per-patch model (and one scale code
+        per band with patch scales), else 0."""
+        if not self.normalize.per_patch:
+            return 0
+        return len(self.bands) * (2 if self.normalize.patch_scales else 1)
 
     def encode(self, x: Tensor, depth: int | None = None,
                patch_means: Tensor | None = None) -> Tensor:
@@ -173,7 +176,8 @@ class Autoencoder(nn.Module):
     def side_bits(self) -> int:
         """Bits per patch of the patch means, reported apart as bpp_side (bpp_index and
         bpp_histogram count indices only; bpp_coded, the file, counts everything)."""
-        return PATCH_MEAN_BITS * self.patch_mean_count
+        means = len(self.bands) if self.normalize.per_patch else 0
+        return PATCH_MEAN_BITS * means + SCALE_BITS * (self.patch_mean_count - means)
 
     def summary(self) -> str:
         depth, h, w = self.latent_shape()
@@ -187,8 +191,10 @@ class Autoencoder(nn.Module):
             f" -> {rate * self.image_size**2:,.0f} bits/patch, bpp_index {rate:.4f}"
         )
         if self.normalize.per_patch:
-            lines.append(f"  side      {len(self.bands)} patch means x {PATCH_MEAN_BITS} bits,"
-                         f" bpp_side {self.side_bits() / self.image_size**2:.4f}")
+            scales = f" + {len(self.bands)} scales x {SCALE_BITS} bits" \
+                if self.normalize.patch_scales else ""
+            lines.append(f"  side      {len(self.bands)} patch means x {PATCH_MEAN_BITS} bits"
+                         f"{scales}, bpp_side {self.side_bits() / self.image_size**2:.4f}")
         return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ def build_model(cfg: Config, mean: Sequence[float] | None = None,
     if mean is None or std is None:
         mean, std = band_mean_std(builtin_stats(), bands, "built-in BigEarthNet stats")
     normalize = Normalize(bands, mean, std, band_offsets(bands, cfg.data.subtract_offset),
-                          per_patch=m.patch_means)
+                          per_patch=m.patch_means, patch_scales=m.patch_scales)
     args = (m.widths, m.downsample, m.blocks_per_stage, m.latent_dim, m.groups, m.activation)
     quantizer = QUANTIZERS[cfg.quantizer.name](m.latent_dim, **quantizer_kwargs(cfg.quantizer))
     return Autoencoder(

@@ -3,37 +3,35 @@
 Each model is measured at every RVQ depth and band filter through real `.vqz` bytes, made and
 read by `Codec` exactly as `vqae compress` and `vqae decompress` do; JPEG 2000 per native band
 and as one multi-component stack over a sweep of qualities. Metrics are DESIGN.md's
-(`vqae.metrics`). Writes rd.csv, rd.json and rd.png and prints each curve's BD-rate against the
-best JPEG 2000 (the front of both modes) and, per model point, the JPEG 2000 rate at its PSNR.
-`front=NAME` also joins the models into one curve (one model per rate, as learned codecs are
-compared).
+(`vqae.metrics`), the mean, pooled and worst-patch aggregates side by side. `front=NAME` also
+joins the models into one curve (one model per rate, as learned codecs are compared);
+`targets` adds a rate-controlled curve per model and for JPEG 2000 (vqae.rd.targets). Every
+patch of every point is a row of rd_patches.csv, written as it is measured.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tabulate import tabulate
 from tqdm import tqdm
 
-from vqae.atomic import write_atomic, write_json
 from vqae.codec.codec import Codec
+from vqae.codec.ratecontrol import Choice, pick
 from vqae.data.bands import is_s1, to_uint16
 from vqae.data.source import source_at
 from vqae.errors import DataError
-from vqae.metrics import MetricAccumulator, bpp_coded, bpp_entropy, bpppb
+from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator, bpp_coded, bpp_entropy, bpppb
 from vqae.outputs import Output
 from vqae.rd import jpeg2000
-from vqae.rd.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
+from vqae.rd.report import BEST, JPEG2000_TARGET, best_jpeg2000, front_rows, write_outputs
+from vqae.rd.targets import jpeg2000_to_target
 
 log = logging.getLogger(__name__)
-BEST = "jpeg2000-best"
 
 
 @dataclass
@@ -43,23 +41,56 @@ class Setting:
     acc: MetricAccumulator
     bytes: int = 0
     ideal_bits: float | None = None  # models only: information content under the prior
+    target: float | None = None  # a rate-controlled point: its PSNR target
+    reached: int = 0  # its patches at or above the target
+
+
+class PatchLog:
+    """rd_patches.csv: a row per patch and point, written as measured (nothing kept)."""
+
+    COLUMNS = ("codec", "setting", "patch", "bytes", "bpppb", "psnr", "coded_as")
+
+    def __init__(self, path: Path, size: int, bands: int):
+        self.file = open(path, "w", newline="")  # noqa: SIM115 (closed by measure_all)
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(self.COLUMNS)
+        self.size, self.bands = size, bands
+
+    def write(self, codec: str, setting: str, names: list[str], sizes: list[int],
+              psnrs: list[float], coded_as: list[str] | None = None) -> None:
+        for i, (name, n, quality) in enumerate(zip(names, sizes, psnrs)):
+            rate = bpppb(bpp_coded(n, self.size, self.size), self.bands)
+            self.writer.writerow([codec, setting, name, n, f"{rate:.6g}", f"{quality:.4f}",
+                                  "" if coded_as is None else coded_as[i]])
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass
 class Sweep:
     bands: list[str]
     offsets: torch.Tensor
+    log: PatchLog
+    threshold: float = PSNR_THRESHOLD
     points: dict[tuple[str, str], Setting] = field(default_factory=dict)
 
-    def add(self, codec: str, setting: str, x: torch.Tensor, recon: torch.Tensor, nbytes: int,
-            ideal_bits: float | None = None) -> None:
-        """x, recon (B, C, H, W) digital numbers; nbytes: all B files together."""
-        point = self.points.setdefault(
-            (codec, setting), Setting(MetricAccumulator(self.bands, 1, self.offsets)))
-        point.acc.update(x, recon)
-        point.bytes += nbytes
+    def add(self, codec: str, setting: str, x: torch.Tensor, recon: torch.Tensor,
+            names: list[str], sizes: list[int], ideal_bits: float | None = None,
+            coded_as: list[str] | None = None, target: float | None = None) -> list[float]:
+        """x, recon (B, C, H, W) digital numbers; sizes: each file's bytes. Returns each
+        patch's PSNR."""
+        point = self.points.setdefault((codec, setting), Setting(
+            MetricAccumulator(self.bands, 1, self.offsets, psnr_threshold=self.threshold),
+            target=target))
+        psnrs = point.acc.update(x, recon).tolist()
+        if target is not None:
+            point.reached += sum(q >= target for q in psnrs)
+        point.bytes += sum(sizes)
         if ideal_bits is not None:
             point.ideal_bits = (point.ideal_bits or 0.0) + ideal_bits
+        self.log.write(codec, setting, names, sizes, psnrs, coded_as)
+        return psnrs
 
     def rows(self, size: int) -> list[dict]:
         out = []
@@ -70,6 +101,8 @@ class Sweep:
                    "bpp_coded": bpp, "bpppb": bpppb(bpp, len(self.bands)),
                    "bpp_entropy": None if p.ideal_bits is None else
                    bpp_entropy(p.ideal_bits, size, size, n)}
+            if p.target is not None:
+                row["target"], row["patches_reaching_target"] = p.target, p.reached
             row.update(p.acc.compute())
             out.append(row)
         return out
@@ -92,13 +125,33 @@ def curve_names(label: str, filters: list[str]) -> list[str]:
     return [label] if len(filters) == 1 else [f"{label}+{kind}" for kind in filters]
 
 
+def target_name(label: str) -> str:
+    return f"{label}+target"
+
+
+def target_setting(target: float) -> str:
+    return f"psnr{target:.10g}"
+
+
+@dataclass
+class Trial:
+    """One way of coding a batch: its files, pixels (B, C, H, W) and per-patch PSNR."""
+
+    setting: str
+    files: list
+    recon: torch.Tensor
+    psnrs: list[float]
+
+
 @torch.no_grad()
 def measure_model(sweep: Sweep, label: str, codec: Codec, x: torch.Tensor, names: list[str],
-                  filters: list[str]) -> None:
+                  filters: list[str], targets: list[float] = ()) -> None:
     """Every depth and band filter of one model on a batch x (B, C, H, W), through the bytes
-    of real files: compressed as `vqae compress` does, decoded as `vqae decompress` does."""
+    of real files: compressed as `vqae compress` does, decoded as `vqae decompress` does; then
+    each target's per-patch pick among them."""
     x_dev = x.to(codec.device)
     analysed = codec.analyse(x_dev)  # full depth once: a prefix of the stages is shallower
+    trials = []
     for d in range(1, codec.depth + 1):
         for kind, curve_name in zip(filters, curve_names(label, filters)):
             files = codec.compress_images(x_dev, d, kind, analysed)
@@ -107,87 +160,44 @@ def measure_model(sweep: Sweep, label: str, codec: Codec, x: torch.Tensor, names
             assert np.array_equal(back, analysed[0][:, :d]), "indices changed through the file"
             dn = np.stack([codec.pixels(p) for p in parsed])  # (B, C, H, W)
             recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
-            sweep.add(curve_name, f"depth{d}", x, recon, sum(len(f.data) for f in files),
-                      sum(f.ideal_bits for f in files))
+            psnrs = sweep.add(curve_name, f"depth{d}", x, recon, names,
+                              [len(f.data) for f in files], sum(f.ideal_bits for f in files))
+            trials.append(Trial(f"depth{d} {kind}", files, recon, psnrs))
+    for target in targets:
+        add_target(sweep, target_name(label), target, x, names, trials)
 
 
-def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor,
-                     qualities: list[float]) -> None:
-    """Both JPEG 2000 modes at every quality on one patch x (C, H, W)."""
-    raw = ds.load_raw(ds.names[index], ds.s2_bands)
+def add_target(sweep: Sweep, name: str, target: float, x: torch.Tensor, names: list[str],
+               trials: list[Trial]) -> None:
+    """Each patch coded the cheapest way that reaches `target` (vqae.rd.targets.pick)."""
+    chosen = []
+    for i in range(len(x)):
+        choices = [Choice(len(t.files[i].data), t.psnrs[i], t.setting) for t in trials]
+        chosen.append(trials[pick(choices, target)])
+    recon = torch.stack([t.recon[i] for i, t in enumerate(chosen)])
+    sweep.add(name, target_setting(target), x, recon, names,
+              [len(t.files[i].data) for i, t in enumerate(chosen)],
+              sum(t.files[i].ideal_bits for i, t in enumerate(chosen)),
+              [t.setting for t in chosen], target)
+
+
+def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor, qualities: list[float],
+                     targets: list[float] = ()) -> None:
+    """Both JPEG 2000 modes at every quality on one patch x (C, H, W), and each target."""
+    name = ds.names[index]
+    raw = ds.load_raw(name, ds.s2_bands)
     image = x.numpy()
     for mode in jpeg2000.MODES:
         for q in qualities:
             n, recon = jpeg2000.code_patch(mode, image, raw, ds.s2_bands, q, ds.flag)
-            sweep.add(f"jpeg2000-{mode}", f"q{q:g}", x[None], torch.from_numpy(recon)[None], n)
-
-
-def front_rows(rows: list[dict], codecs: list[str], name: str) -> list[dict]:
-    """The front of several codecs' points as one curve `name`: at each rate, the best of
-    them; each row's setting says which codec and setting it came from."""
-    points = [r for r in rows if r["codec"] in codecs]
-    keep = set(front([(r["bpppb"], r["psnr"]) for r in points]))
-    best = [dict(r, codec=name, setting=f"{r['codec'].removeprefix('jpeg2000-')} {r['setting']}")
-            for r in points if (r["bpppb"], r["psnr"]) in keep]
-    return sorted(best, key=lambda r: r["bpppb"])
-
-
-def best_jpeg2000(rows: list[dict]) -> list[dict]:
-    """The front of both JPEG 2000 modes: at each rate, the better of the two."""
-    return front_rows(rows, [f"jpeg2000-{mode}" for mode in jpeg2000.MODES], BEST)
-
-
-def curve(rows: list[dict], codec: str) -> list[tuple[float, float]]:
-    return [(r["bpppb"], r["psnr"]) for r in rows if r["codec"] == codec]
-
-
-def add_equal_quality_rates(rows: list[dict], labels: list[str]) -> None:
-    """Each model point: the best JPEG 2000 bpppb at the same PSNR, and the rate change."""
-    anchor = curve(rows, BEST)
-    for row in rows:
-        if row["codec"] in labels:
-            rate = rate_at(anchor, row["psnr"])
-            row["jpeg2000_bpppb_same_psnr"] = rate
-            row["rate_vs_jpeg2000"] = None if rate is None else row["bpppb"] / rate - 1.0
-
-
-def bd_rates(rows: list[dict], labels: list[str],
-             window: tuple[float, float] | None = None) -> dict[str, dict]:
-    """Each curve's BD-rate against the best JPEG 2000 over the PSNR range both reach, and,
-    with `window`, over the part of that range inside it (key "window")."""
-    anchor = curve(rows, BEST)
-    out = {}
-    for label in labels:
-        out[label] = described(bd_rate(curve(rows, label), anchor))
-        if window is not None:
-            out[label]["window"] = described(bd_rate(curve(rows, label), anchor, within=window))
-            out[label]["window"]["asked"] = list(window)
-        out[label]["model_psnr"] = list(psnr_span(curve(rows, label)))
-        out[label]["jpeg2000_psnr"] = list(psnr_span(anchor)) if anchor else None
-    return out
-
-
-def described(res) -> dict:
-    return ({"percent": None, "psnr_range": None} if res is None else
-            {"percent": res.percent, "psnr_range": [res.low, res.high]})
-
-
-def describe_bd(label: str, bd: dict) -> str:
-    if bd["percent"] is None:
-        return (f"BD-rate {label} vs JPEG 2000: the PSNR ranges share less than {MIN_SPAN} dB "
-                f"(model {bd['model_psnr'][0]:.2f}-{bd['model_psnr'][1]:.2f} dB, JPEG 2000 "
-                f"{bd['jpeg2000_psnr'][0]:.2f}-{bd['jpeg2000_psnr'][1]:.2f} dB)")
-    low, high = bd["psnr_range"]
-    line = (f"BD-rate {label} vs JPEG 2000 (best of bands/stack): {bd['percent']:+.1f}% "
-            f"over PSNR {low:.2f}-{high:.2f} dB")
-    window = bd.get("window")
-    if window is None:
-        return line
-    asked = "-".join(f"{v:g}" for v in window["asked"])
-    if window["percent"] is None:
-        return f"{line}; within {asked} dB: under {MIN_SPAN} dB shared"
-    low, high = window["psnr_range"]
-    return f"{line}; within {asked} dB: {window['percent']:+.1f}% over {low:.2f}-{high:.2f} dB"
+            sweep.add(f"jpeg2000-{mode}", f"q{q:g}", x[None], torch.from_numpy(recon)[None],
+                      [name], [n])
+    for target in targets:
+        choice, recon = jpeg2000_to_target(image, raw, ds.s2_bands, ds.flag, sweep.offsets,
+                                           target)
+        sweep.add(JPEG2000_TARGET, target_setting(target), x[None],
+                  torch.from_numpy(recon)[None], [name], [choice.bytes],
+                  coded_as=[choice.setting], target=target)
 
 
 @dataclass
@@ -199,9 +209,11 @@ class RdOptions:
     front_name: str | None = None  # also join the models into one curve of this name
     filters: list[str] = field(default_factory=lambda: ["gain"])  # band filters, a curve each
     bd_window: tuple[float, float] | None = None  # also a BD-rate within this PSNR window
+    targets: list[float] = field(default_factory=list)  # per-patch PSNR targets, a curve
+    psnr_threshold: float = PSNR_THRESHOLD  # `patches_below` counts patches under it (dB)
 
 
-OUTPUTS = ("rd.csv", "rd.json", "rd.png")
+OUTPUTS = ("rd.csv", "rd.json", "rd.png", "rd_patches.csv")
 
 
 def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device: str = "auto",
@@ -213,21 +225,26 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device: str
         models.append((model_label(ckpt, taken), Codec.from_checkpoint(ckpt, device)))
     curves = {name: ckpt for (label, _), ckpt in zip(models, ckpts)
               for name in curve_names(label, filters)}  # curve name -> its checkpoint
-    if front_name in set(curves) | {BEST} or (front_name or "").startswith("jpeg2000-"):
+    targets = [target_name(label) for label, _ in models] if opts.targets else []
+    if front_name in {*curves, *targets, BEST, JPEG2000_TARGET} or (
+            front_name or "").startswith("jpeg2000-"):
         raise DataError(f"--front {front_name} is already a curve's name; choose another")
     bands = check_bands(models, ckpts)
     # before measuring: OUT follows every command's policy (vqae.outputs)
     output = Output.open(out, "rd", inputs=[data, *ckpts], overwrite=overwrite,
                          ours=lambda p: p.name in OUTPUTS, fields={"command": "rd"})
     try:
-        rows, description, count = measure_all(models, data, split, bands, filters, opts)
+        rows, description, count = measure_all(models, data, split, bands, filters, opts,
+                                               output.target / "rd_patches.csv")
         rows += best_jpeg2000(rows)
         labels = list(curves)
         if front_name:
             rows += front_rows(rows, labels, front_name)
             labels.append(front_name)
+        labels += targets + ([JPEG2000_TARGET] if targets else [])
         meta = {"data": description, "patches": count, "checkpoints": curves,
-                "jpeg2000_qualities": opts.qualities}
+                "jpeg2000_qualities": opts.qualities, "targets": opts.targets,
+                "psnr_threshold": opts.psnr_threshold}
         result = write_outputs(output.target, rows, labels, meta, bands, opts.bd_window,
                                (front_name,) if front_name else ())
     except BaseException:
@@ -239,25 +256,32 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device: str
 
 
 def measure_all(models, data: str, split: str | None, bands: list[str], filters: list[str],
-                opts: RdOptions) -> tuple[list[dict], str, int]:
-    """Every model (each band filter, every depth) and JPEG 2000 on the same patches: (rows,
-    the data's description, patches)."""
+                opts: RdOptions, patch_log: Path) -> tuple[list[dict], str, int]:
+    """Every model (each band filter, every depth, each target) and JPEG 2000 on the same
+    patches: (rows, the data's description, patches)."""
     first = models[0][1]
-    sweep = Sweep(bands, first.model.normalize.offsets().cpu())
-    with source_at(first.config.data, data) as source:
-        description = source.describe(split)
-        print(f"rate-distortion on {description}")
-        ds = source.dataset(split)
-        count = min(len(ds), opts.max_patches) if opts.max_patches else len(ds)
-        for start in tqdm(range(0, count, opts.batch_size), desc="rd", disable=not opts.progress):
-            items = [ds[i] for i in range(start, min(start + opts.batch_size, count))]
-            x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
-            names = [it["name"] for it in items]
-            for label, codec in models:
-                measure_model(sweep, label, codec, x, names, filters)
-            for i, patch in enumerate(x):
-                measure_jpeg2000(sweep, ds, start + i, patch, opts.qualities)
-    return sweep.rows(first.model.image_size), description, count
+    size = first.model.image_size
+    sweep = Sweep(bands, first.model.normalize.offsets().cpu(), PatchLog(patch_log, size,
+                                                                       len(bands)),
+                  opts.psnr_threshold)
+    try:
+        with source_at(first.config.data, data) as source:
+            description = source.describe(split)
+            print(f"rate-distortion on {description}")
+            ds = source.dataset(split)
+            count = min(len(ds), opts.max_patches) if opts.max_patches else len(ds)
+            for start in tqdm(range(0, count, opts.batch_size), desc="rd",
+                              disable=not opts.progress):
+                items = [ds[i] for i in range(start, min(start + opts.batch_size, count))]
+                x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
+                names = [it["name"] for it in items]
+                for label, codec in models:
+                    measure_model(sweep, label, codec, x, names, filters, opts.targets)
+                for i, patch in enumerate(x):
+                    measure_jpeg2000(sweep, ds, start + i, patch, opts.qualities, opts.targets)
+    finally:
+        sweep.log.close()
+    return sweep.rows(size), description, count
 
 
 def check_bands(models, ckpts) -> list[str]:
@@ -269,31 +293,3 @@ def check_bands(models, ckpts) -> list[str]:
     if any(is_s1(b) for b in bands):
         raise DataError(f"{ckpts[0]} codes S1 bands; vqae rd compares S2 bands (uint16) only")
     return bands
-
-
-def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
-                  bands: list[str], bd_window: tuple[float, float] | None = None,
-                  fronts: tuple[str, ...] = ()) -> dict:
-    """rd.csv, rd.json (meta: data, patches, checkpoints, jpeg2000_qualities) and rd.png, and
-    the table and BD-rates printed."""
-    from vqae.rd.plot import plot_rd
-
-    bd = bd_rates(rows, labels, bd_window)
-    add_equal_quality_rates(rows, labels)
-    columns = ["codec", "setting", "patches", "bytes", "bpp_coded", "bpppb", "bpp_entropy",
-               "psnr", "ssim", "sam", "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000",
-               *(f"psnr/{b}" for b in bands)]
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(out / "rd.csv", table.getvalue())
-    result = {**meta, "bd_rate": bd, "rows": rows}
-    write_json(out / "rd.json", result)
-    plot_rd(rows, labels, out / "rd.png", meta["data"], fronts)
-    short = ["codec", "setting", "bpp_coded", "bpppb", "psnr", "ssim", "sam",
-             "jpeg2000_bpppb_same_psnr", "rate_vs_jpeg2000"]
-    print(tabulate([[r.get(c) for c in short] for r in rows], headers=short, floatfmt=".4f"))
-    for label in labels:
-        print(describe_bd(label, bd[label]))
-    return result
