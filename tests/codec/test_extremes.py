@@ -98,7 +98,7 @@ def test_rate_control_spends_bits_where_the_error_is(base_ckpt, extremes, tmp_pa
     with open(out / "patches.csv", newline="") as f:
         rows = {r["patch"]: r for r in csv.DictReader(f)}
     assert (int(rows[calm]["depth"]), rows[calm]["band_filter"]) == (1, "none")  # cheapest
-    assert int(rows[bright]["bytes"]) > 2 * int(rows[calm]["bytes"])
+    assert int(rows[bright]["bytes"]) > int(rows[calm]["bytes"])
     # the bright patch misses the target: it gets the best this model does for it
     best = max(real_psnr(codec, codec.compress(patches[bright].numpy(), d, kind),
                          patches[bright]) for d in range(1, codec.depth + 1)
