@@ -207,3 +207,26 @@ def test_jpeg2000_to_target_is_the_cheapest_level_that_reaches_it(patch):
         assert cheaper[0] <= choice.bytes  # a lower level is no larger ...
         assert float(psnr(torch.from_numpy(x)[None], torch.from_numpy(cheaper[1])[None])) < \
             target + 0.5  # ... and no longer safely above the target
+
+
+def test_jpeg2000_to_target_goes_below_the_usual_levels_where_the_clamp_hides_error(patch):
+    """Snow above 10000 DN: DESIGN.md's PSNR clamps it, so a level far under target + 16 dB
+    reaches the target; the search must find about the cheapest one a scan finds."""
+    from vqae.metrics import psnr
+    from vqae.rd.targets import jpeg2000_to_target
+
+    ds, x, raw = patch
+    bright = (x - x.min()) / (x.max() - x.min()) * 30000 + 9000  # 90% above the clamp
+    bright_raw = {b: (raw[b].astype(np.float64) - x.min()) / (x.max() - x.min()) * 30000 + 9000
+                  for b in raw}
+    bright_raw = {b: v.astype(np.uint16) for b, v in bright_raw.items()}
+    bright = bright.astype(np.uint16).astype(np.float32)
+    target = 40.0
+    choice, _ = jpeg2000_to_target(bright, bright_raw, ds.s2_bands, ds.flag, 0.0, target)
+    scan = []
+    for level in range(1, 101):
+        n, recon = jpeg2000.code_patch("stack", bright, bright_raw, ds.s2_bands, float(level),
+                                       ds.flag)
+        if float(psnr(torch.from_numpy(bright)[None], torch.from_numpy(recon)[None])) >= target:
+            scan.append(n)
+    assert choice.psnr >= target and choice.bytes <= 1.15 * min(scan)

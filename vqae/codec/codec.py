@@ -171,8 +171,9 @@ class Codec:
                       ) -> dict[str, list[Compressed]]:
         """compress_images for several band filters at one depth, sharing the encoder pass,
         the decoder pass and the entropy-coded stages (`stages`: code_stages of each patch's
-        analysed indices, from an earlier call): {kind: one file per patch}. With `pixels`
-        the decoder runs patch by patch, as decompress does: the pixels are the file's."""
+        analysed indices, from an earlier call): {kind: one file per patch}. The decoder runs
+        patch by patch, as decompress does: a filter is fitted to, and `pixels` are, exactly
+        what the file decodes to, whichever patches share the batch."""
         depth = self.check_depth(depth)
         for kind in kinds:
             if kind not in bandfilter.KINDS:
@@ -181,7 +182,7 @@ class Codec:
         indices = indices[:, :depth]  # stages are greedy: a prefix is the shallower code
         decoded = None
         if pixels or any(kind != "none" for kind in kinds):
-            decoded = self.network_decode(indices, means, batched=not pixels)  # (B, C, H, W)
+            decoded = self.network_decode(indices, means)  # (B, C, H, W), patch by patch
         if stages is None:
             stages = [self.code_stages(g) for g in indices]
         out = {}
@@ -206,12 +207,11 @@ class Codec:
     def fit_band_filter(self, kind: str, x: torch.Tensor, indices: np.ndarray,
                         means: np.ndarray, decoded: np.ndarray | None = None) -> np.ndarray:
         """(B, n) codes of `kind` for patches x coded as `indices`: the encoder decodes what
-        the decoder will see (the batch in one call, unless `decoded` holds it) and fits the
-        filter to the original."""
+        the decoder will see (unless `decoded` holds it) and fits the filter to the original."""
         if kind == "none":
             return np.zeros((len(x), 0), np.int64)
         if decoded is None:
-            decoded = self.network_decode(indices, means, batched=True)
+            decoded = self.network_decode(indices, means)
         return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self.pivot(means))
 
     def stored(self, dn: np.ndarray) -> np.ndarray:
@@ -327,20 +327,18 @@ class Codec:
         return bandfilter.apply(dn, self.pivot(means), band_filter, codes)
 
     @torch.no_grad()
-    def network_decode(self, indices: np.ndarray, means: np.ndarray | None,
-                       batched: bool = False) -> np.ndarray:
-        """model.decode of (B, n, h, w) indices -> (B, C, H, W) float32, one patch at a time
-        unless `batched`: convolution kernels pick their algorithm by batch size, and a file
-        must decode to the same pixels whichever files share its batch."""
+    def network_decode(self, indices: np.ndarray, means: np.ndarray | None) -> np.ndarray:
+        """model.decode of (B, n, h, w) indices -> (B, C, H, W) float32, one patch at a time:
+        convolution kernels pick their algorithm by batch size, and a file must decode to the
+        same pixels whichever files share its batch (the encoder's filter fit included)."""
         idx = torch.from_numpy(np.ascontiguousarray(indices)).to(self.device)  # (B, n, h, w)
         mean_t = None
         if self.model.patch_mean_count:
             mean_t = torch.as_tensor(np.asarray(means, np.float32).reshape(len(idx), -1),
                                      device=self.device)  # (B, C)
-        step = len(idx) if batched else 1
         return np.concatenate([
-            self.model.decode(idx[i : i + step], None if mean_t is None else mean_t[i : i + step])
-            .float().cpu().numpy() for i in range(0, len(idx), step)])
+            self.model.decode(idx[i : i + 1], None if mean_t is None else mean_t[i : i + 1])
+            .float().cpu().numpy() for i in range(len(idx))])
 
     def pivot(self, means: np.ndarray | None) -> np.ndarray | None:
         """The band filter's pivot: the patch means of a per-patch model, else None (the

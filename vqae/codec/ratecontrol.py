@@ -7,8 +7,8 @@ depth; the stages are entropy-coded once and shared), and the target picks among
 - a PSNR target: the smallest file at or above it, else the best PSNR the model reaches;
 - a rate target (bpppb): the best PSNR among the files within it, else the smallest file.
 
-The PSNR is DESIGN.md's, of the pixels decompress gives (a batched decoder pass: equal up to
-float rounding). `vqae rd` applies the same rule to JPEG 2000 (vqae.rd.targets).
+The PSNR is DESIGN.md's, of exactly the pixels decompress gives. `vqae rd` applies the same
+rule to JPEG 2000 (vqae.rd.targets).
 """
 
 from __future__ import annotations
