@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +59,8 @@ def psnr(
 
 PSNR_THRESHOLD = 30.0  # dB: `patches_below` counts the patches under it
 PSNR_BIN = 0.01  # dB: resolution of psnr_p10 (a fixed histogram, summed across ranks)
-PSNR_BINS = round(_to_db(torch.tensor(MSE_FLOOR), DN_MAX).item() / PSNR_BIN) + 2
+PSNR_MAX = _to_db(torch.tensor(0.0), DN_MAX).item()  # a perfect patch: the MSE floor's 180 dB
+PSNR_BINS = round(PSNR_MAX / PSNR_BIN) + 2
 
 
 def psnr_bins(patch_psnr: torch.Tensor) -> torch.Tensor:
@@ -75,11 +75,6 @@ def percentile_from_bins(hist: torch.Tensor, q: float) -> float:
     rank = max(math.ceil(q * float(counts[-1])), 1)
     index = int(torch.searchsorted(counts, torch.tensor([float(rank)], dtype=torch.float64)))
     return (index + 0.5) * PSNR_BIN
-
-
-def pooled_psnr(mses: Sequence[float]) -> float:
-    """psnr_pooled of per-patch MSEs: 10*log10(R^2 / their mean)."""
-    return float(_to_db(torch.tensor(float(np.mean(mses)), dtype=torch.float64), DN_MAX))
 
 
 def _gaussian_1d(size: int, sigma: float, device: torch.device) -> torch.Tensor:
@@ -325,13 +320,11 @@ class MetricAccumulator:
             raise RuntimeError("MetricAccumulator.compute before any update")
         n = float(self._sums[0])
         means = (self._sums[1:] / n).tolist()
+        worst = float(self._psnr_min)
+        p10 = percentile_from_bins(self._psnr_hist, 0.10)  # a bin centre: keep it in range
         out = {"psnr": means[0], "psnr_pooled": float(_to_db(self._sums[4:5] / n, DN_MAX)),
-               "psnr_min": float(self._psnr_min), "patches_below": int(self._sums[5])}
-        # a bin's centre may lie past the exact values it holds: keep p10 within [min, max]
-        out["psnr_p10"] = min(max(percentile_from_bins(self._psnr_hist, 0.10), out["psnr_min"]),
-                              float(_to_db(torch.tensor(0.0), DN_MAX)))
-        out = {k: out[k] for k in ("psnr", "psnr_pooled", "psnr_p10", "psnr_min",
-                                   "patches_below")}
+               "psnr_p10": min(max(p10, worst), PSNR_MAX), "psnr_min": worst,
+               "patches_below": int(self._sums[5])}
         out.update({f"psnr/{band}": v for band, v in zip(self.bands, means[5:])})
         out.update({"ssim": means[1], "sam": means[2]})
         if self._hist is not None:
