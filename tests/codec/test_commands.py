@@ -260,3 +260,27 @@ def test_band_filter_choice_is_stored_and_decoded(structured_ckpt, structured_da
             np.testing.assert_array_equal(got[band], want[band], err_msg=band)
     assert json.loads((out / "manifest.json").read_text())["band_filter"] == kind
     assert json.loads((structured / "manifest.json").read_text())["band_filter"] == "gain"
+
+
+def test_compress_shards_split_the_patches_and_resume_only_their_own(tiny_ckpt, fake_patches,
+                                                                      tmp_path, capsys):
+    from vqae.data.shards import shard_of
+
+    parts = []
+    for i in (1, 2):
+        out = tmp_path / f"part-{i}"
+        assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--shard", f"{i}/2") == 0
+        parts.append(patches_in(out))
+        assert all(shard_of(n, 2) == i for n in parts[-1])
+        assert json.loads((out / "manifest.json").read_text())["shard"] == [i, 2]
+    assert sorted(parts[0] + parts[1]) == patches_in_source(fake_patches) and all(parts)
+    capsys.readouterr()
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "part-1", "--resume",
+                "--shard", "2/2") == 2
+    assert "shard [1, 2]" in capsys.readouterr().err
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", tmp_path / "part-1",
+                "--resume") == 2  # the whole set is not part 1: no silent mix
+
+
+def patches_in_source(root) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir())

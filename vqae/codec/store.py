@@ -9,6 +9,7 @@ against the files, never trusts.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -155,12 +156,16 @@ def bitstream_source(path: Path, check: Callable[[bitstream.Header, str], None] 
                         "LMDB written by `vqae compress`")
     if is_lmdb(path):
         return _lmdb_source(path, check)
-    files = sorted(path.glob(f"*{SUFFIX}")) if path.is_dir() else [path]
-    if not files:
+    if not path.is_dir():
+        name = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.stem
+        return [name], iter([(name, bitstream.read_file(path, _bound(check, str(path))))])
+    with os.scandir(path) as entries:  # names only: a Path a file would cost ~10x more
+        names = sorted(e.name[: -len(SUFFIX)] for e in entries  # as glob: no hidden files
+                       if e.name.endswith(SUFFIX) and not e.name.startswith("."))
+    if not names:
         raise DataError(f"{path} holds no {SUFFIX} file; pass the OUT of `vqae compress`")
-    names = [f.name[: -len(SUFFIX)] if f.name.endswith(SUFFIX) else f.stem for f in files]
     return names, ((n, bitstream.read_file(f, _bound(check, str(f))))
-                   for n, f in zip(names, files))
+                   for n in names for f in [path / f"{n}{SUFFIX}"])
 
 
 def _bound(check, name: str):

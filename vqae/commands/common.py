@@ -71,12 +71,34 @@ def threshold(args) -> dict:
     return {} if args.psnr_threshold is None else {"psnr_threshold": args.psnr_threshold}
 
 
+def _number(text: str, unit: str = "") -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{cut(text, 60)} is not a number{unit}") from None
+
+
 def decibels(text: str) -> float:
     """A PSNR in dB: a finite number in 0..180 (what DESIGN.md's PSNR can take)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{cut(text, 60)} is not a number of dB") from None
+    value = _number(text, " of dB")
     if not 0.0 <= value <= 180.0:  # NaN fails too
         raise argparse.ArgumentTypeError(f"{cut(text, 60)} dB is outside 0..180")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a rate)."""
+    value = _number(text)
+    if not (0.0 < value < float("inf")):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{cut(text, 60)} must be a positive number")
+    return value
+
+
+def shard_arg(text: str):
+    """argparse type of --shard I/N."""
+    from vqae.data.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

@@ -17,11 +17,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vqae.commands.common import add_out_mode, add_threshold, decibels, int_in, threshold
+from vqae.commands.common import (
+    add_out_mode,
+    add_threshold,
+    decibels,
+    int_in,
+    positive_float,
+    shard_arg,
+    threshold,
+)
 from vqae.config import DEVICES
 
 # what a resumed OUT must share with the run that completes it
-SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split")
+SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split",
+            "shard")
+NEWER = ("target", "shard")  # settings an older vqae did not write: absent means none
 REPORT = "patches.csv"  # in OUT: a row per patch
 REPORT_COLUMNS = ("patch", "depth", "band_filter", "bytes", "bpppb", "psnr")
 
@@ -55,6 +65,10 @@ def add_arguments(parser) -> None:
     target.add_argument("--target-bpppb", type=positive_float, metavar="R",
                         help="per patch, the best PSNR within R bits per pixel per band")
     add_threshold(parser)
+    parser.add_argument("--shard", type=shard_arg, metavar="I/N",
+                        help="compress only part I of N of the patches (by name hash), e.g. in "
+                        "a Slurm array --array=1-N: --shard $SLURM_ARRAY_TASK_ID/N with an OUT "
+                        "per task")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,21 +77,9 @@ def run(args) -> int:
         depth=args.depth, device=args.device, lmdb=args.lmdb, split=args.split,
         batch_size=args.batch_size, workers=args.workers, overwrite=args.overwrite,
         resume=args.resume, progress=not args.no_progress, band_filter=args.band_filter,
-        target_psnr=args.target_psnr, target_bpppb=args.target_bpppb, **threshold(args)))
+        target_psnr=args.target_psnr, target_bpppb=args.target_bpppb, shard=args.shard,
+        **threshold(args)))
     return 0
-
-
-def positive_float(text: str) -> float:
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text[:60]} must be a positive number")
-    return value
 
 
 @dataclass
@@ -95,6 +97,7 @@ class CompressOptions:
     target_psnr: float | None = None  # per patch, the smallest file reaching this PSNR (dB)
     target_bpppb: float | None = None  # per patch, the best PSNR within this rate
     psnr_threshold: float | None = None  # patches_below counts patches under it (None: 30 dB)
+    shard: object = None  # a vqae.data.shards.Shard: only its part of the patches
 
     def target(self):
         from vqae.codec.ratecontrol import Target
@@ -140,6 +143,7 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
     from vqae.codec.codec import Codec
     from vqae.codec.store import BitstreamSink, guarded
     from vqae.data.bands import is_s1
+    from vqae.data.shards import pick
     from vqae.data.source import source_at
     from vqae.errors import DataError
 
@@ -155,11 +159,16 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
     fields = manifest(ckpt, codec, depth, 0) | {
         "band_filter": filters[0] if len(filters) == 1 else list(filters),
         "target": None if target is None else asdict(target),
-        "data": str(Path(data).resolve()), "split": opts.split, "report": REPORT}
+        "data": str(Path(data).resolve()), "split": opts.split, "report": REPORT,
+        "shard": None if opts.shard is None else [opts.shard.index, opts.shard.count]}
     with source_at(codec.config.data, data) as source:
-        print(f"compressing {source.describe(opts.split)}"
-              + ("" if target is None else f", each patch to {target.describe()}"))
         ds = source.dataset(opts.split)
+        if opts.shard is not None:
+            ds.names = pick(ds.names, opts.shard)
+        print(f"compressing {source.describe(opts.split)}"
+              + ("" if opts.shard is None else
+                 f", part {opts.shard.describe()}: {len(ds)} patches")
+              + ("" if target is None else f", each patch to {target.describe()}"))
         sink = BitstreamSink(out_path, opts.lmdb or out_path.suffix == ".lmdb",
                              overwrite=opts.overwrite, resume=opts.resume,
                              inputs=[data, source.path, ckpt], fields=fields,
@@ -203,21 +212,31 @@ class PatchReport:
     @staticmethod
     def keep(path: Path, present: set[str]) -> set[str]:
         """Rewrite the report with one row per patch that OUT holds (atomically, before any
-        new row); returns those patches."""
+        new row), streaming it: only the names kept are held; returns them."""
         import csv
         import io
 
-        from vqae.atomic import write_atomic
+        from vqae.atomic import write_with
 
-        rows = {}
-        if path.is_file():
-            with open(path, newline="") as f:
-                rows = {row[0]: row for row in list(csv.reader(f))[1:]
-                        if len(row) == len(REPORT_COLUMNS) and row[0] in present}
-        table = io.StringIO(newline="")
-        csv.writer(table).writerows([REPORT_COLUMNS, *rows.values()])
-        write_atomic(path, table.getvalue(), durable=True)
-        return set(rows)
+        kept: set[str] = set()
+
+        def rewrite(f) -> None:
+            out = io.TextIOWrapper(f, newline="", write_through=True)
+            writer = csv.writer(out)
+            writer.writerow(REPORT_COLUMNS)
+            if path.is_file():
+                with open(path, newline="") as old:
+                    rows = csv.reader(old)
+                    next(rows, None)  # the header
+                    for row in rows:
+                        if len(row) == len(REPORT_COLUMNS) and row[0] in present and \
+                                row[0] not in kept:
+                            writer.writerow(row)
+                            kept.add(row[0])
+            out.detach()
+
+        write_with(path, rewrite, durable=True)
+        return kept
 
     def write(self, name: str, depth: int, kind: str, nbytes: int, rate: float,
               quality: float) -> None:
@@ -297,7 +316,7 @@ def same_settings(previous: dict, fields: dict, out: Path) -> None:
     from vqae.errors import DataError
 
     for k in SETTINGS:  # a key an older vqae did not write counts as None
-        if previous.get(k) != fields[k] and (k in previous or k == "target"):
+        if previous.get(k) != fields[k] and (k in previous or k in NEWER):
             raise DataError(f"OUT {out} was compressed with {k} {previous.get(k)!r}, this run has "
                             f"{fields[k]!r}; --resume continues the same settings: pass the "
                             "same options, or --overwrite to replace it")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vqae.commands.common import add_out_mode, int_in
+from vqae.commands.common import add_out_mode, int_in, shard_arg
 from vqae.data.encode import EncodeOptions, EncodeReport, collect_jobs, encode, skipped_path
 from vqae.errors import DataError
 
@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_mode(parser, "encode", "of the same roots")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable patches, list them in OUT.skipped.tsv, exit 1")
+    parser.add_argument("--shard", type=shard_arg, metavar="I/N",
+                        help="encode only part I of N (by name hash), e.g. in a Slurm array "
+                        "--array=1-N: --shard $SLURM_ARRAY_TASK_ID/N OUT/part-$SLURM_ARRAY_TASK_ID;"
+                        " the folder of the N LMDBs is then read as one dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          skip_bad=args.skip_bad, progress=not args.no_progress)
     roots = [args.bigearthnet_s2_root, args.bigearthnet_s1_root, args.hyspecnet]
     report = encode(jobs, args.out, opts, resume=args.resume, overwrite=args.overwrite,
-                    inputs=roots)
+                    inputs=roots, shard=args.shard)
     print(summary(report))
     if report.skipped:
         log.warning("skipped %d bad patch(es), listed in %s", len(report.skipped),

@@ -12,9 +12,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import warnings
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +34,7 @@ from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
 from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, OutWriteError, is_lmdb_file
+from vqae.data.shards import Shard
 from vqae.errors import DataError
 from vqae.outputs import Output
 from vqae.signals import StopFlag, Stopped, ignore_stop_signals, stop_signals_blocked
@@ -38,9 +42,10 @@ from vqae.signals import StopFlag, Stopped, ignore_stop_signals, stop_signals_bl
 SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
 # GDAL lists a TIFF's folder on open to look for sidecar files; BigEarthNet has none.
 GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+IN_FLIGHT = 4  # chunks per worker submitted ahead of the consumer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One patch to encode: BigEarthNet bands of a sensor, or a HySpecNet spectral image."""
 
@@ -121,7 +126,10 @@ def encode_chunk(jobs: list[Job], fast: bool = True) -> list[Encoded]:
 
 @contextmanager
 def chunk_mapper(workers: int):
-    """`map(fn, chunks)` over worker processes, or in this process when workers <= 1.
+    """`map(fn, chunks)` over worker processes, or in this process when workers <= 1; results
+    in order. At most IN_FLIGHT chunks per worker are queued or done but not yet taken, so
+    memory holds a few chunks whatever the dataset size, however slow the consumer (an
+    executor's own map submits every chunk at once and keeps each result until taken).
 
     Enter it before opening LMDB or starting threads (tqdm): the workers are forked here. They
     ignore TERM/USR1/INT (the parent stops them: on exit the queued chunks are cancelled and
@@ -134,8 +142,13 @@ def chunk_mapper(workers: int):
                                initializer=ignore_stop_signals)
 
     def imap(fn, chunks):
+        chunks, pending = iter(chunks), deque()
         with stop_signals_blocked():  # the workers fork here: none dies of an early signal
-            return pool.map(fn, chunks)
+            pending.extend(pool.submit(fn, c) for c in islice(chunks, IN_FLIGHT * workers))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, c) for c in islice(chunks, 1))
+            yield result
 
     try:
         yield imap
@@ -143,8 +156,8 @@ def chunk_mapper(workers: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def chunked(jobs: list[Job], size: int = 8) -> list[list[Job]]:
-    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+def chunked(jobs: list[Job], size: int = 8) -> Iterator[list[Job]]:
+    return (jobs[i : i + size] for i in range(0, len(jobs), size))
 
 
 def present_keys(out: Path) -> set[str]:
@@ -152,12 +165,8 @@ def present_keys(out: Path) -> set[str]:
     that a damaged LMDB is reported, not completed."""
     if not is_lmdb(out):
         return set()
-    keys = set()
     with LmdbStore(out) as store:  # closed before the writer opens the same file
-        for key, value in store.items():
-            store.band_names(key, value)
-            keys.add(key)
-    return keys
+        return {key for key, _ in store.headers()}  # headers parsed: each one is checked
 
 
 def skipped_path(out: Path) -> Path:
@@ -255,14 +264,17 @@ def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
 
 def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, *,
            resume: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE,
-           inputs=()) -> EncodeReport:
-    """Write every job's patch into the LMDB at OUT (never one of `inputs`, the roots); see
-    the module docstring for guarantees. TERM/USR1/INT commit the patches read and stop."""
+           inputs=(), shard: Shard | None = None) -> EncodeReport:
+    """Write every job's patch (of `shard`, if given) into the LMDB at OUT (never one of
+    `inputs`, the roots); see the module docstring for guarantees. TERM/USR1/INT commit the
+    patches read and stop."""
     out, opts = Path(out), opts or EncodeOptions()
     start = time.perf_counter()
+    fields = {"command": "encode"} | ({} if shard is None else {"shard": [shard.index, shard.count]})
+    jobs = jobs if shard is None else [j for j in jobs if shard.holds(j.key)]
     output = Output.open(out, "encoded-lmdb", inputs=inputs, overwrite=overwrite,
-                         resume=resume, ours=is_lmdb_file, fields={"command": "encode"},
-                         rerun="--resume")
+                         resume=resume, ours=is_lmdb_file, fields=fields, rerun="--resume",
+                         resumable=lambda found: _same_shard(found, fields, out))
     with StopFlag("committing the patches read, then stopping") as stop:
         try:
             report = _run(output.target, jobs, resume, map_size, opts, stop)
@@ -275,11 +287,22 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
             output.abort()
             raise Stopped(_stopped_message(stop, report, len(jobs), output))
         # still under the flag: a signal now waits for the swap, then is moot (the work is done)
-        output.commit({"command": "encode", "patches": report.present + report.written,
-                       "skipped": len(report.skipped)})
+        output.commit(fields | {"patches": report.present + report.written,
+                                "skipped": len(report.skipped)})
     write_skipped(out, report.skipped)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _same_shard(found: dict, fields: dict, out: Path) -> None:
+    """A resumed OUT holds the same shard (or none), else it would mix two parts."""
+    if found.get("shard") != fields.get("shard"):
+        def name(v):
+            return "no --shard" if v is None else f"--shard {v[0]}/{v[1]}" if isinstance(
+                v, list) and len(v) == 2 else repr(v)[:40]
+        raise DataError(f"OUT {out} was encoded with {name(found.get('shard'))}, this run has "
+                        f"{name(fields.get('shard'))}; resume with the same --shard, or pass "
+                        "another OUT")
 
 
 def _stopped_message(stop: StopFlag, report: EncodeReport, total: int, output: Output) -> str:

@@ -188,9 +188,9 @@ def load_patch_bands(patch: PatchFiles, bands: list[str],
                      read: Callable[..., np.ndarray] = read_tiff
                      ) -> dict[str, np.ndarray]:
     """Band name -> native array for the bands asked for; a missing band names its path."""
-    out = {}
+    out, files = {}, patch.files
     for band in bands:
-        path = patch.files.get(band)
+        path = files.get(band)
         if path is None:
             raise DataError(
                 f"patch {patch.name} has no band {band}: expected {patch.expected(band)}"

@@ -266,11 +266,33 @@ class LmdbStore:
             raise DataError(f"LMDB {self.path} has a key that is not utf-8 ({bytes(raw)[:40]!r}); "
                             f"{REENCODE}") from err
 
+    def headers(self) -> Iterator[tuple[str, list[str]]]:
+        """(key, tensor names) of every record in key order, from each value's first page
+        (one pread a record: `items()` would read every page of every value, the whole file,
+        just to list the patches)."""
+        self.env()
+        tree = _HANDLES[self._id].data.tree()
+        if not tree.checked:  # empty, or keys not in byte order: the cursor's way
+            for key, value in self.items():
+                yield key, self.band_names(key, value)
+            return
+        for raw_key, size, head in tree.heads():
+            key = self._decode_key(raw_key)
+            if len(head) < size and len(head) < 8 + self._header_length(key, head):
+                head = self.get(key)  # a header longer than a page: rare, read it whole
+            yield key, self.band_names(key, head)
+
+    def _header_length(self, key: str, value: bytes | memoryview) -> int:
+        try:
+            return struct.unpack("<Q", bytes(value[:8]))[0]
+        except struct.error as err:
+            raise self.corrupt(err, key) from err
+
     def band_names(self, key: str, value: bytes | memoryview) -> list[str]:
         """Tensor names from a safetensors header without decoding the arrays."""
+        length = self._header_length(key, value)
         try:
-            (length,) = struct.unpack("<Q", bytes(value[:8]))
             header = json.loads(bytes(value[8 : 8 + length]))
             return [k for k in header if k != "__metadata__"]
-        except (struct.error, UnicodeDecodeError, ValueError, TypeError) as err:
+        except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as err:
             raise self.corrupt(err, key) from err

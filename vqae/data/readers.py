@@ -21,6 +21,7 @@ from vqae.data.bands import S1_BANDS, channels, check_native_shape
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.lmdb_store import LmdbStore
 from vqae.data.resample import interpolation_flag, native_stacks, stack_bands
+from vqae.data.shards import ShardedStore, open_store
 from vqae.errors import DataError
 
 
@@ -96,9 +97,9 @@ class GeoTiffDataset(PatchDataset):
         return self._load(patch, bands)
 
 
-def lmdb_patch_names(store: LmdbStore, band: str) -> list[str]:
+def lmdb_patch_names(store: LmdbStore | ShardedStore, band: str) -> list[str]:
     """All keys whose safetensors dict holds `band` (S2 keys vs S1 keys, say), sorted."""
-    keys = [key for key, value in store.items() if band in store.band_names(key, value)]
+    keys = [key for key, bands in store.headers() if band in bands]
     if not keys:
         raise DataError(f"LMDB {store.path} holds no patch with band {band}")
     return sorted(keys)
@@ -111,8 +112,9 @@ class LmdbDataset(PatchDataset):
     is opened once per process, so once per DataLoader worker; the dataset pickles freely.
     """
 
-    def __init__(self, store: LmdbStore | str | Path, names: list[str] | None = None, **kwargs):
-        self.store = store if isinstance(store, LmdbStore) else LmdbStore(store)
+    def __init__(self, store: LmdbStore | ShardedStore | str | Path,
+                 names: list[str] | None = None, **kwargs):
+        self.store = store if isinstance(store, (LmdbStore, ShardedStore)) else open_store(store)
         self.path = self.store.path
         bands = kwargs.get("bands") or []
         super().__init__(names if names is not None else lmdb_patch_names(self.store, bands[0]),

@@ -16,6 +16,7 @@ from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.readers import GeoTiffDataset, LmdbDataset, PatchDataset, lmdb_patch_names
 from vqae.data.sample import LMDB_NAME, ensure_sample
+from vqae.data.shards import ShardedStore, is_shard_set, open_store
 from vqae.data.splits import SplitTable, canonical_split, read_split_table, select
 from vqae.data.stage import archive_stem, default_scratch, is_archive, stage_archive
 from vqae.errors import ConfigError, DataError
@@ -33,7 +34,8 @@ def resolve_path(cfg: DataConfig) -> tuple[Path, str]:
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise DataError(f"data path {path} does not exist; pass --data with a GeoTIFF folder, "
-                        "a .tar/.tar.gz archive or an LMDB (or nothing, for the sample)")
+                        "a .tar/.tar.gz archive, an LMDB or a folder of `vqae encode --shard` "
+                        "LMDBs (or nothing, for the sample)")
     if is_archive(path):
         scratch = Path(cfg.scratch) if cfg.scratch else default_scratch()
         path = stage_archive(path, scratch / "vqae-staged" / archive_stem(path))
@@ -43,7 +45,7 @@ def resolve_path(cfg: DataConfig) -> tuple[Path, str]:
 def detect_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
         return fmt
-    if is_lmdb(path):
+    if is_lmdb(path) or is_shard_set(path):
         return "lmdb"
     if path.is_dir():
         return "geotiff"
@@ -87,7 +89,7 @@ class DataSource:
         if cfg.s1 and (self.table is None or not self.table.s1_name):
             raise ConfigError("data.s1=true needs S2->S1 pairs: set data.splits to a BigEarthNet "
                               "v2 metadata.parquet (column s1_name)")
-        self.store: LmdbStore | None = None
+        self.store: LmdbStore | ShardedStore | None = None
         self.patches: dict[str, PatchFiles] | None = None
         names = self._scan()
         if self.table is not None:  # only patches the metadata lists
@@ -97,10 +99,10 @@ class DataSource:
     def _scan(self) -> list[str]:
         first = self.bands[0]
         if self.format == "lmdb":
-            self.store = LmdbStore(self.path)
+            self.store = open_store(self.path)
             return lmdb_patch_names(self.store, first)
         self.patches = find_patches(self.path)
-        names = [n for n, p in self.patches.items() if first in p.files]
+        names = [n for n, p in self.patches.items() if first in p.bands]
         if not names:
             raise DataError(f"no patch under {self.path} has band {first}; is this an S2 folder?")
         return names

@@ -43,7 +43,7 @@ def detect_jobs(root: str | Path) -> list[Job]:
                 f"patches (*-SPECTRAL_IMAGE.TIF) under {root}; pass the root given to encode"
             ) from None
     s2 = set(S2_BANDS)
-    return [Job(n, "s2" if p.files.keys() & s2 else "s1", p) for n, p in patches.items()]
+    return [Job(n, "s2" if s2.intersection(p.bands) else "s1", p) for n, p in patches.items()]
 
 
 def compare_patch(key: str, source: dict[str, np.ndarray], stored: dict[str, np.ndarray]
