@@ -75,3 +75,39 @@ def test_a_branch_pointing_past_the_last_page_is_refused(tmp_path):
     with LmdbStore(tmp_path / "db") as store:
         with pytest.raises(DataError, match="past its last page|not the page"):
             list(store.items())
+
+
+def _swap_first_two_nodes(folder: Path) -> None:
+    """Swap the first two node pointers of the (only) leaf page: keys out of order."""
+    f = folder / "data.mdb"
+    raw = bytearray(f.read_bytes())
+    psize = 4096
+    for pgno in range(2, len(raw) // psize):
+        flags = struct.unpack_from("<H", raw, pgno * psize + 10)[0]
+        if flags & 0x02:  # the leaf
+            a, b = struct.unpack_from("<HH", raw, pgno * psize + 16)
+            struct.pack_into("<HH", raw, pgno * psize + 16, b, a)
+            break
+    f.write_bytes(raw)
+
+
+def test_listing_refuses_keys_out_of_order_in_one_line(tmp_path):
+    """LMDB finds a key by binary search: a leaf whose keys are out of order lists keys that
+    `get` cannot find. The listing says the file is damaged (no traceback later on)."""
+    import json
+
+    header = json.dumps({"B02": {"dtype": "U16", "shape": [1], "data_offsets": [0, 2]},
+                         "__metadata__": {"pad": "x" * 6000}}).encode()  # a header > a page
+    value = struct.pack("<Q", len(header)) + header + b"\0\0"
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"k1", value)
+        txn.put(b"k2", value)
+    env.close()
+    with LmdbStore(tmp_path / "db") as store:
+        assert [k for k, _ in store.headers()] == ["k1", "k2"] == store.keys()
+    _swap_first_two_nodes(tmp_path / "db")
+    with LmdbStore(tmp_path / "db") as store:
+        for listing in (lambda: list(store.headers()), store.keys):
+            with pytest.raises(DataError, match="out of order; the file is damaged"):
+                listing()

@@ -66,7 +66,7 @@ def test_the_set_folder_reads_as_one_dataset_equal_to_the_whole(sharded):
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1/0", "a/b", "1/2/3", "", "-1/2", "1/5000",
-                                  "1", "1 /2x"])
+                                  "1", "1 /2x", "1/1_0", "\u0661/\u0662", " 1/2", "+1/+2"])
 def test_bad_shard_options_are_refused(text, capsys):
     with pytest.raises(ValueError, match="i/n with 1 <= i <= n"):
         parse_shard(text)
@@ -137,3 +137,56 @@ def test_a_sharded_store_pickles_for_loader_workers(sharded):
         key = names_of(tmp / "set")[3]
         assert copy.get(key) == store.get(key)
         copy.close()
+
+
+def test_hidden_folders_and_a_killed_overwrite_leave_the_set_readable(sharded, tmp_path):
+    tmp, written = sharded
+    folder = tmp_path / "set"
+    shutil.copytree(tmp / "set", folder)
+    shutil.copytree(folder / "part-1", folder / ".part-1.abcd1234.tmp")  # --overwrite killed
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / "part-1.skipped.tsv").write_text("patch\treason\n")  # encode writes it beside
+    assert names_of(folder) == sorted(written)
+
+
+def test_parts_of_two_different_encodes_are_refused(sharded, tmp_path):
+    tmp, _ = sharded
+    folder = tmp_path / "set"
+    shutil.copytree(tmp / "set", folder)
+    write_fake_tree(tmp_path / "more", n=14, seed=5)  # 12 of the same names and 2 more
+    shutil.rmtree(folder / "part-2")
+    assert encode("--bigearthnet-s2-root", tmp_path / "more", "--shard", "2/3",
+                  folder / "part-2") == 0
+    with pytest.raises(DataError, match="parts of different encodes"):
+        names_of(folder)
+
+
+def test_the_sample_folder_is_not_taken_for_a_shard_set(tmp_path):
+    """A folder holding a plain LMDB (the sample's layout) is no set: data paths keep their
+    meaning."""
+    from vqae.data.shards import is_shard_set
+
+    (tmp_path / "x" / "db").mkdir(parents=True)
+    (tmp_path / "x" / "db" / "data.mdb").write_bytes(b"")
+    assert not is_shard_set(tmp_path / "x")
+
+
+def test_verify_encoded_checks_one_part_against_the_whole_tree(sharded, capsys):
+    tmp, _ = sharded
+    assert main(["verify-encoded", str(tmp / "set" / "part-2"), "--against", str(tmp / "tiffs"),
+                 "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "part 2/3 of a sharded encode" in out and "OK: identical" in out
+
+
+def test_a_set_of_many_parts_raises_the_open_file_limit(sharded, tmp_path):
+    import resource
+
+    tmp, written = sharded
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (40, hard))  # 3 parts need 2 * 3 + 64
+    try:
+        assert names_of(tmp / "set") == sorted(written)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 70
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -160,8 +160,7 @@ def bitstream_source(path: Path, check: Callable[[bitstream.Header, str], None] 
         name = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.stem
         return [name], iter([(name, bitstream.read_file(path, _bound(check, str(path))))])
     with os.scandir(path) as entries:  # names only: a Path a file would cost ~10x more
-        names = sorted(e.name[: -len(SUFFIX)] for e in entries  # as glob: no hidden files
-                       if e.name.endswith(SUFFIX) and not e.name.startswith("."))
+        names = sorted(e.name[: -len(SUFFIX)] for e in entries if e.name.endswith(SUFFIX))
     if not names:
         raise DataError(f"{path} holds no {SUFFIX} file; pass the OUT of `vqae compress`")
     return names, ((n, bitstream.read_file(f, _bound(check, str(f))))

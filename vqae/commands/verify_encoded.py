@@ -7,11 +7,13 @@ difference. Each ROOT is a BigEarthNet S2 or S1 tree or a HySpecNet-11k folder (
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tabulate import tabulate
 
 from vqae.commands.common import int_in
 from vqae.commands.encode import default_workers
+from vqae.data.shards import part_of
 from vqae.data.verify import detect_jobs, verify
 
 
@@ -27,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     jobs = [job for root in args.against for job in detect_jobs(root)]
+    shard = part_of(Path(args.out))
+    if shard is not None:  # one part of a sharded encode holds its patches only
+        jobs = [job for job in jobs if shard.holds(job.key)]
+        print(f"{args.out} is part {shard.describe()} of a sharded encode: checking its "
+              f"{len(jobs)} patches")
     report = verify(args.out, jobs, workers=args.workers)
     for line in report.differences[: args.show]:
         print(line)

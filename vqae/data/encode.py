@@ -9,6 +9,7 @@ beside OUT and swaps it in at the end (vqae.outputs: the policy of every output 
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import time
 import warnings
@@ -270,8 +271,10 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
     patches read and stop."""
     out, opts = Path(out), opts or EncodeOptions()
     start = time.perf_counter()
-    fields = {"command": "encode"} | ({} if shard is None else {"shard": [shard.index, shard.count]})
-    jobs = jobs if shard is None else [j for j in jobs if shard.holds(j.key)]
+    fields = {"command": "encode"}
+    if shard is not None:  # the parts of one run list the same patches, wherever staged
+        fields |= {"shard": [shard.index, shard.count], "source": source_digest(jobs)}
+        jobs = [j for j in jobs if shard.holds(j.key)]
     output = Output.open(out, "encoded-lmdb", inputs=inputs, overwrite=overwrite,
                          resume=resume, ours=is_lmdb_file, fields=fields, rerun="--resume",
                          resumable=lambda found: _same_shard(found, fields, out))
@@ -292,6 +295,15 @@ def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, 
     write_skipped(out, report.skipped)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def source_digest(jobs: list[Job]) -> dict:
+    """What every part of a sharded encode must share: the patches listed (count and SHA-1
+    of their sorted names), not the roots' paths, which differ between staged nodes."""
+    digest = hashlib.sha1()
+    for key in sorted(j.key for j in jobs):
+        digest.update(key.encode("utf-8", "surrogateescape") + b"\n")
+    return {"patches": len(jobs), "names_sha1": digest.hexdigest()}
 
 
 def _same_shard(found: dict, fields: dict, out: Path) -> None:

@@ -244,6 +244,11 @@ class LmdbStore:
             raise self.corrupt(err) from err
 
     def keys(self) -> list[str]:
+        """Every key in order, from the tree (py-lmdb's cursor would touch every value)."""
+        self.env()
+        tree = _HANDLES[self._id].data.tree()
+        if tree.checked:
+            return [self._decode_key(key) for key, _, _ in tree.heads()]
         try:
             with self.env().begin() as txn:
                 return [self._decode_key(k) for k in txn.cursor().iternext(values=False)]
@@ -280,6 +285,8 @@ class LmdbStore:
             key = self._decode_key(raw_key)
             if len(head) < size and len(head) < 8 + self._header_length(key, head):
                 head = self.get(key)  # a header longer than a page: rare, read it whole
+                if head is None:
+                    raise self.corrupt(KeyError("listed by the tree, not found by LMDB"), key)
             yield key, self.band_names(key, head)
 
     def _header_length(self, key: str, value: bytes | memoryview) -> int:

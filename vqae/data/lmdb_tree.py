@@ -45,8 +45,10 @@ class Tree:
         if pgno > self.last:
             raise self._damaged(f"a node points to page {pgno}, past its last page {self.last}")
         raw = os.pread(self.fd, self.psize, pgno * self.psize)
+        if len(raw) < self.psize:  # the file shrank under us
+            raise self._damaged(f"page {pgno} lies past the end of the file")
         (own, flags) = struct.unpack_from("<Q2xH", raw)
-        if len(raw) < self.psize or own != pgno or not flags & kind:
+        if own != pgno or not flags & kind:
             raise self._damaged(f"page {pgno} is not the page its parent names")
         return raw
 
@@ -79,6 +81,8 @@ class Tree:
             if data + size > self.psize:
                 raise self._damaged(f"a record on page {pgno} runs past its page")
             return size, raw[data : data + size]
+        if data + 8 > self.psize:
+            raise self._damaged(f"a record on page {pgno} runs past its page")
         (first,) = struct.unpack_from("<Q", raw, data)
         needed = -(-(PAGE_HEADER + size) // self.psize)  # pages of the value, header included
         if first + needed - 1 > self.last:
@@ -125,7 +129,7 @@ class Tree:
         (~40 per BigEarthNet patch) and so read the whole file."""
         if not self.checked:
             return
-        todo, seen = [self.root], set()
+        todo, seen, last = [self.root], set(), None
         while todo:
             pgno = todo.pop()
             if pgno in seen:
@@ -136,6 +140,9 @@ class Tree:
             if struct.unpack_from("<H", raw, 10)[0] & P_LEAF:
                 for off in offsets:  # a page's nodes are in key order
                     key = self._key(raw, off)
+                    if last is not None and key <= last:  # LMDB's binary search would miss it
+                        raise self._damaged(f"the keys on page {pgno} are out of order")
+                    last = key
                     yield key, *self._value(raw, off, pgno)
             else:  # children in key order: the first one is popped next
                 todo.extend(self._child(raw, off) for off in reversed(offsets))

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import os
+import re
+import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +48,8 @@ def shard_of(name: str, count: int) -> int:
 
 def parse_shard(text: str) -> Shard:
     """`i/n` with 1 <= i <= n <= MAX_SHARDS (Slurm: --array=1-n and $SLURM_ARRAY_TASK_ID/n)."""
-    parts = text.split("/")
-    try:
-        index, count = (int(p) for p in parts) if len(parts) == 2 else (0, 0)
-    except ValueError:
-        index = count = 0
+    found = re.fullmatch(r"([0-9]{1,5})/([0-9]{1,5})", text)  # ASCII digits only
+    index, count = (int(found[1]), int(found[2])) if found else (0, 0)
     if not 1 <= index <= count <= MAX_SHARDS:
         raise ValueError(f"--shard {text[:40]!r}: give i/n with 1 <= i <= n <= {MAX_SHARDS}, "
                          "e.g. --shard $SLURM_ARRAY_TASK_ID/4 in an array --array=1-4")
@@ -60,22 +60,32 @@ def pick(names: list[str], shard: Shard | None) -> list[str]:
     return names if shard is None else [n for n in names if shard.holds(n)]
 
 
+def _parts(path: Path) -> Iterator[os.DirEntry]:
+    """The sub-folders of a set, hidden ones left out (an interrupted --overwrite's temporary
+    copy, .ipynb_checkpoints)."""
+    with os.scandir(path) as entries:
+        yield from (e for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
 def is_shard_set(path: Path) -> bool:
-    """A folder (not an LMDB) whose sub-folders are LMDBs; stops at the first that is not
-    (a GeoTIFF tree's root may hold 549,488 patch folders)."""
+    """A folder (not an LMDB) whose sub-folders are LMDBs, one at least with the manifest of
+    `vqae encode --shard`; stops at the first that is not an LMDB (a GeoTIFF tree's root may
+    hold 549,488 patch folders)."""
     if not path.is_dir() or is_lmdb(path):
         return False
-    found = False
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_dir():
-                if not is_lmdb(entry.path):
-                    return False
-                found = True
-    return found
+    sharded = False
+    for entry in _parts(path):
+        if not is_lmdb(entry.path):
+            return False
+        try:
+            sharded = sharded or "shard" in (read_manifest(Path(entry.path)) or {})
+        except DataError:
+            sharded = True  # a damaged manifest in a folder of LMDBs: say so when opened
+    return sharded
 
 
-def _shard_of_lmdb(path: Path) -> Shard:
+def _shard_of_lmdb(path: Path) -> tuple[Shard, object]:
+    """(its shard, the patches its run listed) from a part's manifest."""
     fix = "re-encode it with `vqae encode --shard i/n`"
     manifest = read_manifest(path, fix=fix) or {}
     got = manifest.get("shard")
@@ -87,7 +97,14 @@ def _shard_of_lmdb(path: Path) -> Shard:
     if manifest.get("complete") is not True:
         raise DataError(f"shard {got[0]}/{got[1]} at {path} is incomplete (its encode was "
                         "interrupted); finish it with `vqae encode --shard ... --resume`")
-    return Shard(*got)
+    return Shard(*got), manifest.get("source")
+
+
+def part_of(path: Path) -> Shard | None:
+    """The shard an LMDB written by `vqae encode --shard` holds, None for a whole one."""
+    if "shard" not in (read_manifest(path, fix="pass the OUT of `vqae encode`") or {}):
+        return None
+    return _shard_of_lmdb(path)[0]
 
 
 class ShardedStore:
@@ -97,10 +114,11 @@ class ShardedStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         found: dict[int, tuple[Path, Shard]] = {}
-        counts = set()
-        for sub in sorted(p for p in self.path.iterdir() if p.is_dir()):
-            shard = _shard_of_lmdb(sub)
+        counts, sources = set(), set()
+        for sub in sorted(Path(e.path) for e in _parts(self.path)):
+            shard, encoded_from = _shard_of_lmdb(sub)
             counts.add(shard.count)
+            sources.add(json.dumps(encoded_from, sort_keys=True))
             if shard.index in found:
                 raise DataError(f"{self.path} holds shard {shard.describe()} twice "
                                 f"({found[shard.index][0].name} and {sub.name}); keep one")
@@ -109,10 +127,15 @@ class ShardedStore:
             raise DataError(f"{self.path} mixes shards of different splits (n = "
                             f"{', '.join(map(str, sorted(counts)))}); keep the LMDBs of one run")
         self.count = counts.pop()
+        if len(sources) > 1:
+            raise DataError(f"{self.path} holds parts of different encodes (their runs listed "
+                            "other patches: \"source\" in each part's manifest.json); keep the "
+                            "LMDBs of one run, or encode the missing parts again")
         missing = sorted(set(range(1, self.count + 1)) - set(found))
         if missing:
             raise DataError(f"{self.path} lacks shard(s) {', '.join(map(str, missing[:5]))} of "
                             f"{self.count}; encode them (--shard i/{self.count}) first")
+        _allow_files(2 * self.count + 64, self.path)  # data.mdb twice a part, while reading
         self.stores = [LmdbStore(found[i][0]) for i in range(1, self.count + 1)]
 
     def store_for(self, key: str) -> LmdbStore:
@@ -150,6 +173,17 @@ class ShardedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _allow_files(needed: int, path: Path) -> None:
+    """Raise this process's soft limit on open files to `needed` (up to the hard limit): a
+    set of n parts keeps 2n files open (data.mdb, mapped and for its checks)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise DataError(f"{path} has {needed // 2 - 32} parts, which need {needed} open "
+                            f"files; the limit here is {hard} (ulimit -Hn): encode fewer parts")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def open_store(path: str | Path) -> LmdbStore | ShardedStore:
