@@ -27,7 +27,7 @@ class PatchFiles:
 
     def __init__(self, name: str, folder: str | Path, files: dict[str, str | Path]):
         self.name, self._folder = name, str(folder)
-        layout = tuple(sorted((band, Path(f).name[len(name) + 1 + len(band):])
+        layout = tuple(sorted((band, os.path.basename(f)[len(name) + 1 + len(band):])
                               for band, f in files.items()))
         self._layout = _LAYOUTS.setdefault(layout, layout)
 

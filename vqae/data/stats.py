@@ -34,7 +34,6 @@ S1_STATS = {"VV": (-12.6, 5.1), "VH": (-19.3, 5.5)}
 
 STATS_MAX_BYTES = 1 << 20  # a `vqae stats` file is a few KB
 PERCENTILES = (1, 2, 50, 98, 99)
-BATCH = 32  # patches per histogram update (12 bands: 22 MB of float32)
 # band kind -> (lowest value, grid step, number of bins)
 GRIDS = {"s2": (-1000.0, 1.0, 67_537), "s1": (-60.0, 0.01, 10_001)}
 
@@ -112,17 +111,11 @@ class BandAccumulator:
 
 def compute_stats(ds: PatchDataset, offsets: list[float] | None = None,
                   progress: bool = True) -> dict:
-    """Stats of the reader's digital numbers minus each band's offset (the model's input).
-    Patches are added BATCH at a time: a histogram update touches all 67,537 bins of a band,
-    whatever the number of values, so one per patch cost more than reading the patch."""
+    """Stats of the reader's digital numbers minus each band's offset (the model's input)."""
     accs = [BandAccumulator("s1" if is_s1(b) else "s2") for b in ds.bands]
     shift = np.asarray(offsets or [0.0] * len(ds.bands), dtype=np.float32)[:, None, None]
-    batch: list[np.ndarray] = []
     for i in tqdm(range(len(ds)), desc="stats", unit="patch", disable=not progress):
-        batch.append(ds.read_dn(i) - shift)  # (C, 120, 120)
-        if len(batch) == BATCH or i == len(ds) - 1:
-            x = np.stack(batch, axis=1)  # (C, B, 120, 120)
-            batch = []
-            for acc, band_values in zip(accs, x):
-                acc.add(band_values)
+        x = ds.read_dn(i) - shift  # (C, 120, 120)
+        for acc, band_values in zip(accs, x):
+            acc.add(band_values)
     return {"patches": len(ds), "bands": {b: a.result() for b, a in zip(ds.bands, accs)}}
