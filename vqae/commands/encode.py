@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 from tabulate import tabulate
@@ -64,12 +65,12 @@ def run(args: argparse.Namespace) -> int:
                         "or --hyspecnet")
     if args.workers < 1 or args.batch_size < 1:
         raise DataError("--workers and --batch-size must be at least 1")
-    jobs = collect_jobs(args.bigearthnet_s2_root, args.bigearthnet_s1_root, args.hyspecnet)
+    roots = [args.bigearthnet_s2_root, args.bigearthnet_s1_root, args.hyspecnet]
     opts = EncodeOptions(workers=args.workers, batch_size=args.batch_size,
                          skip_bad=args.skip_bad, progress=not args.no_progress)
-    roots = [args.bigearthnet_s2_root, args.bigearthnet_s1_root, args.hyspecnet]
-    report = encode(jobs, args.out, opts, resume=args.resume, overwrite=args.overwrite,
-                    inputs=roots, shard=args.shard)
+    # listed inside encode, after its reader workers fork: they do not inherit the list
+    report = encode(partial(collect_jobs, *roots), args.out, opts, resume=args.resume,
+                    overwrite=args.overwrite, inputs=roots, shard=args.shard)
     print(summary(report))
     if report.skipped:
         log.warning("skipped %d bad patch(es), listed in %s", len(report.skipped),

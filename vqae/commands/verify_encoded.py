@@ -28,19 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    jobs = [job for root in args.against for job in detect_jobs(root)]
-    shard = part_of(Path(args.out))
-    if shard is not None:  # one part of a sharded encode holds its patches only
-        jobs = [job for job in jobs if shard.holds(job.key)]
-        print(f"{args.out} is part {shard.describe()} of a sharded encode: checking its "
-              f"{len(jobs)} patches")
-    report = verify(args.out, jobs, workers=args.workers)
+    shard = part_of(Path(args.out))  # one part of a sharded encode holds its patches only
+    if shard is not None:
+        print(f"{args.out} is part {shard.describe()} of a sharded encode: checking its patches")
+
+    def listed() -> list:  # run by verify after its reader workers fork
+        jobs = [job for root in args.against for job in detect_jobs(root)]
+        return jobs if shard is None else [job for job in jobs if shard.holds(job.key)]
+
+    report = verify(args.out, listed, workers=args.workers)
     for line in report.differences[: args.show]:
         print(line)
     hidden = len(report.differences) - args.show
     if hidden > 0:
         print(f"... and {hidden} more differences")
-    rows = [("source patches", len(jobs)), ("patches compared", report.checked),
+    rows = [("source patches", report.sources), ("patches compared", report.checked),
             ("differences", len(report.differences))]
     print(tabulate(rows, tablefmt="simple"))
     print("OK: identical" if not report.differences else f"FAILED: {args.out} differs")

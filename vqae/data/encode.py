@@ -9,13 +9,12 @@ beside OUT and swaps it in at the end (vqae.outputs: the policy of every output 
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import multiprocessing as mp
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +55,9 @@ class Job:
     source: PatchFiles | Path
 
 
+Jobs = list[Job] | Callable[[], list[Job]]  # a job list, or the function that lists it
+
+
 class Encoded(NamedTuple):
     key: str
     data: bytes | None  # safetensors bytes; None when the patch could not be read
@@ -71,6 +73,7 @@ class EncodeReport:
     bytes: int = 0
     seconds: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (patch, reason)
+    total: int = 0  # patches to encode (of the shard), present ones included
 
 
 def bigearthnet_jobs(root: str | Path, sensor: str) -> list[Job]:
@@ -145,20 +148,15 @@ def chunk_mapper(workers: int):
 
     def imap(fn, chunks):
         chunks, pending = iter(chunks), deque()
-        # The workers fork here: none dies of an early signal, and none copies the parent's
-        # objects (the job list: ~0.5 KB a patch) when its garbage collector walks them.
-        gc.freeze()
-        try:
-            with stop_signals_blocked():
-                pending.extend(pool.submit(fn, c) for c in islice(chunks, IN_FLIGHT * workers))
-        finally:
-            gc.unfreeze()
+        pending.extend(pool.submit(fn, c) for c in islice(chunks, IN_FLIGHT * workers))
         while pending:
             result = pending.popleft().result()
             pending.extend(pool.submit(fn, c) for c in islice(chunks, 1))
             yield result
 
     try:
+        with stop_signals_blocked():  # every worker forks now: none dies of an early signal,
+            pool.submit(int).result()  # and none inherits what the caller builds next
         yield imap
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -255,47 +253,57 @@ def _failure_hint(err: DataError, out: Path, replacing: bool) -> DataError:
     return DataError(f"{err}; {kept}; {fix}")
 
 
-def _run(target: Path, jobs: list[Job], resume: bool, map_size: int,
-         opts: EncodeOptions, stop: StopFlag) -> EncodeReport:
-    report = EncodeReport()
-    with chunk_mapper(opts.workers) as imap:
+def _run(target: Path, jobs: Jobs, shard: Shard | None, resume: bool, map_size: int,
+         opts: EncodeOptions, stop: StopFlag, report: EncodeReport) -> dict:
+    """Encode into `target`; returns the manifest fields learnt from the job list."""
+    fields = {}
+    with chunk_mapper(opts.workers) as imap:  # the workers fork before the job list exists
+        jobs = jobs() if callable(jobs) else jobs
+        if shard is not None:  # the parts of one run list the same patches, wherever staged
+            fields["source"] = source_digest(jobs)
+            jobs = [j for j in jobs if shard.holds(j.key)]
+        report.total = len(jobs)
         done = present_keys(target) if resume else set()
         todo = [j for j in jobs if j.key not in done]
         report.present = len(jobs) - len(todo)
+        del jobs, done
         writer = LmdbWriter(target, opts.batch_size, map_size)
         try:
             _write_all(imap, todo, writer, opts, report, stop)
         finally:
             writer.close()
-    return report
+    return fields
 
 
-def encode(jobs: list[Job], out: str | Path, opts: EncodeOptions | None = None, *,
+def encode(jobs: Jobs, out: str | Path, opts: EncodeOptions | None = None, *,
            resume: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE,
            inputs=(), shard: Shard | None = None) -> EncodeReport:
     """Write every job's patch (of `shard`, if given) into the LMDB at OUT (never one of
     `inputs`, the roots); see the module docstring for guarantees. TERM/USR1/INT commit the
-    patches read and stop."""
+    patches read and stop. `jobs` may be a function that lists them: it then runs after the
+    reader workers fork, which so do not inherit (and copy, page by page) a list of 549,488."""
     out, opts = Path(out), opts or EncodeOptions()
     start = time.perf_counter()
     fields = {"command": "encode"}
-    if shard is not None:  # the parts of one run list the same patches, wherever staged
-        fields |= {"shard": [shard.index, shard.count], "source": source_digest(jobs)}
-        jobs = [j for j in jobs if shard.holds(j.key)]
+    if shard is not None:
+        fields["shard"] = [shard.index, shard.count]
     output = Output.open(out, "encoded-lmdb", inputs=inputs, overwrite=overwrite,
                          resume=resume, ours=is_lmdb_file, fields=fields, rerun="--resume",
                          resumable=lambda found: _same_shard(found, fields, out))
+    report = EncodeReport()
     with StopFlag("committing the patches read, then stopping") as stop:
         try:
-            report = _run(output.target, jobs, resume, map_size, opts, stop)
+            fields |= _run(output.target, jobs, shard, resume, map_size, opts, stop, report)
         except BaseException as err:
-            output.abort()  # a replacement is dropped: OUT itself was never touched
+            # a replacement is dropped (OUT itself was never touched), so is a new OUT that
+            # got nothing (the listing failed)
+            output.abort(report.written)
             if isinstance(err, (BadPatchError, OutWriteError)):
                 raise _failure_hint(err, out, output.replacing) from err
             raise
         if stop.requested:
             output.abort()
-            raise Stopped(_stopped_message(stop, report, len(jobs), output))
+            raise Stopped(_stopped_message(stop, report, report.total, output))
         # still under the flag: a signal now waits for the swap, then is moot (the work is done)
         output.commit(fields | {"patches": report.present + report.written,
                                 "skipped": len(report.skipped)})

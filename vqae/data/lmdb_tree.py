@@ -139,7 +139,7 @@ class Tree:
             offsets = self._nodes(raw, pgno)
             if struct.unpack_from("<H", raw, 10)[0] & P_LEAF:
                 for off in offsets:  # a page's nodes are in key order
-                    key = self._key(raw, off)
+                    key = self.key = self._key(raw, off)  # named in any error
                     if last is not None and key <= last:  # LMDB's binary search would miss it
                         raise self._damaged(f"the keys on page {pgno} are out of order")
                     last = key

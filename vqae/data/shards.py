@@ -26,6 +26,7 @@ from vqae.errors import DataError
 from vqae.outputs import read_manifest
 
 MAX_SHARDS = 4096
+SPARE_FILES = 64  # open files left for the rest of the run (loader pipes, checkpoints)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class ShardedStore:
         if missing:
             raise DataError(f"{self.path} lacks shard(s) {', '.join(map(str, missing[:5]))} of "
                             f"{self.count}; encode them (--shard i/{self.count}) first")
-        _allow_files(2 * self.count + 64, self.path)  # data.mdb twice a part, while reading
+        _allow_files(self.count, self.path)
         self.stores = [LmdbStore(found[i][0]) for i in range(1, self.count + 1)]
 
     def store_for(self, key: str) -> LmdbStore:
@@ -175,14 +176,17 @@ class ShardedStore:
         self.close()
 
 
-def _allow_files(needed: int, path: Path) -> None:
-    """Raise this process's soft limit on open files to `needed` (up to the hard limit): a
-    set of n parts keeps 2n files open (data.mdb, mapped and for its checks)."""
+def _allow_files(parts: int, path: Path) -> None:
+    """Raise this process's soft limit on open files (up to the hard limit) so that a set of
+    n parts can hold its 2n files open (each data.mdb, mapped and for its checks) beside what
+    is open already."""
+    needed = len(os.listdir("/proc/self/fd")) + 2 * parts + SPARE_FILES \
+        if os.path.isdir("/proc/self/fd") else 2 * parts + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
-            raise DataError(f"{path} has {needed // 2 - 32} parts, which need {needed} open "
-                            f"files; the limit here is {hard} (ulimit -Hn): encode fewer parts")
+            raise DataError(f"{path} has {parts} parts, which need {needed} open files; the "
+                            f"limit here is {hard} (ulimit -Hn): encode fewer parts")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 

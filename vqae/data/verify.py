@@ -16,7 +16,7 @@ from safetensors.numpy import load as st_load
 
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import find_patches
-from vqae.data.encode import Job, chunk_mapper, chunked, encode_chunk, hyspecnet_jobs
+from vqae.data.encode import Job, Jobs, chunk_mapper, chunked, encode_chunk, hyspecnet_jobs
 from vqae.data.lmdb_store import LmdbStore
 from vqae.errors import DataError
 
@@ -24,6 +24,7 @@ from vqae.errors import DataError
 @dataclass
 class VerifyReport:
     checked: int = 0  # patches compared value by value
+    sources: int = 0  # source patches listed
     differences: list[str] = field(default_factory=list)
 
 
@@ -81,23 +82,34 @@ def _compare_entry(key: str, source_bytes: bytes, value: bytes) -> list[str]:
     return compare_patch(key, st_load(source_bytes), stored)
 
 
-def verify(out: str | Path, jobs: list[Job], workers: int = 1) -> VerifyReport:
+def verify(out: str | Path, jobs: Jobs, workers: int = 1) -> VerifyReport:
+    """Compare OUT with its sources; `jobs` may be the function that lists them (so that the
+    reader workers do not inherit the list)."""
     out = Path(out)
-    if not (out / "data.mdb").is_file():
-        raise DataError(f"{out} holds no LMDB (data.mdb); pass the OUT folder of `vqae encode`")
     report = VerifyReport()
     read_slow = partial(encode_chunk, fast=False)  # rasterio: independent of the encoder's path
-    # Fork the readers first, so that only this process opens the LMDB; the store turns a
-    # damaged file or key into a DataError that names it.
-    with chunk_mapper(workers) as imap, LmdbStore(out) as store:
-        stored = set(store.keys())
-        report.differences += _key_differences({j.key for j in jobs}, stored)
-        present = [j for j in jobs if j.key in stored]
-        for enc in (e for chunk in imap(read_slow, chunked(present)) for e in chunk):
-            report.checked += 1
-            if enc.error is not None:
-                report.differences.append(f"{enc.key}: source unreadable: {enc.error}")
-                continue
-            value = store.get(enc.key)
-            report.differences += _compare_entry(enc.key, enc.data, value)
+    # Fork the readers first, so that only this process opens the LMDB and none inherits the
+    # job list; the store turns a damaged file or key into a DataError that names it.
+    with chunk_mapper(workers) as imap:
+        jobs = jobs() if callable(jobs) else jobs  # a bad source root is reported first
+        report.sources = len(jobs)
+        if not (out / "data.mdb").is_file():
+            raise DataError(f"{out} holds no LMDB (data.mdb); pass the OUT folder of "
+                            "`vqae encode`")
+        with LmdbStore(out) as store:
+            _compare_all(imap, read_slow, jobs, store, report)
     return report
+
+
+def _compare_all(imap, read_slow, jobs: list[Job], store: LmdbStore, report: VerifyReport
+                 ) -> None:
+    stored = set(store.keys())
+    report.differences += _key_differences({j.key for j in jobs}, stored)
+    present = [j for j in jobs if j.key in stored]
+    for enc in (e for chunk in imap(read_slow, chunked(present)) for e in chunk):
+        report.checked += 1
+        if enc.error is not None:
+            report.differences.append(f"{enc.key}: source unreadable: {enc.error}")
+            continue
+        value = store.get(enc.key)
+        report.differences += _compare_entry(enc.key, enc.data, value)
