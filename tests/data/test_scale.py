@@ -134,3 +134,25 @@ def test_resuming_a_compress_report_holds_names_not_rows(tmp_path):
         rows = list(csv.reader(f))
     assert rows[0] == list(REPORT_COLUMNS) and [r[0] for r in rows[1:]] == names
     assert peak / N < 400, f"{peak / N:.0f} bytes per patch"
+
+
+def test_encode_lists_the_tree_after_its_readers_fork(tmp_path):
+    """Workers forked after a 549,488-patch job list was built would each copy it page by page
+    as they allocate; `vqae encode` lists the tree only once its two readers exist."""
+    import os
+    from pathlib import Path
+
+    from tests.fakes import write_fake_tree
+    from vqae.data.encode import EncodeOptions, collect_jobs, encode
+
+    write_fake_tree(tmp_path / "s2", n=3)
+    seen = []
+
+    def listing():
+        kids = [c for t in os.listdir("/proc/self/task")
+                for c in Path(f"/proc/self/task/{t}/children").read_text().split()]
+        seen.append(len(kids))
+        return collect_jobs(tmp_path / "s2")
+
+    report = encode(listing, tmp_path / "out", EncodeOptions(workers=2, progress=False))
+    assert seen == [2] and report.written == 3
