@@ -4,7 +4,7 @@ The state is what `vqae train` checkpoints for the model of configs/base.yaml (1
 built on the CPU): model, AdamW state after one step (both moments), LambdaLR, RNG states,
 position and config, about 160 MB. Per variant:
 
-  * save: `vqae.checkpoint.save_checkpoint` (write to a temp file, fsync, rename; this tree:
+  * save: `vqae.checkpoint.manager.save_checkpoint` (write to a temp file, fsync, rename; this tree:
     one safetensors file, a tree before it: torch.save);
   * load: what a resume reads: `read_checkpoint` (this tree: safetensors read with pread and
     the JSON state tree decoded, then the structural check of a training checkpoint; a tree
@@ -42,10 +42,10 @@ def training_state(config: str) -> dict:
     """The state `Trainer.state()` checkpoints, for the model of `config`."""
     import torch
 
-    from vqae.checkpoint import capture_rng_state
+    from vqae.checkpoint.manager import capture_rng_state
     from vqae.config import load_config, to_dict
     from vqae.models import build_model
-    from vqae.train import build_optimizer
+    from vqae.training.trainer import build_optimizer
 
     cfg = load_config([config], [])
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def training_state(config: str) -> dict:
 
 def resume_reader():
     """read_checkpoint as a resume calls it in the tree imported."""
-    from vqae.checkpoint import read_checkpoint
+    from vqae.checkpoint.manager import read_checkpoint
 
     if "training" in inspect.signature(read_checkpoint).parameters:
         return lambda path: read_checkpoint(path, training=True)
@@ -72,7 +72,7 @@ def resume_reader():
 def worker(config: str, folder: str, inner: int) -> None:
     """Measurements in this process's tree; prints {"save": s, "load": s, "bytes": n}, each time
     the median of `inner` save-then-load rounds."""
-    from vqae.checkpoint import load_checkpoint, save_checkpoint
+    from vqae.checkpoint.manager import load_checkpoint, save_checkpoint
 
     state, read = training_state(config), resume_reader()
     path = Path(folder) / f"bench-{os.getpid()}.pt"

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.ckpt:
-        from vqae.checkpoint import load_model
+        from vqae.checkpoint.manager import load_model
 
         model, cfg = load_model(args.ckpt, device)
     else:

@@ -43,7 +43,7 @@ from tabulate import tabulate
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 POLL = 0.02
-MAX_SWEEP = 10_000  # vqae.jobsfile.MAX_JOBS
+MAX_SWEEP = 10_000  # vqae.sweeps.jobs_file.MAX_JOBS
 # The codec rows' model: the smallest of the debug family, so that the rows time the pipeline
 # (reading, metrics, entropy coding, writing) more than convolutions on 2 CPU cores.
 TINY = ["--model.widths=[8,16]", "--model.latent_dim=8", "--model.groups=4",
@@ -142,8 +142,8 @@ def probe_train(lmdb: str, run_dir: str, steps: str, result: str) -> None:
     loader without training on them: the rate it can feed (the CPU model's step is far slower
     than any loader, so timing steps would time the model)."""
     from vqae.config import load_config
-    from vqae.signals import StopFlag
-    from vqae.train import Trainer
+    from vqae.io.stops import StopFlag
+    from vqae.training.trainer import Trainer
 
     start = time.perf_counter()
     cfg = load_config([str(REPO / "configs/debug.yaml")],
@@ -165,8 +165,8 @@ def probe_train(lmdb: str, run_dir: str, steps: str, result: str) -> None:
 
 def probe_statuses(spec: str) -> None:
     """A finished job's status.json in every run folder of the sweep."""
-    from vqae.jobstatus import write_status
-    from vqae.sweep import expand, load_sweep
+    from vqae.sweeps.job_status import write_status
+    from vqae.sweeps.spec import expand, load_sweep
 
     for job in expand(load_sweep(spec)):
         write_status(job.run_dir, "running", job=job.name)

@@ -23,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from vqae.jobstatus import read_status  # noqa: E402
+from vqae.sweeps.job_status import read_status  # noqa: E402
 
 CLUSTER = ROOT / "tests" / "launchers" / "slurm_cluster.sh"
 TINY = {"model.widths": [8, 16], "model.blocks_per_stage": 1, "model.latent_dim": 8,

@@ -1,7 +1,7 @@
 """Training throughput (patches/s): in-memory batches vs the LMDB loader, with the 20/60 m bands
 upsampled on the CPU (data.resample=cpu) or on the training device (data.resample=device).
 
-For each batch size (--batch-sizes, default 64 256) it builds two `vqae.train.Trainer`s from the
+For each batch size (--batch-sizes, default 64 256) it builds two `vqae.training.trainer.Trainer`s from the
 same config, one per resample path, and drives their `train_step` from:
 
   * in memory: a few real batches read once, prepared (copied, upsampled) and kept on the device,
@@ -49,7 +49,7 @@ from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
 from vqae.config import load_config
-from vqae.train import Trainer
+from vqae.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

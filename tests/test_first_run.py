@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import skip_or_fail
-from vqae.tracking import read_jsonl
+from vqae.training.tracking import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "vqae"
 # package -> the vqae packages it must never import
 FORBIDDEN = {
-    "models": ("vqae.codec", "vqae.rd", "vqae.commands", "vqae.train", "vqae.evaluate"),
+    "models": ("vqae.codec", "vqae.rd", "vqae.commands", "vqae.training.trainer", "vqae.training.evaluate"),
     "data": ("vqae.codec", "vqae.rd", "vqae.commands", "vqae.models", "vqae.entropy"),
     "entropy": ("vqae.codec", "vqae.rd", "vqae.commands", "vqae.models"),
-    "codec": ("vqae.rd", "vqae.commands", "vqae.train", "vqae.evaluate"),
+    "codec": ("vqae.rd", "vqae.commands", "vqae.training.trainer", "vqae.training.evaluate"),
     "rd": ("vqae.commands",),
 }
 # modules on the LMDB path: importing rasterio costs seconds in every worker

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import TINY
+from tests.training.test_train import TINY
 from vqae.data.sample import LMDB_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ HEAVY = ("rasterio", "wandb")
 READ_BATCHES = """
 import sys
 from torch.utils.data import DataLoader
-import vqae.train
+import vqae.training.trainer
 from vqae.config import DataConfig
 from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.source import DataSource

@@ -13,7 +13,7 @@ import sys
 
 from vqae import __version__
 from vqae.errors import VqaeError
-from vqae.signals import Stopped
+from vqae.io.stops import Stopped
 
 # name -> (module under vqae.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

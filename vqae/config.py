@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqae import safe_yaml
+from vqae.io import safe_yaml
 from vqae.data.bands import PATCH_SIZE, S2_BANDS, check_bands
 from vqae.errors import ConfigError, cut, shown
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.fakes import write_fake_tree
-from vqae.checkpoint import save_checkpoint
+from vqae.checkpoint.manager import save_checkpoint
 from vqae.config import load_config, to_dict
 from vqae.data.sample import LMDB_NAME
 from vqae.data.source import DataSource

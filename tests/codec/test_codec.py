@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.codec.conftest import make_checkpoint
-from vqae.checkpoint import load_model
+from vqae.checkpoint.manager import load_model
 from vqae.codec import bandfilter, bitstream
 from vqae.codec.codec import Codec, Parsed
 from vqae.data.sample import LMDB_NAME

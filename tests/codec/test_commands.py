@@ -16,7 +16,7 @@ import torch
 
 from tests.codec.conftest import assert_coarser, assert_structured
 from tests.data.encode_helpers import one_line_error, read_lmdb
-from vqae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from vqae.checkpoint.manager import load_checkpoint, load_model, save_checkpoint
 from vqae.cli import main
 from vqae.codec import bandfilter
 from vqae.codec.codec import Codec, band_arrays

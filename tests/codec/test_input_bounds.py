@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.codec.test_commands import vqae
 from tests.hostile import one_line, run_vqae, truncated_copy
-from vqae.checkpoint import read_checkpoint, save_checkpoint
+from vqae.checkpoint.manager import read_checkpoint, save_checkpoint
 
 
 def test_decompress_truncated_bitstream_lmdb(tiny_ckpt, fake_patches, tmp_path):

@@ -19,12 +19,12 @@ import pytest
 from tests.conftest import skip_or_fail
 from tests.data.encode_helpers import break_patch, one_line_error, read_lmdb
 from tests.fakes import write_fake_tree
-from vqae.checkpoint import load_model
+from vqae.checkpoint.manager import load_model
 from vqae.cli import main
 from vqae.codec import bitstream
 from vqae.codec.codec import Codec
 from vqae.errors import DataError
-from vqae.signals import EXIT_PREEMPTED
+from vqae.io.stops import EXIT_PREEMPTED
 
 
 def vqae(*args) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.codec.conftest import TINY
-from vqae.checkpoint import load_model
+from vqae.checkpoint.manager import load_model
 from vqae.cli import main
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.data.encode_helpers import assert_same, one_line_error, read_lmdb, run_cli
 from tests.fakes import write_fake_tree
-from vqae.signals import EXIT_PREEMPTED
+from vqae.io.stops import EXIT_PREEMPTED
 
 
 def children(pid: int) -> list[int]:

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 PELTED = """
 import os, signal, threading, time
 from vqae.data.loader import Loader
-from vqae.signals import StopFlag
+from vqae.io.stops import StopFlag
 
 def init(worker_id):
     os.environ["INIT_RAN"] = "1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vqae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from vqae.checkpoint.manager import load_checkpoint, load_model, save_checkpoint
 from vqae.entropy.fit import IndexCounts, fit_tables
 from vqae.entropy.prior import NONE, PARENT, UP, Prior
 

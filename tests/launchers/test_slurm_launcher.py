@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.launchers.conftest import LAUNCHER, REPO, SMALL_JOB, wait_for
-from vqae.jobsfile import Job, write_jobs
-from vqae.tracking import read_jsonl
+from vqae.sweeps.jobs_file import Job, write_jobs
+from vqae.training.tracking import read_jsonl
 
 # a few steps of the debug model on the real 24-patch sample (the default data)
 DEBUG = str(REPO / "configs" / "debug.yaml")
@@ -87,10 +87,10 @@ def test_defaults_are_for_one_gpu_node_and_hold_no_hyperparameters():
 def test_array_task_runs_its_job_as_written_and_nothing_injected(tmp_path, monkeypatch):
     """The launcher's own reading of a sweep's jobs file, as array tasks 0 and 1 (outside a
     real job: SLURM_CONF names an empty file, so the training step itself fails at once)."""
-    from tests.test_spawner import hostile, write_sweep
-    from vqae.jobstatus import read_status
-    from vqae.spawn import main
-    from vqae.sweep import expand, load_sweep
+    from tests.sweeps.test_spawner import hostile, write_sweep
+    from vqae.sweeps.job_status import read_status
+    from vqae.sweeps.deploy import main
+    from vqae.sweeps.spec import expand, load_sweep
 
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "pwned"

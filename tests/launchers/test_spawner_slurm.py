@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from tests.launchers.conftest import FINAL, SMALL_JOB, wait_for
-from tests.test_spawner import ONE_STEP, hostile, write_sweep
-from vqae.jobstatus import read_status
-from vqae.spawn import main
-from vqae.sweep import expand, load_sweep
+from tests.sweeps.test_spawner import ONE_STEP, hostile, write_sweep
+from vqae.sweeps.job_status import read_status
+from vqae.sweeps.deploy import main
+from vqae.sweeps.spec import expand, load_sweep
 
 
 @pytest.mark.slow

@@ -82,7 +82,7 @@ class Codec:
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Codec:
         """The codec of a checkpoint whose prior is fitted (`vqae fit-prior`); `device`: auto,
         cpu or cuda, where the networks run."""
-        from vqae.checkpoint import load_model
+        from vqae.checkpoint.manager import load_model
         from vqae.distributed import single_device
 
         if device not in DEVICES:

@@ -1,7 +1,7 @@
 """Where bitstreams and decompressed patches live: folders of `.vqz`, LMDBs of bitstreams,
 BigEarthNet GeoTIFF trees and rico-hdl LMDBs.
 
-Every output follows `vqae.outputs.Output` (never the input, replaced only when vqae wrote it,
+Every output follows `vqae.io.outputs.Output` (never the input, replaced only when vqae wrote it,
 built beside the old one, resumable when new). A compressed folder or LMDB's manifest.json
 names the checkpoint, fingerprint, depth and band filter: a hint that `vqae decompress` checks
 against the files, never trusts.
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vqae.atomic import TEMP_SUFFIX, write_atomic
+from vqae.io.atomic import TEMP_SUFFIX, write_atomic
 from vqae.codec import bitstream
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.lmdb_writer import LmdbWriter, is_lmdb_file
 from vqae.errors import DataError
-from vqae.outputs import Output
-from vqae.signals import StopFlag, Stopped
+from vqae.io.outputs import Output
+from vqae.io.stops import StopFlag, Stopped
 
 SUFFIX = ".vqz"
 
@@ -141,7 +141,7 @@ class BitstreamSink(_Sink):
 
 def read_manifest(path: Path) -> dict | None:
     """The manifest of a compressed folder or LMDB, or of the folder holding a .vqz file."""
-    from vqae.outputs import read_manifest as read
+    from vqae.io.outputs import read_manifest as read
 
     return read(path if path.is_dir() else path.parent)
 

@@ -47,7 +47,7 @@ def int_in(low: int, high: int = INT_MAX):
 
 
 def add_out_mode(parser: argparse.ArgumentParser, command: str, same: str) -> None:
-    """--overwrite | --resume of a command's OUT (the policy is vqae.outputs); `same` says
+    """--overwrite | --resume of a command's OUT (the policy is vqae.io.outputs); `same` says
     what a resumed OUT must share with this run."""
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true",

@@ -216,7 +216,7 @@ class PatchReport:
         import csv
         import io
 
-        from vqae.atomic import write_with
+        from vqae.io.atomic import write_with
 
         kept: set[str] = set()
 

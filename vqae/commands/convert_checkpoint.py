@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from vqae.checkpoint_convert import convert
+    from vqae.checkpoint.convert import convert
 
     for line in convert(args.checkpoints, args.out):
         print(line)

@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from vqae.evaluate import run_evaluate
+    from vqae.training.evaluate import run_evaluate
 
     run_evaluate(args.checkpoint, args.data, args.split, args.out, args.device, args.depths,
                  args.splits, **threshold(args))

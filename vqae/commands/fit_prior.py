@@ -36,7 +36,7 @@ def run(args) -> int:
 def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, device_name: str,
                    batch_size: int, workers: int, progress: bool = True) -> Path:
     """Fit the prior of a checkpoint's model on a split and write the checkpoint (atomically)."""
-    from vqae.checkpoint import fit_and_save, model_from_state, read_checkpoint
+    from vqae.checkpoint.manager import fit_and_save, model_from_state, read_checkpoint
     from vqae.data.source import source_at
     from vqae.distributed import single_device
     from vqae.errors import DataError
@@ -60,9 +60,9 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, dev
 def check_checkpoint_out(out: Path, inputs: list) -> None:
     """-o: never an input nor a folder; an existing file only if it is a vqae checkpoint
     (replacing it is what -o asks), never a file of the user's."""
-    from vqae.checkpoint import read_checkpoint
+    from vqae.checkpoint.manager import read_checkpoint
     from vqae.errors import DataError
-    from vqae.outputs import check_apart
+    from vqae.io.outputs import check_apart
 
     if out.is_dir():
         raise DataError(f"-o {out} is a folder; give the checkpoint file to write, e.g. "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vqae.jobsfile import read_job
+from vqae.sweeps.jobs_file import read_job
 
 
 def add_arguments(parser) -> None:

@@ -12,6 +12,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from vqae.train import train
+    from vqae.training.trainer import train
 
     return train(config_from_args(args), args.config)

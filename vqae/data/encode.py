@@ -4,7 +4,7 @@ key = patch name (utf-8); value = safetensors bytes of {band: array} at native s
 dtype. Worker processes read and serialize whole patches; the parent is the only writer and
 commits batches of whole patches, so a killed run, or one whose disk fills up, leaves only
 complete entries and `resume` skips them; `overwrite` builds the new LMDB in a temporary folder
-beside OUT and swaps it in at the end (vqae.outputs: the policy of every output folder).
+beside OUT and swaps it in at the end (vqae.io.outputs: the policy of every output folder).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from safetensors.numpy import save as st_save
 from tqdm import tqdm
 
-from vqae.atomic import write_atomic
+from vqae.io.atomic import write_atomic
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import PatchFiles, find_patches
 from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
@@ -37,8 +37,8 @@ from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, OutWriteError, is_lmdb_file
 from vqae.data.shards import Shard
 from vqae.errors import DataError
-from vqae.outputs import Output
-from vqae.signals import StopFlag, Stopped, ignore_stop_signals, stop_signals_blocked
+from vqae.io.outputs import Output
+from vqae.io.stops import StopFlag, Stopped, ignore_stop_signals, stop_signals_blocked
 
 SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
 # GDAL lists a TIFF's folder on open to look for sidecar files; BigEarthNet has none.

@@ -28,7 +28,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from vqae.data.bands import NATIVE_SIZE, S1_DTYPE, S2_DTYPE, check_native_shape, is_s1
 from vqae.data.discover import PatchFiles
 from vqae.errors import DataError
-from vqae.inputs import require_regular
+from vqae.io.limits import require_regular
 
 ANY_MAX_BYTES = 64 << 20  # decoded size allowed when the caller names no shape
 CHUNK_MAX = 4 << 20  # one decoded strip or tile (GDAL writes 256 or 512 pixel tiles)

@@ -29,7 +29,7 @@ import lmdb
 
 from vqae.data.lmdb_tree import NO_ROOT, Tree
 from vqae.errors import DataError
-from vqae.inputs import require_regular
+from vqae.io.limits import require_regular
 
 REENCODE = "re-create it with `vqae encode ... --overwrite` or copy it again"
 

@@ -3,7 +3,7 @@
 Slurm, `timeout` and Ctrl-C signal the whole process group. A plain DataLoader's workers die of
 TERM (torch installs a handler in them that re-raises it) and the main process then fails with
 "DataLoader worker ... exited unexpectedly" instead of checkpointing. Here every worker ignores
-these signals (vqae.signals.WorkerInit, composed with the caller's worker_init_fn), is forked with
+these signals (vqae.io.stops.WorkerInit, composed with the caller's worker_init_fn), is forked with
 them blocked so that none lands before it ignores them, and is shut down by the main process
 (`shutdown`, and at interpreter exit at the latest). The window is closed for fork (the default
 on Linux); a forkserver started earlier hands its own signal mask to the workers instead.
@@ -16,7 +16,7 @@ import weakref
 
 from torch.utils.data import DataLoader
 
-from vqae.signals import WorkerInit, stop_signals_blocked
+from vqae.io.stops import WorkerInit, stop_signals_blocked
 
 _LIVE: weakref.WeakSet[Loader] = weakref.WeakSet()
 

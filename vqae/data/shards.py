@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.errors import DataError
-from vqae.outputs import read_manifest
+from vqae.io.outputs import read_manifest
 
 MAX_SHARDS = 4096
 SPARE_FILES = 64  # open files left for the rest of the run (loader pipes, checkpoints)

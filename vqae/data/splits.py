@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqae.errors import ConfigError, DataError, cut
-from vqae.inputs import open_regular, read_small
+from vqae.io.limits import open_regular, read_small
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from vqae.data.bands import is_s1
 from vqae.data.readers import PatchDataset
 from vqae.errors import DataError, cut, shown
-from vqae.inputs import read_small
+from vqae.io.limits import read_small
 
 # BigEarthNet-S2 (v1, L2A) band statistics in digital numbers, as published with the dataset's
 # reference models; good enough to start training without running `vqae stats` first.

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vqae.data.loader import Loader
 from vqae.entropy.prior import CONTEXT_NAMES, NONE, PARENT, UP, context_symbols
-from vqae.signals import Stopped
+from vqae.io.stops import Stopped
 
 log = logging.getLogger(__name__)
 

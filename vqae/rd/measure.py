@@ -26,7 +26,7 @@ from vqae.data.bands import is_s1, to_uint16
 from vqae.data.source import source_at
 from vqae.errors import DataError
 from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator, bpp_coded, bpp_entropy, bpppb
-from vqae.outputs import Output
+from vqae.io.outputs import Output
 from vqae.rd import jpeg2000
 from vqae.rd.report import BEST, JPEG2000_TARGET, best_jpeg2000, front_rows, write_outputs
 from vqae.rd.targets import jpeg2000_to_target
@@ -230,7 +230,7 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device: str
             front_name or "").startswith("jpeg2000-"):
         raise DataError(f"--front {front_name} is already a curve's name; choose another")
     bands = check_bands(models, ckpts)
-    # before measuring: OUT follows every command's policy (vqae.outputs)
+    # before measuring: OUT follows every command's policy (vqae.io.outputs)
     output = Output.open(out, "rd", inputs=[data, *ckpts], overwrite=overwrite,
                          ours=lambda p: p.name in OUTPUTS, fields={"command": "rd"})
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vqae.atomic import write_atomic, write_json
+from vqae.io.atomic import write_atomic, write_json
 from vqae.rd import jpeg2000
 from vqae.rd.bdrate import MIN_SPAN, bd_rate, front, psnr_span, rate_at
 
