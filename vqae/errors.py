@@ -42,6 +42,12 @@ def cut(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
 
 
+def one_line(err: BaseException, limit: int = SHOWN_CHARS) -> str:
+    """An exception's message on one line (whitespace collapsed), cut to about `limit`
+    characters; its type's name when it says nothing."""
+    return cut(" ".join(str(err).split()), limit) or type(err).__name__
+
+
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     """repr(value) for an error message, cut to about `limit` characters without building the
     whole repr of a huge value (a 1 MB string or list is echoed as its start and its size)."""

@@ -35,7 +35,7 @@ from vqae.checkpoint.format import (
     python_rng_tuple,
     upgrade,
 )
-from vqae.errors import DataError
+from vqae.errors import DataError, one_line
 
 
 def _numpy_array_globals() -> list:
@@ -56,7 +56,7 @@ def _load_pickle(path: Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # numpy's allowance did not suffice: the file names more
         raise DataError(f"checkpoint {path} cannot be converted: it holds objects beyond "
-                        f"vqae's old formats ({' '.join(str(err).split())[:160]})") from err
+                        f"vqae's old formats ({one_line(err, 160)})") from err
     if not isinstance(state, dict):
         raise DataError(f"checkpoint {path} cannot be converted: it holds a "
                         f"{type(state).__name__}, not a dict; it was not written by `vqae train`")

@@ -45,7 +45,7 @@ from vqae.checkpoint.tree import (
     read_safetensors,
     write_safetensors,
 )
-from vqae.errors import ConfigError, DataError
+from vqae.errors import ConfigError, DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
     return target
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
-
-
 def _unreadable(path: Path, why: str) -> UnreadableCheckpoint:
     return UnreadableCheckpoint(
         f"checkpoint {path} is unreadable (truncated or not a checkpoint: {why}); pass another "
@@ -107,9 +103,9 @@ def _old_torch_file(path: Path) -> DataError:
         names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except pickle.UnpicklingError as err:  # an opcode torch.save never writes
         return UnsafeCheckpoint(f"checkpoint {path} refused: its pickle is not one torch.save "
-                                f"writes ({_one_line(err)}); it was not loaded")
+                                f"writes ({one_line(err)}); it was not loaded")
     except (RuntimeError, ValueError, OSError, EOFError, MemoryError) as err:
-        return _unreadable(path, _one_line(err))
+        return _unreadable(path, one_line(err))
     strange = [n for n in names if n not in LEGACY_GLOBALS]
     if strange:
         return UnsafeCheckpoint(
@@ -160,7 +156,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise _unreadable(path, f"it holds {err}") from err
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         # a header, offsets or size safetensors refused; a file that vanished or shrank
-        raise _unreadable(path, _one_line(err)) from err
+        raise _unreadable(path, one_line(err)) from err
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
@@ -332,7 +328,7 @@ class CheckpointManager:
                     f"{self.dir}`, then resume") from err
             except UnreadableCheckpoint as err:
                 log.warning("skipping unreadable checkpoint %s: %s", path,
-                            _one_line(err.__cause__ or err))
+                            one_line(err.__cause__ or err))
                 continue
             if not isinstance(state, dict):
                 log.warning("skipping checkpoint %s: holds %s, not a dict", path,

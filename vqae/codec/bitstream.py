@@ -150,7 +150,7 @@ def write(header: Header, payloads: list[bytes]) -> bytes:
 
 
 @dataclass
-class Parsed:
+class Chunks:
     header: Header
     payloads: list[bytes]  # the complete chunks read (a prefix of the stages)
     header_bytes: int
@@ -235,7 +235,7 @@ def filter_size(data: bytes, pos: int, band_field: bytes) -> int:
 
 
 def read(data: bytes, name: str, depth: int | None = None,
-         check: Callable[[Header], None] | None = None) -> Parsed:
+         check: Callable[[Header], None] | None = None) -> Chunks:
     """Header and the first `depth` chunks (all stored ones by default) of a file's bytes;
     `check(header)` runs before any chunk is read (the codec's checks against its model).
 
@@ -257,7 +257,7 @@ def read(data: bytes, name: str, depth: int | None = None,
     if len(payloads) == header.depth and pos < len(data):
         raise DataError(f"{name} has {len(data) - pos} bytes after its last chunk (damaged or "
                         "two files joined); re-copy the file or compress the patch again")
-    return Parsed(header, payloads, header_bytes=len(header.pack()))
+    return Chunks(header, payloads, header_bytes=len(header.pack()))
 
 
 def max_file_bytes(header: Header, header_bytes: int) -> int:

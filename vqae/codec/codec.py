@@ -95,10 +95,10 @@ class Codec:
         model, cfg = load_model(str(path), where)
         codec = cls(model, str(path), cfg.data.interpolation)
         codec.config = cfg
-        codec.require_fitted()
+        codec._require_fitted()
         return codec
 
-    def require_fitted(self) -> None:
+    def _require_fitted(self) -> None:
         """A uniform, unfitted prior codes nothing well: refuse it in one line."""
         if not self.fitted:
             raise DataError(f"{self.source} has no fitted prior; run `vqae fit-prior "
@@ -182,13 +182,13 @@ class Codec:
         indices = indices[:, :depth]  # stages are greedy: a prefix is the shallower code
         decoded = None
         if pixels or any(kind != "none" for kind in kinds):
-            decoded = self.network_decode(indices, means)  # (B, C, H, W), patch by patch
+            decoded = self._network_decode(indices, means)  # (B, C, H, W), patch by patch
         if stages is None:
             stages = [self.code_stages(g) for g in indices]
         out = {}
         for kind in kinds:
             codes = self.fit_band_filter(kind, x, indices, means, decoded)  # (B, n)
-            dn = (self.stored(bandfilter.apply(decoded, self.pivot(means), kind, codes))
+            dn = (self._stored(bandfilter.apply(decoded, self._pivot(means), kind, codes))
                   if pixels else [None] * len(indices))
             out[kind] = [self.pack(g, m, kind, c, coded, p)
                          for g, m, c, coded, p in zip(indices, means, codes, stages, dn)]
@@ -211,10 +211,10 @@ class Codec:
         if kind == "none":
             return np.zeros((len(x), 0), np.int64)
         if decoded is None:
-            decoded = self.network_decode(indices, means)
-        return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self.pivot(means))
+            decoded = self._network_decode(indices, means)
+        return bandfilter.fit(kind, x.float().cpu().numpy(), decoded, self._pivot(means))
 
-    def stored(self, dn: np.ndarray) -> np.ndarray:
+    def _stored(self, dn: np.ndarray) -> np.ndarray:
         """(B, C, H, W) decoded digital numbers -> what decompress stores, as float32: S2 bands
         rounded half to even and clamped to uint16, S1 bands as they are."""
         out = dn.astype(np.float32)
@@ -240,7 +240,7 @@ class Codec:
              pixels: np.ndarray | None = None) -> Compressed:
         """One patch's indices (depth, h, w), patch means and filter codes -> its file;
         `stages`: code_stages of these indices (or of deeper ones: a prefix is taken)."""
-        self.require_fitted()  # a Codec built by hand from an unfitted model too
+        self._require_fitted()  # a Codec built by hand from an unfitted model too
         indices = np.asarray(indices, dtype=np.int64)
         means = tuple(int(c) for c in np.asarray(means).ravel())
         codes = tuple(int(g) for g in np.asarray(codes).ravel())
@@ -295,7 +295,7 @@ class Codec:
     def _decode_stage(self, out: np.ndarray, s: int, payload: bytes, source: str) -> None:
         """Decode stage s into out[s]; the coder must end exactly where the encoder began."""
         try:
-            dec = coder.Decoder(payload)
+            dec = coder.AnsDecoder(payload)
             if self.tables.context[s] == UP:  # each row's context is the row above: row by row
                 for y in range(self.h):
                     rows = self.tables.row_ids(out, s)[y]  # (w,)
@@ -323,11 +323,11 @@ class Codec:
                       band_filter: str = "none", codes: np.ndarray | None = None) -> np.ndarray:
         """indices (B, n, h, w), patch means (B, M) and filter codes (B, m) -> (B, C, H, W)
         float32 digital numbers, each patch decoded alone."""
-        dn = self.network_decode(indices, means)
-        return bandfilter.apply(dn, self.pivot(means), band_filter, codes)
+        dn = self._network_decode(indices, means)
+        return bandfilter.apply(dn, self._pivot(means), band_filter, codes)
 
     @torch.no_grad()
-    def network_decode(self, indices: np.ndarray, means: np.ndarray | None) -> np.ndarray:
+    def _network_decode(self, indices: np.ndarray, means: np.ndarray | None) -> np.ndarray:
         """model.decode of (B, n, h, w) indices -> (B, C, H, W) float32, one patch at a time:
         convolution kernels pick their algorithm by batch size, and a file must decode to the
         same pixels whichever files share its batch (the encoder's filter fit included)."""
@@ -340,7 +340,7 @@ class Codec:
             self.model.decode(idx[i : i + 1], None if mean_t is None else mean_t[i : i + 1])
             .float().cpu().numpy() for i in range(len(idx))])
 
-    def pivot(self, means: np.ndarray | None) -> np.ndarray | None:
+    def _pivot(self, means: np.ndarray | None) -> np.ndarray | None:
         """The band filter's pivot: the patch means of a per-patch model, else None (the
         decoded bands' own means)."""
         return np.asarray(means)[:, : len(self.bands)] if self.model.patch_mean_count else None

@@ -47,7 +47,7 @@ IN_FLIGHT = 4  # chunks per worker submitted ahead of the consumer
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class EncodeTask:
     """One patch to encode: BigEarthNet bands of a sensor, or a HySpecNet spectral image."""
 
     key: str
@@ -55,7 +55,8 @@ class Job:
     source: PatchFiles | Path
 
 
-Jobs = list[Job] | Callable[[], list[Job]]  # a job list, or the function that lists it
+# a task list, or the function that lists it
+EncodeTasks = list[EncodeTask] | Callable[[], list[EncodeTask]]
 
 
 class Encoded(NamedTuple):
@@ -76,18 +77,18 @@ class EncodeReport:
     total: int = 0  # patches to encode (of the shard), present ones included
 
 
-def bigearthnet_jobs(root: str | Path, sensor: str) -> list[Job]:
+def bigearthnet_jobs(root: str | Path, sensor: str) -> list[EncodeTask]:
     patches = find_patches(root, bands=SENSOR_BANDS[sensor])  # drops reference-map folders
-    return [Job(name, sensor, patch) for name, patch in patches.items()]
+    return [EncodeTask(name, sensor, patch) for name, patch in patches.items()]
 
 
-def hyspecnet_jobs(root: str | Path) -> list[Job]:
-    return [Job(name, "hyspecnet", path) for name, path in find_hyspecnet(root).items()]
+def hyspecnet_jobs(root: str | Path) -> list[EncodeTask]:
+    return [EncodeTask(name, "hyspecnet", path) for name, path in find_hyspecnet(root).items()]
 
 
-def collect_jobs(s2_root=None, s1_root=None, hyspecnet_root=None) -> list[Job]:
+def collect_jobs(s2_root=None, s1_root=None, hyspecnet_root=None) -> list[EncodeTask]:
     """All patches of the given roots, sorted by key; a key found twice is an error."""
-    jobs: dict[str, Job] = {}
+    jobs: dict[str, EncodeTask] = {}
     parts = []
     if s2_root:
         parts.append(bigearthnet_jobs(s2_root, "s2"))
@@ -105,7 +106,7 @@ def collect_jobs(s2_root=None, s1_root=None, hyspecnet_root=None) -> list[Job]:
     return [jobs[k] for k in sorted(jobs)]
 
 
-def read_job(job: Job, fast: bool = True) -> dict[str, np.ndarray]:
+def read_job(job: EncodeTask, fast: bool = True) -> dict[str, np.ndarray]:
     """Band name -> array exactly as stored (no resampling, no casting); `fast=False` reads
     every file with rasterio (verification uses it, to be independent of the fast path)."""
     if job.sensor == "hyspecnet":
@@ -114,7 +115,7 @@ def read_job(job: Job, fast: bool = True) -> dict[str, np.ndarray]:
     return load_patch_bands(job.source, SENSOR_BANDS[job.sensor], read=read)
 
 
-def encode_chunk(jobs: list[Job], fast: bool = True) -> list[Encoded]:
+def encode_chunk(jobs: list[EncodeTask], fast: bool = True) -> list[Encoded]:
     """Worker: read and serialize a few patches; bad ones come back with an error, not a raise."""
     out = []
     with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
@@ -162,7 +163,7 @@ def chunk_mapper(workers: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def chunked(jobs: list[Job], size: int = 8) -> Iterator[list[Job]]:
+def chunked(jobs: list[EncodeTask], size: int = 8) -> Iterator[list[EncodeTask]]:
     return (jobs[i : i + size] for i in range(0, len(jobs), size))
 
 
@@ -191,7 +192,7 @@ class EncodeOptions:
     progress: bool = True  # tqdm bar on stderr
 
 
-def _write_all(imap, jobs: list[Job], writer: LmdbWriter, opts: EncodeOptions,
+def _write_all(imap, jobs: list[EncodeTask], writer: LmdbWriter, opts: EncodeOptions,
                report: EncodeReport, stop: StopFlag) -> None:
     """Commit whole batches of patches until done, a bad patch, or a stop signal."""
     with tqdm(total=len(jobs), unit="patch", disable=not opts.progress, smoothing=0.1) as bar:
@@ -253,7 +254,7 @@ def _failure_hint(err: DataError, out: Path, replacing: bool) -> DataError:
     return DataError(f"{err}; {kept}; {fix}")
 
 
-def _run(target: Path, jobs: Jobs, shard: Shard | None, resume: bool, map_size: int,
+def _run(target: Path, jobs: EncodeTasks, shard: Shard | None, resume: bool, map_size: int,
          opts: EncodeOptions, stop: StopFlag, report: EncodeReport) -> dict:
     """Encode into `target`; returns the manifest fields learnt from the job list."""
     fields = {}
@@ -275,7 +276,7 @@ def _run(target: Path, jobs: Jobs, shard: Shard | None, resume: bool, map_size: 
     return fields
 
 
-def encode(jobs: Jobs, out: str | Path, opts: EncodeOptions | None = None, *,
+def encode(jobs: EncodeTasks, out: str | Path, opts: EncodeOptions | None = None, *,
            resume: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE,
            inputs=(), shard: Shard | None = None) -> EncodeReport:
     """Write every job's patch (of `shard`, if given) into the LMDB at OUT (never one of
@@ -312,7 +313,7 @@ def encode(jobs: Jobs, out: str | Path, opts: EncodeOptions | None = None, *,
     return report
 
 
-def source_digest(jobs: list[Job]) -> dict:
+def source_digest(jobs: list[EncodeTask]) -> dict:
     """What every part of a sharded encode must share: the patches listed (count and SHA-1
     of their sorted names), not the roots' paths, which differ between staged nodes."""
     digest = hashlib.sha1()

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vqae.errors import ConfigError, DataError, cut
+from vqae.errors import ConfigError, DataError, cut, one_line
 from vqae.io.limits import open_regular, read_small
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def _read_parquet(path: Path) -> dict[str, list]:
             pfile = pq.ParquetFile(f, metadata=pfile.metadata, read_dictionary=cols)
             table = pfile.read(columns=cols, use_threads=False)
         except (OSError, pa.ArrowException) as err:
-            why = " ".join(str(err).split())[:200]
+            why = one_line(err)
             raise DataError(f"cannot read metadata parquet {path}: {why}") from err
     return {c: _to_list(table.column(c)) for c in cols}
 

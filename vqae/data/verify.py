@@ -16,7 +16,8 @@ from safetensors.numpy import load as st_load
 
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import find_patches
-from vqae.data.encode import Job, Jobs, chunk_mapper, chunked, encode_chunk, hyspecnet_jobs
+from vqae.data.encode import (EncodeTask, EncodeTasks, chunk_mapper, chunked, encode_chunk,
+                              hyspecnet_jobs)
 from vqae.data.lmdb_store import LmdbStore
 from vqae.errors import DataError
 
@@ -28,7 +29,7 @@ class VerifyReport:
     differences: list[str] = field(default_factory=list)
 
 
-def detect_jobs(root: str | Path) -> list[Job]:
+def detect_jobs(root: str | Path) -> list[EncodeTask]:
     """BigEarthNet S2/S1 patch folders under root, else HySpecNet-11k spectral images."""
     root = Path(root)
     if not root.is_dir():
@@ -44,7 +45,8 @@ def detect_jobs(root: str | Path) -> list[Job]:
                 f"patches (*-SPECTRAL_IMAGE.TIF) under {root}; pass the root given to encode"
             ) from None
     s2 = set(S2_BANDS)
-    return [Job(n, "s2" if s2.intersection(p.bands) else "s1", p) for n, p in patches.items()]
+    return [EncodeTask(n, "s2" if s2.intersection(p.bands) else "s1", p)
+            for n, p in patches.items()]
 
 
 def compare_patch(key: str, source: dict[str, np.ndarray], stored: dict[str, np.ndarray]
@@ -82,7 +84,7 @@ def _compare_entry(key: str, source_bytes: bytes, value: bytes) -> list[str]:
     return compare_patch(key, st_load(source_bytes), stored)
 
 
-def verify(out: str | Path, jobs: Jobs, workers: int = 1) -> VerifyReport:
+def verify(out: str | Path, jobs: EncodeTasks, workers: int = 1) -> VerifyReport:
     """Compare OUT with its sources; `jobs` may be the function that lists them (so that the
     reader workers do not inherit the list)."""
     out = Path(out)
@@ -101,7 +103,7 @@ def verify(out: str | Path, jobs: Jobs, workers: int = 1) -> VerifyReport:
     return report
 
 
-def _compare_all(imap, read_slow, jobs: list[Job], store: LmdbStore, report: VerifyReport
+def _compare_all(imap, read_slow, jobs: list[EncodeTask], store: LmdbStore, report: VerifyReport
                  ) -> None:
     stored = set(store.keys())
     report.differences += _key_differences({j.key for j in jobs}, stored)

@@ -41,7 +41,7 @@ def encode(symbols: np.ndarray, probs: np.ndarray) -> bytes:
     return pack(coder.get_compressed())
 
 
-class Decoder:
+class AnsDecoder:
     """Pops symbols from one payload, in the order they were encoded, in as many calls as the
     contexts need (a row of positions at a time for the `up` context)."""
 

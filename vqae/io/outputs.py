@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from vqae.io.atomic import write_atomic
-from vqae.errors import DataError
+from vqae.errors import DataError, one_line
 
 MANIFEST = "manifest.json"
 WRITER = "vqae"
@@ -52,7 +52,7 @@ def read_manifest(folder: Path, fix: str = "pass --ckpt CKPT instead") -> dict |
     try:
         found = json.loads(file.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError) as err:  # RecursionError: nested too deep
-        reason = " ".join(str(err).split())[:120]
+        reason = one_line(err, 120)
         raise DataError(f"{file} is not a valid manifest ({reason}); {fix}") from err
     if not isinstance(found, dict):
         raise DataError(f"{file} holds a JSON {type(found).__name__}, not an object; {fix}")
@@ -109,6 +109,34 @@ def check_apart(out: Path, inputs: Iterable[str | os.PathLike | None], flag: str
             inner, outer = (out, given) if inside_input else (given, out)
             raise DataError(f"{inner} lies inside {outer}: OUT and the input must be separate "
                             f"folders; choose another {flag}")
+
+
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:  # a hard link or another mount of the same file
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_out_file(out: str, inputs: Iterable[str | os.PathLike | None],
+                   ours: Callable[[Path], bool], what: str, flag: str = "--out") -> None:
+    """The policy for an output that is one file: refuse a folder, an input (or a file inside
+    or holding one) and an existing file unless `ours(path)` says this command wrote it (`what`
+    names such a file in the error): only such a file is replaced."""
+    path = Path(out)
+    if path.is_dir():
+        raise DataError(f"{flag} {out} is a folder; {flag} names the file to write, "
+                        f"e.g. {flag} {path / 'metrics.json'}")
+    for given in inputs:
+        if given and _same(path, given):
+            raise DataError(f"{flag} {out} is the input {given}: the output would replace it; "
+                            f"choose another {flag}")
+    check_apart(path, inputs, flag=flag)
+    if os.path.lexists(path) and not ours(path):
+        raise DataError(f"{flag} {out} already exists and is not {what}, so it is not "
+                        f"replaced; choose another {flag}")
 
 
 def _entries(out: Path) -> list[Path]:

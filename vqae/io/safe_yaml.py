@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vqae.errors import ConfigError
+from vqae.errors import ConfigError, one_line
 from vqae.io.limits import read_small
 
 MAX_DEPTH = 16  # nested mappings/lists; a config needs 3 (section, key, list)
@@ -68,11 +68,6 @@ class _Loader(yaml.SafeLoader):
         super().flatten_mapping(node)
 
 
-def _one_line(err: Exception) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
-
-
 def loads(text: str, source: str) -> Any:
     """Plain data (dicts, lists, scalars) from YAML `text`; `source` names it in errors
     ("config file a.yaml", "override --run.seed=..."). Not YAML: YamlSyntaxError; refused
@@ -83,9 +78,11 @@ def loads(text: str, source: str) -> Any:
     except _Refused as err:
         raise ConfigError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
-        raise YamlSyntaxError(f"{source} is not valid YAML: {_one_line(err)}") from None
+        why = one_line(err, MAX_MESSAGE)
+        raise YamlSyntaxError(f"{source} is not valid YAML: {why}") from None
     except (ValueError, OverflowError, RecursionError) as err:  # int('9' * 5000), ...
-        raise ConfigError(f"{source}: a value cannot be read ({_one_line(err)})") from None
+        why = one_line(err, MAX_MESSAGE)
+        raise ConfigError(f"{source}: a value cannot be read ({why})") from None
     finally:
         loader.dispose()
 

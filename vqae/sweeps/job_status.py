@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from vqae.io.atomic import write_json
-from vqae.errors import ConfigError
+from vqae.errors import ConfigError, one_line
 from vqae.io.limits import open_regular, require_regular
 
 STATES = ("queued", "running", "done", "failed", "requeued")
@@ -77,7 +77,7 @@ def read_status(run_dir: str | Path) -> dict:
     except RecursionError:
         raise _damaged(path, "nested too deeply") from None
     except ValueError as err:  # not JSON, not UTF-8, an int of 5000 digits
-        raise _damaged(path, " ".join(str(err).split())[:200]) from None
+        raise _damaged(path, one_line(err)) from None
     return _check(path, status)
 
 

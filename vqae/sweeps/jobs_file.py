@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vqae.errors import ConfigError
+from vqae.errors import ConfigError, one_line
 from vqae.io.limits import open_regular
 from vqae.sweeps.shell import check_name
 
@@ -150,10 +150,5 @@ def read_job(path: str | Path, index: int) -> Job:
                           "file") from None
     except (ValueError, ConfigError) as err:  # JSONDecodeError and UnicodeDecodeError too
         raise ConfigError(f"jobs file {path} line {index + 1} is not a valid job record "
-                          f"({_short(err)}); run spawner.py again to write a new jobs "
+                          f"({one_line(err)}); run spawner.py again to write a new jobs "
                           "file") from None
-
-
-def _short(err: Exception, limit: int = 200) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

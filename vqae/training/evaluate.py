@@ -24,7 +24,7 @@ from vqae.errors import DataError
 from vqae.io.limits import read_small
 from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator
 from vqae.models import Autoencoder
-from vqae.io.outputs import check_apart
+from vqae.io.outputs import check_out_file
 from vqae.io.stops import Stopped
 
 log = logging.getLogger(__name__)
@@ -112,15 +112,6 @@ def choose_split(split: str | None, source: DataSource) -> str:
     return "test"
 
 
-def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    if Path(a).resolve() == Path(b).resolve():
-        return True
-    try:  # a hard link or another mount of the same file
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _earlier_result(path: Path) -> bool:
     """Whether `path` is a metrics JSON that `vqae evaluate` wrote (it carries the marker)."""
     try:
@@ -131,21 +122,10 @@ def _earlier_result(path: Path) -> bool:
 
 
 def check_out(out: str, inputs: list[str | os.PathLike]) -> None:
-    """Refuse an --out that is a folder, is (or holds, or lies inside) an input, or is an
-    existing file other than an earlier `vqae evaluate` result: only such a file is replaced."""
-    path = Path(out)
-    if path.is_dir():
-        raise DataError(f"--out {out} is a folder; --out names the metrics JSON file to write, "
-                        f"e.g. --out {path / 'metrics.json'}")
-    for given in inputs:
-        if given and _same(path, given):
-            raise DataError(f"--out {out} is the input {given}: the metrics would replace it; "
-                            "choose another --out")
-    check_apart(path, inputs, flag="--out")
-    if os.path.lexists(path) and not _earlier_result(path):
-        raise DataError(f"--out {out} already exists and is not an earlier `vqae evaluate` "
-                        f"result (a JSON object with \"{RESULT_MARKER}\": \"{RESULT_WRITER}\"), "
-                        "so it is not replaced; choose another --out")
+    """--out: a new file, or an earlier `vqae evaluate` result (the policy of check_out_file)."""
+    check_out_file(out, inputs, _earlier_result,
+                   f'an earlier `vqae evaluate` result (a JSON object with "{RESULT_MARKER}": '
+                   f'"{RESULT_WRITER}")')
 
 
 def run_evaluate(ckpt: str, data: str | None, split: str | None, out: str | None,
