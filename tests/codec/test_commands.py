@@ -284,3 +284,36 @@ def test_compress_shards_split_the_patches_and_resume_only_their_own(tiny_ckpt, 
 
 def patches_in_source(root) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def printed_table(text: str) -> dict[str, str]:
+    """The `name value` rows of a printed summary table."""
+    rows = (line.split() for line in text.splitlines())
+    return {r[0]: r[1] for r in rows if len(r) == 2 and not set(r[0]) <= {"-"}}
+
+
+def snapshot(folder) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("lmdb", [False, True])
+def test_resume_of_a_complete_output_prints_its_report_and_changes_nothing(
+        tiny_ckpt, fake_patches, tmp_path, capsys, lmdb):
+    out = tmp_path / ("out.lmdb" if lmdb else "out")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out) == 0
+    first = printed_table(capsys.readouterr().out)
+    before = snapshot(out)
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume") == 0
+    text = capsys.readouterr().out
+    assert f"OUT {out} is already complete: all 8 patches compressed with these settings, " \
+           f"nothing to do; its report, from {out / 'patches.csv'}:" in text
+    assert "to go" not in text and "compressing" not in text
+    again = printed_table(text)
+    assert again["patches"] == first["patches"] == "8" and again["bytes"] == first["bytes"]
+    for key in ("bpp_coded", "bpppb", "bpp_index", "bpp_side", "depth/patch", "psnr",
+                "psnr_pooled", "psnr_p10", "psnr_min", "patches_below"):
+        assert float(again[key]) == pytest.approx(float(first[key]), abs=2e-4), key
+    assert snapshot(out) == before  # not a byte nor a time stamp changed
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume", "--depth",
+                "1") == 2  # other settings: refused as before, not reported as complete
+    assert "depth 3" in capsys.readouterr().err
