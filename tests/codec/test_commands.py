@@ -317,3 +317,58 @@ def test_resume_of_a_complete_output_prints_its_report_and_changes_nothing(
     assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume", "--depth",
                 "1") == 2  # other settings: refused as before, not reported as complete
     assert "depth 3" in capsys.readouterr().err
+
+
+KINDS = ("a GeoTIFF folder, a .tar/.tar.gz archive, an LMDB or a folder of `vqae encode "
+         "--shard` LMDBs")
+
+
+@pytest.mark.parametrize("command, args, arg", [
+    ("compress", ["{ckpt}", "{missing}", "-o", "{out}"], "INPUT"),
+    ("rd", ["--ckpt", "{ckpt}", "--data", "{missing}", "--out", "{out}"], "--data"),
+    ("evaluate", ["{ckpt}", "--data", "{missing}", "--out", "{out}/m.json"], "--data"),
+    ("fit-prior", ["{ckpt}", "--data", "{missing}", "-o", "{out}/f.pt"], "--data"),
+])
+def test_a_missing_data_path_names_the_commands_own_argument(tiny_ckpt, tmp_path, capsys,
+                                                             command, args, arg):
+    missing, out = tmp_path / "nope", tmp_path / "out"
+    argv = [a.format(ckpt=tiny_ckpt, missing=missing, out=out) for a in args]
+    assert main([command, *argv]) == 2
+    assert one_line_error(capsys.readouterr().err, command) == \
+        f"{arg} {missing} does not exist; pass {KINDS}\n"
+    assert not out.exists()
+
+
+def test_evaluate_says_when_the_checkpoints_own_data_is_gone(fake_patches, tmp_path, capsys):
+    from tests.codec.conftest import make_checkpoint
+
+    data = tmp_path / "moved"
+    shutil.copytree(fake_patches, data)
+    ckpt = make_checkpoint(tmp_path / "m.pt", data, fit=False)
+    shutil.rmtree(data)
+    assert main(["evaluate", str(ckpt)]) == 2
+    assert one_line_error(capsys.readouterr().err, "evaluate") == \
+        f"the checkpoint's data path {data} (from its training config) does not exist; pass " \
+        f"--data with {KINDS}\n"
+
+
+def test_evaluate_lists_all_among_the_splits(tiny_ckpt, fake_patches, capsys):
+    assert main(["evaluate", str(tiny_ckpt), "--data", str(fake_patches), "--split", "tset"]) == 2
+    assert one_line_error(capsys.readouterr().err, "evaluate") == \
+        "unknown split 'tset'; choose one of train, validation (val), test, or all (every patch)\n"
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_decompress_names_the_manifest_of_a_deleted_checkpoint(tiny_ckpt, fake_patches, tmp_path,
+                                                               capsys, single):
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_ckpt, ckpt)
+    assert vqae("compress", ckpt, fake_patches, "-o", tmp_path / "vqz") == 0
+    ckpt.unlink()
+    given = min((tmp_path / "vqz").glob("*.vqz")) if single else tmp_path / "vqz"
+    capsys.readouterr()
+    assert vqae("decompress", given, "-o", tmp_path / "dec") == 2
+    assert one_line_error(capsys.readouterr().err, "decompress") == \
+        f"{tmp_path / 'vqz' / 'manifest.json'} names checkpoint {ckpt}, which does not exist " \
+        f"(moved or deleted?); pass --ckpt CKPT, the checkpoint that compressed {given}\n"
+    assert not (tmp_path / "dec").exists()

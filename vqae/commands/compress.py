@@ -159,7 +159,7 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
         "target": None if target is None else asdict(target),
         "data": str(Path(data).resolve()), "split": opts.split, "report": REPORT,
         "shard": None if opts.shard is None else [opts.shard.index, opts.shard.count]}
-    with source_at(codec.config.data, data) as source:
+    with source_at(codec.config.data, data, "INPUT") as source:
         ds = source.dataset(opts.split)
         if opts.shard is not None:
             ds.names = pick(ds.names, opts.shard)
