@@ -284,3 +284,91 @@ def test_compress_shards_split_the_patches_and_resume_only_their_own(tiny_ckpt, 
 
 def patches_in_source(root) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def printed_table(text: str) -> dict[str, str]:
+    """The `name value` rows of a printed summary table."""
+    rows = (line.split() for line in text.splitlines())
+    return {r[0]: r[1] for r in rows if len(r) == 2 and not set(r[0]) <= {"-"}}
+
+
+def snapshot(folder) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("lmdb", [False, True])
+def test_resume_of_a_complete_output_prints_its_report_and_changes_nothing(
+        tiny_ckpt, fake_patches, tmp_path, capsys, lmdb):
+    out = tmp_path / ("out.lmdb" if lmdb else "out")
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out) == 0
+    first = printed_table(capsys.readouterr().out)
+    before = snapshot(out)
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume") == 0
+    text = capsys.readouterr().out
+    assert f"OUT {out} is already complete: all 8 patches compressed with these settings, " \
+           f"nothing to do; its report, from {out / 'patches.csv'}:" in text
+    assert "to go" not in text and "compressing" not in text
+    again = printed_table(text)
+    assert again["patches"] == first["patches"] == "8" and again["bytes"] == first["bytes"]
+    for key in ("bpp_coded", "bpppb", "bpp_index", "bpp_side", "depth/patch", "psnr",
+                "psnr_pooled", "psnr_p10", "psnr_min", "patches_below"):
+        assert float(again[key]) == pytest.approx(float(first[key]), abs=2e-4), key
+    assert snapshot(out) == before  # not a byte nor a time stamp changed
+    assert vqae("compress", tiny_ckpt, fake_patches, "-o", out, "--resume", "--depth",
+                "1") == 2  # other settings: refused as before, not reported as complete
+    assert "depth 3" in capsys.readouterr().err
+
+
+KINDS = ("a GeoTIFF folder, a .tar/.tar.gz archive, an LMDB or a folder of `vqae encode "
+         "--shard` LMDBs")
+
+
+@pytest.mark.parametrize("command, args, arg", [
+    ("compress", ["{ckpt}", "{missing}", "-o", "{out}"], "INPUT"),
+    ("rd", ["--ckpt", "{ckpt}", "--data", "{missing}", "--out", "{out}"], "--data"),
+    ("evaluate", ["{ckpt}", "--data", "{missing}", "--out", "{out}/m.json"], "--data"),
+    ("fit-prior", ["{ckpt}", "--data", "{missing}", "-o", "{out}/f.pt"], "--data"),
+])
+def test_a_missing_data_path_names_the_commands_own_argument(tiny_ckpt, tmp_path, capsys,
+                                                             command, args, arg):
+    missing, out = tmp_path / "nope", tmp_path / "out"
+    argv = [a.format(ckpt=tiny_ckpt, missing=missing, out=out) for a in args]
+    assert main([command, *argv]) == 2
+    assert one_line_error(capsys.readouterr().err, command) == \
+        f"{arg} {missing} does not exist; pass {KINDS}\n"
+    assert not out.exists()
+
+
+def test_evaluate_says_when_the_checkpoints_own_data_is_gone(fake_patches, tmp_path, capsys):
+    from tests.codec.conftest import make_checkpoint
+
+    data = tmp_path / "moved"
+    shutil.copytree(fake_patches, data)
+    ckpt = make_checkpoint(tmp_path / "m.pt", data, fit=False)
+    shutil.rmtree(data)
+    assert main(["evaluate", str(ckpt)]) == 2
+    assert one_line_error(capsys.readouterr().err, "evaluate") == \
+        f"the checkpoint's data path {data} (from its training config) does not exist; pass " \
+        f"--data with {KINDS}\n"
+
+
+def test_evaluate_lists_all_among_the_splits(tiny_ckpt, fake_patches, capsys):
+    assert main(["evaluate", str(tiny_ckpt), "--data", str(fake_patches), "--split", "tset"]) == 2
+    assert one_line_error(capsys.readouterr().err, "evaluate") == \
+        "unknown split 'tset'; choose one of train, validation (val), test, or all (every patch)\n"
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_decompress_names_the_manifest_of_a_deleted_checkpoint(tiny_ckpt, fake_patches, tmp_path,
+                                                               capsys, single):
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_ckpt, ckpt)
+    assert vqae("compress", ckpt, fake_patches, "-o", tmp_path / "vqz") == 0
+    ckpt.unlink()
+    given = min((tmp_path / "vqz").glob("*.vqz")) if single else tmp_path / "vqz"
+    capsys.readouterr()
+    assert vqae("decompress", given, "-o", tmp_path / "dec") == 2
+    assert one_line_error(capsys.readouterr().err, "decompress") == \
+        f"{tmp_path / 'vqz' / 'manifest.json'} names checkpoint {ckpt}, which does not exist " \
+        f"(moved or deleted?); pass --ckpt CKPT, the checkpoint that compressed {given}\n"
+    assert not (tmp_path / "dec").exists()

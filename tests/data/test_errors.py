@@ -22,9 +22,44 @@ def run_cli(capsys, *argv):
     return code, err
 
 
-def test_missing_data_path(capsys, tmp_path):
-    code, err = run_cli(capsys, "stats", "--data", str(tmp_path / "nope"))
-    assert code == 2 and "does not exist" in err and "nope" in err
+KINDS = ("a GeoTIFF folder, a .tar/.tar.gz archive, an LMDB or a folder of `vqae encode "
+         "--shard` LMDBs")
+
+
+@pytest.mark.parametrize("command", ["stats", "preview", "train"])
+def test_missing_data_path_names_data(capsys, tmp_path, command):
+    """Commands whose data comes from --data (or the sample when none) say so."""
+    missing = tmp_path / "nope"
+    code, err = run_cli(capsys, command, "--data", str(missing), f"--run.dir={tmp_path / 'run'}"
+                        ) if command == "train" else run_cli(capsys, command, "--data", str(missing))
+    assert code == 2 and err == (f"vqae {command}: error: data path {missing} does not exist; pass "
+                                 f"--data with {KINDS} (or nothing, for the sample)\n")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--bigearthnet-s2-root", "--bigearthnet-s1-root", "--hyspecnet"])
+def test_encode_names_the_root_argument_that_is_missing(capsys, tmp_path, flag):
+    missing, out = tmp_path / "nope", tmp_path / "out"
+    code, err = run_cli(capsys, "encode", flag, str(missing), str(out), "--no-progress")
+    assert code == 2 and err == (f"vqae encode: error: {flag} {missing} does not exist; pass the "
+                                 "folder holding that dataset's patches\n")
+    assert not out.exists()  # nothing half-written
+
+
+def test_verify_encoded_names_against(capsys, tmp_path):
+    missing = tmp_path / "nope"
+    code, err = run_cli(capsys, "verify-encoded", str(tmp_path), "--against", str(missing))
+    assert code == 2 and err == (f"vqae verify-encoded: error: --against {missing} does not "
+                                 "exist; pass a root given to `vqae encode` (a BigEarthNet S2 or "
+                                 "S1 tree, or a HySpecNet-11k folder)\n")
+
+
+@pytest.mark.parametrize("split", ["tset", "Test"])
+def test_an_unknown_split_lists_all_too(capsys, tmp_path, split):
+    write_fake_tree(tmp_path / "data", n=2)
+    code, err = run_cli(capsys, "stats", "--data", str(tmp_path / "data"), "--split", split)
+    assert code == 2 and err == (f"vqae stats: error: unknown split {split!r}; choose one of "
+                                 "train, validation (val), test, or all (every patch)\n")
 
 
 def test_folder_without_patches(capsys, tmp_path):

@@ -112,7 +112,7 @@ def test_resuming_a_compress_report_holds_names_not_rows(tmp_path):
     holds a set of names (~250 bytes a patch), where reading every row took ~780."""
     import csv
 
-    from vqae.commands.compress import REPORT_COLUMNS, PatchReport
+    from vqae.codec.store import REPORT_COLUMNS, PatchReport
 
     names = [f"S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_{i:05d}_{i % 97}" for i in range(N)]
     path = tmp_path / "patches.csv"

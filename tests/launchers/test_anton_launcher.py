@@ -42,6 +42,21 @@ def test_bad_input_is_one_line(args, env, fragment):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, error", [
+    (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+    (["--model.nope=3"], "unknown key 'model.nope'; valid keys here: image_size, widths, "
+     "downsample, blocks_per_stage, latent_dim, groups, activation, patch_means, patch_scales"),
+    (["--optim.lr=abc"], "optim.lr: expected float, got str 'abc'"),
+    (["--bogus"], "unrecognized arguments: --bogus (config overrides look like "
+     "--section.key=value)"),
+])
+@pytest.mark.parametrize("gpus", ["1", "2"])
+def test_a_bad_config_is_refused_before_printing_or_running(args, error, gpus):
+    """Checked by `vqae config`, as spawner.py checks its jobs: the error's one line, no command."""
+    res = launch("--gpus", gpus, "--dry-run", *args)
+    assert (res.returncode, res.stdout, res.stderr) == (2, "", f"anton_launcher: error: {error}\n")
+
+
 def test_help_explains_with_an_example():
     res = launch("--help")
     assert res.returncode == 0 and "anton_launcher --config configs/base.yaml" in res.stdout

@@ -26,6 +26,8 @@ from vqae.io.outputs import Output
 from vqae.io.stops import StopFlag, Stopped
 
 SUFFIX = ".vqz"
+REPORT = "patches.csv"  # in a compressed OUT: a row per patch
+REPORT_COLUMNS = ("patch", "depth", "band_filter", "bytes", "bpppb", "psnr")
 
 
 def check_name(name: str, source: object) -> str:
@@ -124,12 +126,7 @@ class BitstreamSink(_Sink):
 
     def present(self) -> set[str]:
         """Patches already in OUT (a resumed output): each was written whole."""
-        if self.lmdb is None:
-            return {p.name[: -len(SUFFIX)] for p in self.target.glob(f"*{SUFFIX}")}
-        if not (self.target / "data.mdb").is_file():
-            return set()
-        with LmdbStore(self.target) as store:
-            return set(store.keys())
+        return stored_names(self.target, self.lmdb is not None)
 
     def write(self, name: str, data: bytes) -> None:
         check_name(name, "the input")
@@ -137,6 +134,103 @@ class BitstreamSink(_Sink):
             write_atomic(self.target / f"{name}{SUFFIX}", data)
         else:
             self.lmdb.put(name, data)
+
+
+class PatchReport:
+    """OUT's patches.csv, a row per patch, appended as each batch is written. A resumed OUT
+    keeps the rows of the patches it holds (`keep`); a patch whose row was lost (a kill
+    between a batch's files and its rows) is compressed again."""
+
+    def __init__(self, path: Path):
+        import csv
+
+        new = not path.is_file()
+        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed by __exit__ or close)
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(REPORT_COLUMNS)
+            self.flush()
+
+    @staticmethod
+    def keep(path: Path, present: set[str]) -> set[str]:
+        """Rewrite the report with one row per patch that OUT holds (atomically, before any
+        new row), streaming it: only the names kept are held; returns them."""
+        import csv
+        import io
+
+        from vqae.io.atomic import write_with
+
+        kept: set[str] = set()
+
+        def rewrite(f) -> None:
+            out = io.TextIOWrapper(f, newline="", write_through=True)
+            writer = csv.writer(out)
+            writer.writerow(REPORT_COLUMNS)
+            for row in PatchReport.rows(path, present):
+                writer.writerow(row)
+                kept.add(row[0])
+            out.detach()
+
+        write_with(path, rewrite, durable=True)
+        return kept
+
+    @staticmethod
+    def rows(path: Path, present: set[str]):
+        """The report's rows of the patches OUT holds, the first of each, streamed; a row cut
+        by a kill (too few fields) is left out."""
+        import csv
+
+        if not path.is_file():
+            return
+        seen: set[str] = set()
+        with open(path, newline="") as old:
+            rows = csv.reader(old)
+            next(rows, None)  # the header
+            for row in rows:
+                if len(row) == len(REPORT_COLUMNS) and row[0] in present and row[0] not in seen:
+                    seen.add(row[0])
+                    yield row
+
+    def write(self, name: str, depth: int, kind: str, nbytes: int, rate: float,
+              quality: float) -> None:
+        self.writer.writerow([name, depth, kind, nbytes, f"{rate:.6g}", f"{quality:.4f}"])
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def stored_names(folder: Path, lmdb: bool) -> set[str]:
+    """The patches of a compressed folder (`<name>.vqz`) or LMDB of bitstreams."""
+    if not lmdb:
+        return {p.name[: -len(SUFFIX)] for p in folder.glob(f"*{SUFFIX}")}
+    if not (folder / "data.mdb").is_file():
+        return set()
+    with LmdbStore(folder) as store:
+        return set(store.keys())
+
+
+def complete_manifest(out: Path, kind: str) -> dict | None:
+    """OUT's manifest when it records a finished output of this kind by vqae, else None: read
+    only, so that a --resume with nothing to do changes nothing."""
+    from vqae.io.outputs import output_kind, written_by_vqae
+    from vqae.io.outputs import read_manifest as read
+
+    if not out.is_dir():
+        return None
+    found = read(out, fix="it was not written by vqae; choose another OUT")
+    if not written_by_vqae(found) or found.get("complete") is not True:
+        return None
+    return found if output_kind(found, out) == kind else None
 
 
 def read_manifest(path: Path) -> dict | None:

@@ -32,8 +32,6 @@ from vqae.config import DEVICES
 SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split",
             "shard")
 NEWER = ("target", "shard")  # settings an older vqae did not write: absent means none
-REPORT = "patches.csv"  # in OUT: a row per patch
-REPORT_COLUMNS = ("patch", "depth", "band_filter", "bytes", "bpppb", "psnr")
 
 
 def add_arguments(parser) -> None:
@@ -141,7 +139,7 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
     A TERM/USR1/INT stops after the current batch with the patches so far kept (resumable
     with `resume`)."""
     from vqae.codec.codec import Codec
-    from vqae.codec.store import BitstreamSink, guarded
+    from vqae.codec.store import REPORT, BitstreamSink, PatchReport, guarded
     from vqae.data.bands import is_s1
     from vqae.data.shards import pick
     from vqae.data.source import source_at
@@ -161,15 +159,18 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
         "target": None if target is None else asdict(target),
         "data": str(Path(data).resolve()), "split": opts.split, "report": REPORT,
         "shard": None if opts.shard is None else [opts.shard.index, opts.shard.count]}
-    with source_at(codec.config.data, data) as source:
+    with source_at(codec.config.data, data, "INPUT") as source:
         ds = source.dataset(opts.split)
         if opts.shard is not None:
             ds.names = pick(ds.names, opts.shard)
+        lmdb = opts.lmdb or out_path.suffix == ".lmdb"
+        if opts.resume and (rows := finished(out_path, lmdb, ds.names, fields)) is not None:
+            return report_finished(rows, codec, filters, target, out_path, opts)
         print(f"compressing {source.describe(opts.split)}"
               + ("" if opts.shard is None else
                  f", part {opts.shard.describe()}: {len(ds)} patches")
               + ("" if target is None else f", each patch to {target.describe()}"))
-        sink = BitstreamSink(out_path, opts.lmdb or out_path.suffix == ".lmdb",
+        sink = BitstreamSink(out_path, lmdb,
                              overwrite=opts.overwrite, resume=opts.resume,
                              inputs=[data, source.path, ckpt], fields=fields,
                              resumable=lambda found: same_settings(found, fields, out_path),
@@ -194,70 +195,8 @@ def quality_accumulator(codec, opts: CompressOptions):
     return MetricAccumulator(codec.bands, 1, codec.model.normalize.offsets().cpu(), **kwargs)
 
 
-class PatchReport:
-    """OUT's patches.csv, a row per patch, appended as each batch is written. A resumed OUT
-    keeps the rows of the patches it holds (`keep`); a patch whose row was lost (a kill
-    between a batch's files and its rows) is compressed again."""
-
-    def __init__(self, path: Path):
-        import csv
-
-        new = not path.is_file()
-        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed by __exit__ or close)
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(REPORT_COLUMNS)
-            self.flush()
-
-    @staticmethod
-    def keep(path: Path, present: set[str]) -> set[str]:
-        """Rewrite the report with one row per patch that OUT holds (atomically, before any
-        new row), streaming it: only the names kept are held; returns them."""
-        import csv
-        import io
-
-        from vqae.io.atomic import write_with
-
-        kept: set[str] = set()
-
-        def rewrite(f) -> None:
-            out = io.TextIOWrapper(f, newline="", write_through=True)
-            writer = csv.writer(out)
-            writer.writerow(REPORT_COLUMNS)
-            if path.is_file():
-                with open(path, newline="") as old:
-                    rows = csv.reader(old)
-                    next(rows, None)  # the header
-                    for row in rows:
-                        if len(row) == len(REPORT_COLUMNS) and row[0] in present and \
-                                row[0] not in kept:
-                            writer.writerow(row)
-                            kept.add(row[0])
-            out.detach()
-
-        write_with(path, rewrite, durable=True)
-        return kept
-
-    def write(self, name: str, depth: int, kind: str, nbytes: int, rate: float,
-              quality: float) -> None:
-        self.writer.writerow([name, depth, kind, nbytes, f"{rate:.6g}", f"{quality:.4f}"])
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def encode_all(ds, codec, sink, totals: Totals, depth: int, opts: CompressOptions,
-               stop, report: PatchReport) -> float:
+               stop, report) -> float:
     """Compress and write every patch of `ds`, a batch at a time, until done or stopped; the
     seconds it took."""
     from tqdm import tqdm
@@ -292,7 +231,7 @@ def code_batch(codec, x, depth: int, opts: CompressOptions) -> list[tuple[object
             for f, choice in compress_to_target(codec, x, target, depth, filters, offsets)]
 
 
-def write_batch(names, x, coded, codec, sink, totals: Totals, report: PatchReport,
+def write_batch(names, x, coded, codec, sink, totals: Totals, report,
                 opts: CompressOptions) -> None:
     """Write a batch's files, then their rows; count them."""
     import numpy as np
@@ -339,25 +278,70 @@ def manifest(ckpt: str, codec, depth: int, patches: int) -> dict:
             "depth": depth, "bands": list(codec.bands), "patches": patches}
 
 
+def finished(out: Path, lmdb: bool, names: list[str], fields: dict) -> list | None:
+    """patches.csv's rows when OUT is a complete output of these settings holding every patch
+    of `names`, so that --resume has nothing to do; else None (work to do)."""
+    from vqae.codec.store import REPORT, PatchReport, complete_manifest, stored_names
+
+    found = complete_manifest(out, "vqz-lmdb" if lmdb else "vqz")
+    if found is None:
+        return None
+    same_settings(found, fields, out)
+    rows = list(PatchReport.rows(out / REPORT, stored_names(out, lmdb)))
+    return rows if set(names) <= {row[0] for row in rows} else None
+
+
+def report_finished(rows: list, codec, filters: tuple[str, ...], target, out: Path,
+                    opts: CompressOptions) -> dict:
+    """Print and return OUT's figures as measured when its files were written (from its
+    patches.csv: rates, PSNR aggregates); OUT is left untouched."""
+    import torch
+
+    from vqae.codec.store import REPORT
+    from vqae.metrics import PSNR_BINS, PSNR_MAX, PSNR_THRESHOLD, percentile_from_bins, psnr_bins
+
+    print(f"OUT {out} is already complete: all {len(rows)} patches compressed with these "
+          f"settings, nothing to do; its report, from {out / REPORT}:")
+    psnr = torch.tensor([float(r[5]) for r in rows], dtype=torch.float64)  # (N,) per patch
+    limit = PSNR_THRESHOLD if opts.psnr_threshold is None else opts.psnr_threshold
+    p10 = percentile_from_bins(torch.bincount(psnr_bins(psnr), minlength=PSNR_BINS), 0.10)
+    figures = rate_figures(codec, len(rows), sum(int(r[3]) for r in rows),
+                           sum(int(r[1]) for r in rows), filters) | {
+        "psnr": psnr.mean().item(),
+        "psnr_pooled": -10 * torch.log10(torch.pow(10.0, -psnr / 10).mean()).item(),
+        "psnr_p10": min(max(p10, psnr.min().item()), PSNR_MAX), "psnr_min": psnr.min().item(),
+        "patches_below": int((psnr < limit).sum()), "psnr_threshold": limit}
+    if target is not None:
+        reached = (psnr >= target.psnr if target.psnr is not None else
+                   torch.tensor([float(r[4]) for r in rows]) <= target.bpppb)
+        figures |= {"target": target.describe(), "patches_reaching_target": int(reached.sum())}
+    return print_figures(figures)
+
+
+def rate_figures(codec, patches: int, nbytes: int, stages: int, filters: tuple[str, ...]) -> dict:
+    """DESIGN.md's rates of `patches` files of `nbytes` bytes holding `stages` RVQ stages."""
+    from vqae.metrics import bpp_coded, bpp_index, bpppb
+
+    model, (_, h, w) = codec.model, codec.model.latent_shape()
+    size, n = model.image_size, max(patches, 1)
+    coded = bpp_coded(nbytes, size, size, n)
+    side = codec.side_bits(filters[0]) if len(filters) == 1 else 0
+    return {"patches": patches, "bytes": nbytes, "bpp_coded": coded,
+            "bpppb": bpppb(coded, len(codec.bands)),
+            "bpp_index": bpp_index(h * w, 1, model.quantizer.codebook_size, size, size)
+            * stages / n,
+            **({"bpp_side": side / size**2} if side else {}), "depth/patch": stages / n}
+
+
 def summarize(totals: Totals, codec, depth: int, filters: tuple[str, ...], target) -> dict:
     """Print and return the figures of this run's patches (DESIGN.md's rates and aggregates,
     from vqae.metrics); after --resume, of the patches it added (patches.csv lists all)."""
-    from tabulate import tabulate
+    from vqae.metrics import bpp_entropy
 
-    from vqae.metrics import bpp_coded, bpp_entropy, bpp_index, bpppb
-
-    model, (_, h, w) = codec.model, codec.model.latent_shape()
-    size, n = model.image_size, max(totals.patches, 1)
-    coded = bpp_coded(totals.bytes, size, size, n)
-    side = codec.side_bits(filters[0]) if len(filters) == 1 else 0
-    figures = {"patches": totals.patches, "bytes": totals.bytes, "bpp_coded": coded,
-               "bpppb": bpppb(coded, len(codec.bands)),
-               "bpp_entropy": bpp_entropy(totals.ideal_bits, size, size, n),
-               "bpp_index": bpp_index(h * w, 1, model.quantizer.codebook_size, size, size)
-               * totals.stages / n,
-               **({"bpp_side": side / size**2} if side else {}),
-               "header_bytes/patch": totals.header_bytes / n,
-               "depth/patch": totals.stages / n}
+    size, n = codec.model.image_size, max(totals.patches, 1)
+    figures = rate_figures(codec, totals.patches, totals.bytes, totals.stages, filters) | {
+        "bpp_entropy": bpp_entropy(totals.ideal_bits, size, size, n),
+        "header_bytes/patch": totals.header_bytes / n}
     if totals.patches:
         quality = totals.quality.compute()
         figures |= {k: quality[k] for k in ("psnr", "psnr_pooled", "psnr_p10", "psnr_min",
@@ -367,6 +351,12 @@ def summarize(totals: Totals, codec, depth: int, filters: tuple[str, ...], targe
         figures["target"] = target.describe()
         figures["patches_reaching_target"] = totals.reached
     figures["patches/s"] = totals.patches / max(totals.seconds, 1e-9)
+    return print_figures(figures)
+
+
+def print_figures(figures: dict) -> dict:
+    from tabulate import tabulate
+
     rows = [(k, f"{v:,}" if isinstance(v, int) else v if isinstance(v, str) else f"{v:.4f}")
             for k, v in figures.items()]
     print(tabulate(rows, tablefmt="simple", disable_numparse=True))

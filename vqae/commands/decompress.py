@@ -111,7 +111,11 @@ def model_for(path: Path, ckpt: str | None) -> tuple[str, dict | None]:
         raise DataError(f"{path} has no manifest.json naming its checkpoint; pass --ckpt CKPT "
                         "(the checkpoint that compressed it)")
     folder = path if path.is_dir() else path.parent
-    return str(folder / named), found  # an absolute `named` stays as it is
+    if not (folder / named).exists():  # an absolute `named` stays as it is
+        raise DataError(f"{folder / 'manifest.json'} names checkpoint {named}, which does not "
+                        f"exist (moved or deleted?); pass --ckpt CKPT, the checkpoint that "
+                        f"compressed {path}")
+    return str(folder / named), found
 
 
 def check_manifest(path: Path, found: dict | None, codec, count: int) -> None:

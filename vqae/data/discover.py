@@ -84,6 +84,16 @@ def _scan(folder: str, out: dict[str, PatchFiles]) -> None:
         _scan(sub, out)
 
 
+def require_folder(path: str | Path, arg: str, fix: str) -> Path:
+    """`path`, given as the command's argument `arg`, when it is a folder; else a one-line
+    error naming both and the fix."""
+    path = Path(path)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{arg} {path} {what}; {fix}")
+    return path
+
+
 def find_patches(root: str | Path, bands: list[str] | None = None) -> dict[str, PatchFiles]:
     """Patch name -> its files, sorted by name; only folders holding one of `bands` if given."""
     root = Path(root)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from vqae.io.atomic import write_atomic
 from vqae.data.bands import S1_BANDS, S2_BANDS
-from vqae.data.discover import PatchFiles, find_patches
+from vqae.data.discover import PatchFiles, find_patches, require_folder
 from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
 from vqae.data.hyspecnet import find_hyspecnet, read_hyspecnet
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
@@ -90,6 +90,10 @@ def collect_jobs(s2_root=None, s1_root=None, hyspecnet_root=None) -> list[Encode
     """All patches of the given roots, sorted by key; a key found twice is an error."""
     jobs: dict[str, EncodeTask] = {}
     parts = []
+    for root, arg in ((s2_root, "--bigearthnet-s2-root"), (s1_root, "--bigearthnet-s1-root"),
+                      (hyspecnet_root, "--hyspecnet")):
+        if root:
+            require_folder(root, arg, "pass the folder holding that dataset's patches")
     if s2_root:
         parts.append(bigearthnet_jobs(s2_root, "s2"))
     if s1_root:

@@ -23,6 +23,8 @@ from vqae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 ALL = "all"  # the split name that means every patch
+DATA_KINDS = ("a GeoTIFF folder, a .tar/.tar.gz archive, an LMDB or a folder of `vqae encode "
+              "--shard` LMDBs")
 
 
 def resolve_path(cfg: DataConfig) -> tuple[Path, str]:
@@ -33,9 +35,8 @@ def resolve_path(cfg: DataConfig) -> tuple[Path, str]:
         return sample / LMDB_NAME, cfg.splits or str(sample / "metadata.parquet")
     path = Path(cfg.path).expanduser()
     if not path.exists():
-        raise DataError(f"data path {path} does not exist; pass --data with a GeoTIFF folder, "
-                        "a .tar/.tar.gz archive, an LMDB or a folder of `vqae encode --shard` "
-                        "LMDBs (or nothing, for the sample)")
+        raise DataError(f"data path {path} does not exist; pass --data with {DATA_KINDS} (or "
+                        "nothing, for the sample)")
     if is_archive(path):
         scratch = Path(cfg.scratch) if cfg.scratch else default_scratch()
         path = stage_archive(path, scratch / "vqae-staged" / archive_stem(path))
@@ -52,11 +53,18 @@ def detect_format(path: Path, fmt: str) -> str:
     raise DataError(f"data path {path} is neither a folder of GeoTIFFs, an archive nor an LMDB")
 
 
-def point_at(cfg: DataConfig, path: str | None, splits: str | None = None) -> DataConfig:
+def point_at(cfg: DataConfig, path: str | None, splits: str | None = None,
+             arg: str = "--data") -> DataConfig:
     """A checkpoint's data config for other data (evaluate, the codec): the training run's
-    split metadata and format do not describe a new folder, so they reset unless given."""
+    split metadata and format do not describe a new folder, so they reset unless given.
+    `arg` is the command's own argument for `path`, which a missing path's error names."""
     if path:
+        if not Path(path).expanduser().exists():
+            raise DataError(f"{arg} {path} does not exist; pass {DATA_KINDS}")
         cfg = dataclasses.replace(cfg, path=str(Path(path).absolute()), splits="", format="auto")
+    elif cfg.path and not Path(cfg.path).expanduser().exists():
+        raise DataError(f"the checkpoint's data path {cfg.path} (from its training config) does "
+                        f"not exist; pass {arg} with {DATA_KINDS}")
     return cfg if splits is None else dataclasses.replace(cfg, splits=splits)
 
 
@@ -71,9 +79,10 @@ def read_patch(path: str | Path, name: str | None = None) -> dict[str, np.ndarra
         return ds.load_raw(ds.names[0] if name is None else name, ds.s2_bands)
 
 
-def source_at(cfg: DataConfig, path: str | None) -> DataSource:
-    """A DataSource over `path` (None: the configured data) with `cfg`'s bands and reading."""
-    return DataSource(point_at(cfg, path))
+def source_at(cfg: DataConfig, path: str | None, arg: str = "--data") -> DataSource:
+    """A DataSource over `path` (None: the configured data) with `cfg`'s bands and reading;
+    `arg`: the command's argument for `path`."""
+    return DataSource(point_at(cfg, path, arg=arg))
 
 
 class DataSource:
@@ -116,6 +125,7 @@ class DataSource:
         """Patches of `split` (train, validation/val, test), or every patch for None / "all"."""
         if split in (None, ALL):
             return list(self.names)
+        canonical_split(split, ALL)  # a misspelt split lists every choice, `all` too
         return select(self.names, split, self.table, self.cfg.split_ratios, str(self.path))
 
     def describe(self, split: str | None) -> str:

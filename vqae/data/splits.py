@@ -35,9 +35,13 @@ class SplitTable:
     s1_name: dict[str, str]  # S2 patch -> paired S1 patch (v2 metadata only)
 
 
-def canonical_split(name: str) -> str:
+def canonical_split(name: str, every: str | None = None) -> str:
+    """train, validation or test for a split name or alias; `every`: the name that also
+    means every patch where the caller takes one (listed among the choices)."""
     if name not in ALIASES:
-        raise ConfigError(f"unknown split {cut(repr(name), 60)}; choose one of train, validation (val), test")
+        more = f", or {every} (every patch)" if every else ""
+        raise ConfigError(f"unknown split {cut(repr(name), 60)}; choose one of train, "
+                          f"validation (val), test{more}")
     return ALIASES[name]
 
 

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
 from vqae.data.bands import S1_BANDS, S2_BANDS
-from vqae.data.discover import find_patches
+from vqae.data.discover import find_patches, require_folder
 from vqae.data.encode import (EncodeTask, EncodeTasks, chunk_mapper, chunked, encode_chunk,
                               hyspecnet_jobs)
 from vqae.data.lmdb_store import LmdbStore
@@ -31,9 +31,8 @@ class VerifyReport:
 
 def detect_jobs(root: str | Path) -> list[EncodeTask]:
     """BigEarthNet S2/S1 patch folders under root, else HySpecNet-11k spectral images."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"source root {root} is not a folder; pass a GeoTIFF tree")
+    root = require_folder(root, "--against", "pass a root given to `vqae encode` (a "
+                          "BigEarthNet S2 or S1 tree, or a HySpecNet-11k folder)")
     try:
         patches = find_patches(root, bands=S2_BANDS + S1_BANDS)
     except DataError:
