@@ -14,7 +14,7 @@ import torch
 from vqae.cli import main
 from vqae.codec.bandfilter import KINDS
 from vqae.codec.codec import Codec
-from vqae.commands.compress import CompressOptions, compress
+from vqae.codec.folder_compress import CompressOptions, compress
 from vqae.data.source import source_at
 from vqae.metrics import bpp_coded, bpppb, psnr
 

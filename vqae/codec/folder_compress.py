@@ -1,14 +1,10 @@
-"""`vqae compress CKPT INPUT -o OUT [--depth n]`: patches -> entropy-coded `.vqz` files.
+"""A folder of patches -> a folder (or LMDB) of `.vqz` files: the pipeline of `vqae compress`.
 
-INPUT is a patch folder, a GeoTIFF tree, an archive or an LMDB (every patch by default). OUT is
-a folder of `<patch>.vqz`, or with `--lmdb` (or a name ending in .lmdb) an LMDB of files keyed
-by patch name; either holds a manifest.json that `vqae decompress` reads. `--depth n` keeps the
-first n RVQ stages. Each file carries a band filter the encoder fitted (`--band-filter`).
-`--target-psnr DB` (or `--target-bpppb R`) codes each patch at the smallest depth and filter
-that reaches the target (vqae.codec.ratecontrol). OUT's patches.csv lists each patch's depth,
-filter, bytes and PSNR; the summary gives the mean, pooled and worst-patch PSNR.
-TERM/USR1/INT stop after the current batch (exit status 75) with the patches written kept;
-`--resume` completes OUT.
+`compress(ckpt, data, out, CompressOptions(...))` reads INPUT's patches a batch at a time,
+codes each (at a fixed depth and band filter, or to a per-patch target through
+vqae.codec.ratecontrol), writes the files and OUT's patches.csv, and returns the figures it
+prints. OUT follows vqae.io.outputs (manifest, --overwrite, --resume); TERM/USR1/INT stop after
+the current batch (exit status 75) with the patches written kept.
 """
 
 from __future__ import annotations
@@ -17,67 +13,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vqae.commands.common import (
-    add_out_mode,
-    add_threshold,
-    decibels,
-    int_in,
-    positive_float,
-    shard_arg,
-    threshold,
-)
-from vqae.config import DEVICES
-
 # what a resumed OUT must share with the run that completes it
 SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split",
             "shard")
 NEWER = ("target", "shard")  # settings an older vqae did not write: absent means none
-
-
-def add_arguments(parser) -> None:
-    from vqae.codec.bandfilter import KINDS
-
-    parser.add_argument("checkpoint", help="a checkpoint with a fitted prior (`vqae fit-prior`)")
-    parser.add_argument("input", help="GeoTIFF folder, .tar/.tar.gz archive or LMDB")
-    parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
-    parser.add_argument("--depth", type=int_in(1, 255), help="RVQ stages to store (default: all)")
-    parser.add_argument("--device", default="auto", choices=DEVICES,
-                        help="where the encoder runs; entropy coding is always on the CPU")
-    parser.add_argument("--lmdb", action="store_true", help="write an LMDB of bitstreams")
-    parser.add_argument("--split", default="all",
-                        help="all (default: every patch), train, validation or test")
-    parser.add_argument("--batch-size", type=int_in(1, 65536), default=16,
-                        help="patches per batch")
-    parser.add_argument("--workers", type=int_in(0, 1024), default=0,
-                        help="DataLoader worker processes")
-    add_out_mode(parser, "compress", "with the same checkpoint, depth and band filter")
-    parser.add_argument("--band-filter", choices=KINDS,
-                        help="per-patch correction of the decoded bands, fitted by the encoder "
-                             "and stored in the header: gain (default, each band's contrast, 8 "
-                             "bits a band), mix (each band from all bands, 8 bits a band pair) "
-                             "or none; with a target, the only filter tried (default: all)")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--target-psnr", type=decibels, metavar="DB",
-                        help="per patch, the smallest file (RVQ depth up to --depth, band "
-                             "filter) whose PSNR reaches DB; else the best the model does")
-    target.add_argument("--target-bpppb", type=positive_float, metavar="R",
-                        help="per patch, the best PSNR within R bits per pixel per band")
-    add_threshold(parser)
-    parser.add_argument("--shard", type=shard_arg, metavar="I/N",
-                        help="compress only part I of N of the patches (by name hash), e.g. in "
-                        "a Slurm array --array=1-N: --shard $SLURM_ARRAY_TASK_ID/N with an OUT "
-                        "per task")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args) -> int:
-    compress(args.checkpoint, args.input, args.out, CompressOptions(
-        depth=args.depth, device=args.device, lmdb=args.lmdb, split=args.split,
-        batch_size=args.batch_size, workers=args.workers, overwrite=args.overwrite,
-        resume=args.resume, progress=not args.no_progress, band_filter=args.band_filter,
-        target_psnr=args.target_psnr, target_bpppb=args.target_bpppb, shard=args.shard,
-        **threshold(args)))
-    return 0
 
 
 @dataclass
@@ -181,7 +120,8 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
             ds, before = remaining(ds, reported, out_path)
         with guarded(sink, fields, lambda: before + totals.patches, len(ds), "compress") as stop, \
                 PatchReport(sink.target / REPORT) as report:
-            totals.seconds = encode_all(ds, codec, sink, totals, depth, opts, stop, report)
+            run = CompressRun(codec, sink, opts, depth, totals, report, stop)
+            totals.seconds = run.encode_all(ds)
             report.close()
             if not stop.requested:
                 sink.close(fields | {"patches": before + totals.patches})
@@ -195,59 +135,69 @@ def quality_accumulator(codec, opts: CompressOptions):
     return MetricAccumulator(codec.bands, 1, codec.model.normalize.offsets().cpu(), **kwargs)
 
 
-def encode_all(ds, codec, sink, totals: Totals, depth: int, opts: CompressOptions,
-               stop, report) -> float:
-    """Compress and write every patch of `ds`, a batch at a time, until done or stopped; the
-    seconds it took."""
-    from tqdm import tqdm
+@dataclass
+class CompressRun:
+    """What every step of one compress run shares (instead of eight arguments each)."""
 
-    from vqae.data.loader import Loader
+    codec: object  # vqae.codec.codec.Codec
+    sink: object  # vqae.codec.store.BitstreamSink
+    opts: CompressOptions
+    depth: int
+    totals: Totals
+    report: object  # vqae.codec.store.PatchReport
+    stop: object  # vqae.io.stops.StopFlag
 
-    loader = Loader(ds, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers)
-    start = time.perf_counter()
-    try:
-        for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
-            x = batch["image"].to(codec.device)  # (B, C, H, W) digital numbers
-            coded = code_batch(codec, x, depth, opts)
-            write_batch(batch["name"], x, coded, codec, sink, totals, report, opts)
-            if stop.requested:
-                break
-    finally:
-        loader.shutdown()  # the workers ignore TERM: stopped here, not left to exit hooks
-    return time.perf_counter() - start
+    def encode_all(self, ds) -> float:
+        """Compress and write every patch of `ds`, a batch at a time, until done or stopped;
+        the seconds it took."""
+        from tqdm import tqdm
 
+        from vqae.data.loader import Loader
 
-def code_batch(codec, x, depth: int, opts: CompressOptions) -> list[tuple[object, str, bool]]:
-    """Each patch's (Compressed with pixels, its band filter, whether it reached the target)."""
-    target, filters = opts.target(), opts.filters()
-    if target is None:
-        return [(f, filters[0], True)
-                for f in codec.compress_images(x, depth, filters[0], pixels=True)]
-    from vqae.codec.ratecontrol import compress_to_target
+        opts = self.opts
+        loader = Loader(ds, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers)
+        start = time.perf_counter()
+        try:
+            for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
+                x = batch["image"].to(self.codec.device)  # (B, C, H, W) digital numbers
+                self.write_batch(batch["name"], x, self.code_batch(x))
+                if self.stop.requested:
+                    break
+        finally:
+            loader.shutdown()  # the workers ignore TERM: stopped here, not left to exit hooks
+        return time.perf_counter() - start
 
-    size, bands = codec.model.image_size, len(codec.bands)
-    offsets = codec.model.normalize.offsets().cpu()
-    return [(f, choice.setting.split()[1], target.reached(choice, bands, size))
-            for f, choice in compress_to_target(codec, x, target, depth, filters, offsets)]
+    def code_batch(self, x) -> list[tuple[object, str, bool]]:
+        """Each patch's (Compressed with pixels, its band filter, whether it reached the
+        target)."""
+        codec, target, filters = self.codec, self.opts.target(), self.opts.filters()
+        if target is None:
+            return [(f, filters[0], True)
+                    for f in codec.compress_images(x, self.depth, filters[0], pixels=True)]
+        from vqae.codec.ratecontrol import compress_to_target
 
+        size, bands = codec.model.image_size, len(codec.bands)
+        offsets = codec.model.normalize.offsets().cpu()
+        return [(f, choice.setting.split()[1], target.reached(choice, bands, size))
+                for f, choice in compress_to_target(codec, x, target, self.depth, filters,
+                                                    offsets)]
 
-def write_batch(names, x, coded, codec, sink, totals: Totals, report,
-                opts: CompressOptions) -> None:
-    """Write a batch's files, then their rows; count them."""
-    import numpy as np
-    import torch
+    def write_batch(self, names, x, coded) -> None:
+        """Write a batch's files, then their rows; count them."""
+        import numpy as np
+        import torch
 
-    from vqae.metrics import bpp_coded, bpppb
+        from vqae.metrics import bpp_coded, bpppb
 
-    size, bands = codec.model.image_size, len(codec.bands)
-    recon = torch.from_numpy(np.stack([f.pixels for f, _, _ in coded]))  # (B, C, H, W)
-    psnrs = totals.quality.update(x.float().cpu(), recon).tolist()
-    for name, (file, kind, reached), quality in zip(names, coded, psnrs):
-        sink.write(name, file.data)
-        totals.add(file, reached)
-        report.write(name, file.depth, kind, len(file.data),
-                     bpppb(bpp_coded(len(file.data), size, size), bands), quality)
-    report.flush()
+        size, bands = self.codec.model.image_size, len(self.codec.bands)
+        recon = torch.from_numpy(np.stack([f.pixels for f, _, _ in coded]))  # (B, C, H, W)
+        psnrs = self.totals.quality.update(x.float().cpu(), recon).tolist()
+        for name, (file, kind, reached), quality in zip(names, coded, psnrs):
+            self.sink.write(name, file.data)
+            self.totals.add(file, reached)
+            self.report.write(name, file.depth, kind, len(file.data),
+                              bpppb(bpp_coded(len(file.data), size, size), bands), quality)
+        self.report.flush()
 
 
 def same_settings(previous: dict, fields: dict, out: Path) -> None:

@@ -1,100 +1,100 @@
-"""`vqae decompress IN -o DIR [--depth n] [--native]`: `.vqz` files -> digital numbers.
+"""`.vqz` files (a file, a folder or an LMDB of them) -> digital numbers: the pipeline of
+`vqae decompress`.
 
-IN is a .vqz file, a folder of them or an LMDB of them (the OUT of `vqae compress`, whose
-manifest.json names the checkpoint; else pass --ckpt). Output: uint16 GeoTIFFs per band in the
-BigEarthNet layout `DIR/<patch>/<patch>_B02.tif` at 120x120, or at each band's native size with
---native (so `vqae encode --bigearthnet-s2-root DIR` takes them); from an LMDB, a rico-hdl LMDB
-(always native sizes). TERM/USR1/INT stop after the current patch.
+`decompress(data, out, ...)` finds the checkpoint (`--ckpt`, else the manifest, a hint whose
+fingerprint must match), decodes every file and writes uint16 GeoTIFFs per band (or, from an
+LMDB, a rico-hdl LMDB), under the policy of vqae.io.outputs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from vqae.commands.common import int_in
-from vqae.config import DEVICES
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("input", metavar="IN", help=".vqz file, folder of them, or LMDB")
-    parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
-    parser.add_argument("--ckpt", help="the checkpoint that compressed IN (default: the one "
-                        "named in IN's manifest.json)")
-    parser.add_argument("--depth", type=int_in(1, 255),
-                        help="decode the first n RVQ stages (default: all)")
-    parser.add_argument("--native", action="store_true",
-                        help="each band at its native size (area averaging of the 120x120 "
-                        "decode: 60x60 for 20 m bands, 20x20 for 60 m bands)")
-    parser.add_argument("--device", default="auto", choices=DEVICES,
-                        help="where the decoder network runs (indices decode on the CPU)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT, an earlier output of vqae decompress (it stays intact "
-                        "until the new one is complete)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+@dataclass
+class DecompressOptions:
+    ckpt: str | None = None  # the checkpoint that compressed the files (default: the manifest's)
+    depth: int | None = None  # RVQ stages to decode (None: all a file holds)
+    native: bool = False  # each band at its native size (always, into an LMDB)
+    device: str = "auto"  # where the decoder network runs; indices decode on the CPU
+    overwrite: bool = False  # replace an earlier output of vqae decompress
+    progress: bool = True
 
 
-def run(args) -> int:
-    decompress(args.input, args.out, args.ckpt, args.depth, args.native, args.device,
-               args.overwrite, not args.no_progress)
-    return 0
-
-
-def decompress(data: str, out: str, ckpt: str | None = None, depth: int | None = None,
-               native: bool = False, device: str = "auto", overwrite: bool = False,
-               progress: bool = True) -> dict:
+def decompress(data: str, out: str, opts: DecompressOptions | None = None) -> dict:
     """Decode every file of `data` into GeoTIFFs (or, from an LMDB, a rico-hdl LMDB)."""
     from vqae.codec.codec import Codec
     from vqae.codec.store import RicoLmdbSink, TiffSink, bitstream_source, guarded
     from vqae.data.lmdb_store import is_lmdb
     from vqae.errors import DataError
 
-    path = Path(data)
+    opts, path = opts or DecompressOptions(), Path(data)
     if not path.exists():
         raise DataError(f"{path} does not exist; pass a .vqz file, a folder of them or an "
                         "LMDB written by `vqae compress`")
-    named, found = model_for(path, ckpt)
-    codec = Codec.from_checkpoint(named, device)
+    named, found = model_for(path, opts.ckpt)
+    codec = Codec.from_checkpoint(named, opts.device)
     names, records = bitstream_source(path, codec.check_header)
     check_manifest(path, found, codec, len(names))
-    depth = None if depth is None else codec.check_depth(depth, "--depth")
+    depth = None if opts.depth is None else codec.check_depth(opts.depth, "--depth")
     to_lmdb = is_lmdb(path)
-    native = native or to_lmdb  # rico-hdl stores every band at its native size
+    native = opts.native or to_lmdb  # rico-hdl stores every band at its native size
     fields = {"source": str(path.absolute()), "fingerprint": codec.fingerprint.hex(),
               "depth": depth, "native": native}
-    sink = (RicoLmdbSink if to_lmdb else TiffSink)(Path(out), overwrite, [data, named], fields)
-    counts = {"patches": 0, "cut": 0, "shallow": 0}
+    sink = (RicoLmdbSink if to_lmdb else TiffSink)(Path(out), opts.overwrite, [data, named],
+                                                    fields)
+    run = DecompressRun(path, to_lmdb, codec, sink, depth, native, opts.progress)
     start = time.perf_counter()
-    with guarded(sink, fields, lambda: counts["patches"], len(names), "decompress") as stop:
-        decode_all(path, to_lmdb, records, len(names), codec, sink, depth, native, counts,
-                   stop, progress)
+    with guarded(sink, fields, lambda: run.counts["patches"], len(names), "decompress") as stop:
+        run.stop = stop
+        run.decode_all(records, len(names))
         if not stop.requested:
-            sink.close(fields | {"patches": counts["patches"]})
-    warn_short(counts["cut"], counts["shallow"], depth)
+            sink.close(fields | {"patches": run.counts["patches"]})
+    warn_short(run.counts["cut"], run.counts["shallow"], depth)
     seconds = time.perf_counter() - start
     print(f"decompressed {len(names)} patches into {out} ({len(names) / seconds:.1f} patches/s)")
-    return {**counts, "seconds": seconds}
+    return {**run.counts, "seconds": seconds}
 
 
-def decode_all(path: Path, to_lmdb: bool, records, total: int, codec, sink, depth: int | None,
-               native: bool, counts: dict, stop, progress: bool) -> None:
-    from tqdm import tqdm
+@dataclass
+class DecompressRun:
+    """What decoding each file of one decompress run shares."""
 
-    for name, blob in tqdm(records, total=total, desc="decompress", unit="patch",
-                           disable=not progress):
-        where = f"{path}[{name}]" if to_lmdb else str(
-            path / f"{name}.vqz" if path.is_dir() else path)
-        parsed = codec.parse(blob, depth, where)
-        stored = parsed.header.depth
-        counts["cut"] += len(parsed.indices) < min(depth or stored, stored)
-        counts["shallow"] += depth is not None and stored < depth
-        sink.write(name, codec.band_arrays(codec.pixels(parsed), native))
-        counts["patches"] += 1
-        if stop.requested:
-            return
+    path: Path  # IN
+    to_lmdb: bool
+    codec: object  # vqae.codec.codec.Codec
+    sink: object  # vqae.codec.store.TiffSink or RicoLmdbSink
+    depth: int | None
+    native: bool
+    progress: bool = True
+    stop: object = None  # vqae.io.stops.StopFlag, set once the loop runs under it
+    counts: dict = field(default_factory=lambda: {"patches": 0, "cut": 0, "shallow": 0})
+
+    def where(self, name: str) -> str:
+        """A file's name in errors: IN[name] for an LMDB, the file itself otherwise."""
+        if self.to_lmdb:
+            return f"{self.path}[{name}]"
+        return str(self.path / f"{name}.vqz" if self.path.is_dir() else self.path)
+
+    def decode_all(self, records, total: int) -> None:
+        from tqdm import tqdm
+
+        codec, depth, counts = self.codec, self.depth, self.counts
+        for name, blob in tqdm(records, total=total, desc="decompress", unit="patch",
+                               disable=not self.progress):
+            parsed = codec.parse(blob, depth, self.where(name))
+            stored = parsed.header.depth
+            counts["cut"] += len(parsed.indices) < min(depth or stored, stored)
+            counts["shallow"] += depth is not None and stored < depth
+            self.sink.write(name, codec.band_arrays(codec.pixels(parsed), self.native))
+            counts["patches"] += 1
+            if self.stop.requested:
+                return
 
 
 def model_for(path: Path, ckpt: str | None) -> tuple[str, dict | None]:

@@ -1,0 +1,40 @@
+"""`vqae decompress IN -o DIR [--depth n] [--native]`: `.vqz` files -> digital numbers.
+
+IN is a .vqz file, a folder of them or an LMDB of them (the OUT of `vqae compress`, whose
+manifest.json names the checkpoint; else pass --ckpt). Output: uint16 GeoTIFFs per band in the
+BigEarthNet layout `DIR/<patch>/<patch>_B02.tif` at 120x120, or at each band's native size with
+--native (so `vqae encode --bigearthnet-s2-root DIR` takes them); from an LMDB, a rico-hdl LMDB
+(always native sizes). TERM/USR1/INT stop after the current patch.
+"""
+
+from __future__ import annotations
+
+from vqae.commands.common import int_in
+from vqae.config import DEVICES
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", metavar="IN", help=".vqz file, folder of them, or LMDB")
+    parser.add_argument("-o", "--out", required=True, help="output folder (or LMDB)")
+    parser.add_argument("--ckpt", help="the checkpoint that compressed IN (default: the one "
+                        "named in IN's manifest.json)")
+    parser.add_argument("--depth", type=int_in(1, 255),
+                        help="decode the first n RVQ stages (default: all)")
+    parser.add_argument("--native", action="store_true",
+                        help="each band at its native size (area averaging of the 120x120 "
+                        "decode: 60x60 for 20 m bands, 20x20 for 60 m bands)")
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where the decoder network runs (indices decode on the CPU)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT, an earlier output of vqae decompress (it stays intact "
+                        "until the new one is complete)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from vqae.codec.folder_decompress import DecompressOptions, decompress
+
+    decompress(args.input, args.out, DecompressOptions(
+        ckpt=args.ckpt, depth=args.depth, native=args.native, device=args.device,
+        overwrite=args.overwrite, progress=not args.no_progress))
+    return 0
