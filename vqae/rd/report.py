@@ -94,8 +94,8 @@ def bd_rates(rows: list[dict], labels: list[str], axis: str = "psnr",
             out[label]["window"]["asked"] = list(window)
         out[label]["model_psnr"] = list(psnr_span(test))
         out[label]["jpeg2000_psnr"] = list(psnr_span(anchor)) if anchor else None
-        out[label]["jpeg2000_bpppb"] = [front(anchor)[0][0], front(anchor)[-1][0]] if anchor \
-            else None
+        out[label]["jpeg2000_ends"] = [list(front(anchor)[i]) for i in (0, -1)] if anchor \
+            else None  # its cheapest and costliest (bpppb, PSNR): what an outside point meets
         out[label]["shared_db"] = shared_span(test, anchor)
         out[label]["same_bpppb"] = [same_bpppb(r, anchor, axis) for r in rows
                                     if r["codec"] == label]
@@ -116,7 +116,7 @@ def describe_bd(label: str, bd: dict, axis: str = "psnr") -> list[str]:
                 f"{bd['shared_db']:.2f} dB and a BD-rate needs {MIN_SPAN} (model "
                 f"{span(bd['model_psnr'])} dB, JPEG 2000 {span(bd['jpeg2000_psnr'])} dB); "
                 "at the model's rates instead:",
-                *(describe_point(p, bd["jpeg2000_bpppb"]) for p in bd["same_bpppb"])]
+                *(describe_point(p, bd["jpeg2000_ends"]) for p in bd["same_bpppb"])]
     low, high = bd["psnr_range"]
     line = (f"BD-rate {label} vs JPEG 2000 ({what}, best of bands/stack): {bd['percent']:+.1f}% "
             f"over PSNR {low:.2f}-{high:.2f} dB")
@@ -134,14 +134,21 @@ def span(pair: list[float] | None, digits: int = 2) -> str:
     return "none" if pair is None else f"{pair[0]:.{digits}f}-{pair[1]:.{digits}f}"
 
 
-def describe_point(point: dict, measured: list[float] | None) -> str:
-    """`  depth1 at 0.0123 bpppb: model 23.10 dB, JPEG 2000 21.30 dB, gain +1.80 dB`."""
+def describe_point(point: dict, ends: list[list[float]] | None) -> str:
+    """`  depth1 at 0.0123 bpppb: model 23.10 dB, JPEG 2000 21.30 dB, gain +1.80 dB`; a point
+    outside JPEG 2000's rates is set against its nearest end (cheapest or costliest point)."""
     head = f"  {point['setting']} at {point['bpppb']:.4g} bpppb: model {point['psnr']:.2f} dB"
-    if point["jpeg2000_psnr"] is None:
-        return (f"{head}, outside the rates JPEG 2000 measured ({span(measured, 4)} bpppb; "
-                "not extrapolated: --jpeg2000-quality sets its levels)")
-    return (f"{head}, JPEG 2000 {point['jpeg2000_psnr']:.2f} dB, gain "
-            f"{point['gain_db']:+.2f} dB")
+    if point["jpeg2000_psnr"] is not None:
+        return (f"{head}, JPEG 2000 {point['jpeg2000_psnr']:.2f} dB, gain "
+                f"{point['gain_db']:+.2f} dB")
+    if ends is None:
+        return f"{head}, no JPEG 2000 point to compare"
+    below = point["bpppb"] < ends[0][0]
+    rate, quality = ends[0] if below else ends[1]
+    return (f"{head}, {'below' if below else 'above'} every rate JPEG 2000 measured (not "
+            f"extrapolated); its {'cheapest' if below else 'costliest'} point, {rate:.4g} bpppb "
+            f"at {quality:.2f} dB: the model {point['psnr'] - quality:+.2f} dB at "
+            f"{point['bpppb'] / rate:.2f}x its rate")
 
 
 COLUMNS = ["codec", "setting", "patches", "bytes", "bpp_coded", "bpppb", "bpp_entropy",
