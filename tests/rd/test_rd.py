@@ -82,11 +82,15 @@ def test_rd_writes_table_json_and_plot(tiny_ckpt, fake_patches, tmp_path, capsys
     # 2 of the 8 patches: the header, rd.json's data and rd.png's title say so
     data = f"the first 2 (--max-patches) of all 8 patches of {fake_patches}"
     assert printed.startswith(f"rate-distortion on {data}\n") and result["data"] == data
-    legend = printed.splitlines()
-    assert any(line.startswith("rate_vs_jpeg2000: the bpppb / jpeg2000-best's bpppb at the "
-                               "same mean PSNR - 1") for line in legend)
-    assert any(line.startswith("psnr_vs_jpeg2000: the mean PSNR - jpeg2000-best's at the same "
-                               "bpppb, in dB") for line in legend)
+    lines = printed.splitlines()
+    for column, words in (("rate_vs_jpeg2000", "the bpppb / jpeg2000-best's bpppb at the same "
+                           "mean PSNR - 1"),
+                          ("psnr_vs_jpeg2000", "the mean PSNR - jpeg2000-best's at the same "
+                           "bpppb, in dB")):
+        (line,) = [line for line in lines if line.startswith(f"{column}: {words}")]
+        first = next((r for r in result["rows"] if r.get(column) is not None), None)
+        assert line.endswith("; empty in this run") if first is None else (
+            f"; {first['codec']} {first['setting']}: {first[column]:.4f}, " in line)
 
 
 def test_rd_front_joins_models_into_one_curve(tiny_ckpt, other_ckpt, fake_patches, tmp_path,
@@ -369,6 +373,8 @@ def test_rd_png_spans_every_curve_with_a_colour_per_model_and_a_style_per_filter
         assert colour["tiny+none"] == colour["tiny+gain"] != colour["other+none"]
         assert colour["other+none"] == colour["other+gain"]
         assert style["tiny+none"] == style["other+none"] != style["tiny+gain"]
+        marker = {name: lines[name].get_marker() for name in labels}  # a dot needs it
+        assert marker["tiny+none"] == marker["other+none"] != marker["tiny+gain"]
     legend = fig.axes[1].get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
     assert texts == ["jpeg2000-bands", "jpeg2000-stack", "jpeg2000-best", "tiny", "other",
@@ -376,3 +382,4 @@ def test_rd_png_spans_every_curve_with_a_colour_per_model_and_a_style_per_filter
     handles = dict(zip(texts, legend.legend_handles))
     assert handles["tiny"].get_color() == colour["tiny+gain"]
     assert handles[KIND_NAMES["gain"]].get_linestyle() == style["tiny+gain"]
+    assert handles[KIND_NAMES["gain"]].get_marker() == marker["tiny+gain"]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from vqae.rd.bdrate import front
 
-FILTER_LINES = {"none": ":", "gain": "--", "mix": "-", "target": "-.", None: "-"}
+# a line style and marker per band filter (a model of one depth draws dots: the marker tells);
 # None: one curve a model; target: its rate-controlled curve (vqae rd --target-psnr)
+FILTER_LINES = {"none": ":", "gain": "--", "mix": "-", "target": "-.", None: "-"}
+FILTER_MARKERS = {"none": "v", "gain": "s", "mix": "^", "target": "D", None: "o"}
 KIND_NAMES = {"none": "band filter none", "gain": "band filter gain", "mix": "band filter mix",
               "target": "per-patch target", None: "every depth"}
 PANELS = (("psnr", "mean of per-patch PSNR"), ("psnr_pooled", "PSNR of the pooled MSE"))
@@ -69,14 +71,17 @@ def split_name(name: str) -> tuple[str, str | None]:
 
 
 def model_styles(names: list[str]) -> dict[str, dict]:
-    """A colour per model (MODEL+KIND curves share it) and a line style per band filter."""
+    """A colour per model (MODEL+KIND curves share it), a line style and marker per filter."""
     from matplotlib import colormaps
 
     models = list(dict.fromkeys(split_name(name)[0] for name in names))
     palette = colormaps["tab10" if len(models) <= 10 else "tab20"].colors
-    return {name: {"color": palette[models.index(split_name(name)[0]) % len(palette)],
-                   "marker": "o", "ms": 4, "lw": 1.6, "ls": FILTER_LINES[split_name(name)[1]]}
-            for name in names}
+    out = {}
+    for name in names:
+        model, kind = split_name(name)
+        out[name] = {"color": palette[models.index(model) % len(palette)], "ms": 4, "lw": 1.6,
+                     "ls": FILTER_LINES[kind], "marker": FILTER_MARKERS[kind]}
+    return out
 
 
 def legend_handles(ax, models: list[str], styles: dict[str, dict]) -> list:
@@ -89,7 +94,6 @@ def legend_handles(ax, models: list[str], styles: dict[str, dict]) -> list:
         return ax.get_lines()
     colours = {split_name(name)[0]: styles[name]["color"] for name in models}
     return ([line for line in ax.get_lines() if line.get_label() not in models]
-            + [Line2D([], [], color=c, marker="o", ms=4, lw=1.6, label=m)
-               for m, c in colours.items()]
-            + [Line2D([], [], color="0.35", lw=1.6, ls=FILTER_LINES[k], label=KIND_NAMES[k])
-               for k in kinds])
+            + [Line2D([], [], color=c, lw=4, label=m) for m, c in colours.items()]
+            + [Line2D([], [], color="0.35", lw=1.6, ls=FILTER_LINES[k], marker=FILTER_MARKERS[k],
+                      ms=4, label=KIND_NAMES[k]) for k in kinds])

@@ -92,8 +92,8 @@ def bd_rates(rows: list[dict], labels: list[str], axis: str = "psnr",
         if window is not None:
             out[label]["window"] = described(bd_rate(test, anchor, within=window))
             out[label]["window"]["asked"] = list(window)
-        out[label]["model_psnr"] = list(psnr_span(test))
-        out[label]["jpeg2000_psnr"] = list(psnr_span(anchor)) if anchor else None
+        out[label]["model_psnr"] = list(psnr_span(front(test)))  # the fronts BD-rate uses
+        out[label]["jpeg2000_psnr"] = list(psnr_span(front(anchor))) if anchor else None
         out[label]["jpeg2000_ends"] = [list(front(anchor)[i]) for i in (0, -1)] if anchor \
             else None  # its cheapest and costliest (bpppb, PSNR): what an outside point meets
         out[label]["shared_db"] = shared_span(test, anchor)
@@ -112,10 +112,10 @@ def describe_bd(label: str, bd: dict, axis: str = "psnr") -> list[str]:
     share too little for one, each point against JPEG 2000 at the point's rate."""
     what = "mean" if axis == "psnr" else "pooled"
     if bd["percent"] is None:
-        return [f"BD-rate {label} vs JPEG 2000 ({what}): none, the PSNR ranges share "
-                f"{bd['shared_db']:.2f} dB and a BD-rate needs {MIN_SPAN} (model "
-                f"{span(bd['model_psnr'])} dB, JPEG 2000 {span(bd['jpeg2000_psnr'])} dB); "
-                "at the model's rates instead:",
+        return [(f"BD-rate {label} vs JPEG 2000 ({what}): none, the PSNR ranges share "
+                 f"{bd['shared_db']:.2f} dB and a BD-rate needs {MIN_SPAN} (model "
+                 f"{span(bd['model_psnr'])} dB, JPEG 2000 {span(bd['jpeg2000_psnr'])} dB); "
+                 "at the model's rates instead:"),
                 *(describe_point(p, bd["jpeg2000_ends"]) for p in bd["same_bpppb"])]
     low, high = bd["psnr_range"]
     line = (f"BD-rate {label} vs JPEG 2000 ({what}, best of bands/stack): {bd['percent']:+.1f}% "
@@ -130,8 +130,8 @@ def describe_bd(label: str, bd: dict, axis: str = "psnr") -> list[str]:
     return [f"{line}; within {asked} dB: {window['percent']:+.1f}% over {low:.2f}-{high:.2f} dB"]
 
 
-def span(pair: list[float] | None, digits: int = 2) -> str:
-    return "none" if pair is None else f"{pair[0]:.{digits}f}-{pair[1]:.{digits}f}"
+def span(pair: list[float] | None) -> str:
+    return "none" if pair is None else f"{pair[0]:.2f}-{pair[1]:.2f}"
 
 
 def describe_point(point: dict, ends: list[list[float]] | None) -> str:
@@ -190,18 +190,34 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
     return result
 
 
+COLUMN_WORDS = {  # the printed table's comparison columns
+    "rate_vs_jpeg2000": "the bpppb / jpeg2000-best's bpppb at the same mean PSNR - 1 (empty "
+                        "outside the PSNRs JPEG 2000 reached)",
+    "psnr_vs_jpeg2000": "the mean PSNR - jpeg2000-best's at the same bpppb, in dB (+ is better; "
+                        "empty outside the rates JPEG 2000 measured)"}
+
+
 def table_legend(rows: list[dict], threshold: float) -> list[str]:
-    """The printed table's columns that need words, and the JPEG 2000 rows that need them."""
-    lines = [f"patches_below: patches under {threshold:g} dB",
-             "rate_vs_jpeg2000: the bpppb / jpeg2000-best's bpppb at the same mean PSNR - 1 "
-             "(-0.84: 84% fewer bits; empty outside the PSNRs JPEG 2000 reached)",
-             "psnr_vs_jpeg2000: the mean PSNR - jpeg2000-best's at the same bpppb, in dB "
-             "(+ is better; empty outside the rates JPEG 2000 measured)"]
+    """The printed table's columns that need words, each with an example from this run, and
+    the JPEG 2000 rows that need them."""
+    lines = [f"patches_below: patches under {threshold:g} dB"]
+    for column, words in COLUMN_WORDS.items():
+        lines.append(f"{column}: {words}{example(rows, column)}")
     if any(r.get("target") is not None for r in rows):
         lines.append("  a target row (psnrDB): rate_vs_jpeg2000 against jpeg2000-target, "
                      "coded to the same per-patch target")
     return lines + beaten_modes(rows)
 
+
+def example(rows: list[dict], column: str) -> str:
+    """`; debug/best depth1: -0.8511, 85% fewer bits`: the column's first value, read out."""
+    row = next((r for r in rows if r.get(column) is not None), None)
+    if row is None:
+        return "; empty in this run"
+    value = row[column]
+    said = (f"{abs(value):.0%} {'fewer' if value < 0 else 'more'} bits"
+            if column == "rate_vs_jpeg2000" else f"{value:+.2f} dB")
+    return f"; {row['codec']} {row['setting']}: {value:.4f}, {said}"
 
 # why a JPEG 2000 mode can lose to the other at a lower rate (vqae.rd.jpeg2000)
 WHY_BEATEN = {
