@@ -4,6 +4,8 @@ Every curve is compared with the best JPEG 2000 (at each rate, the better of its
 two y axes: `psnr` (the mean of per-patch PSNR, as image-codec papers report) and `psnr_pooled`
 (every pixel weighs the same, so the worst tiles count). A target curve (`--target-psnr`) is
 also compared point by point with JPEG 2000 coded to the same per-patch target.
+Each model point is also set against JPEG 2000 at its rate (`psnr_vs_jpeg2000`): where the PSNR
+ranges share too little for a BD-rate, that is what is printed.
 """
 
 from __future__ import annotations
