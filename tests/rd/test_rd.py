@@ -83,10 +83,9 @@ def test_rd_writes_table_json_and_plot(tiny_ckpt, fake_patches, tmp_path, capsys
     data = f"the first 2 (--max-patches) of all 8 patches of {fake_patches}"
     assert printed.startswith(f"rate-distortion on {data}\n") and result["data"] == data
     lines = printed.splitlines()
-    for column, words in (("rate_vs_jpeg2000", "the bpppb / jpeg2000-best's bpppb at the same "
-                           "mean PSNR - 1"),
-                          ("psnr_vs_jpeg2000", "the mean PSNR - jpeg2000-best's at the same "
-                           "bpppb, in dB")):
+    meaning = {"rate_vs_jpeg2000": "the bpppb / jpeg2000-best's bpppb at the same mean PSNR - 1",
+               "psnr_vs_jpeg2000": "the mean PSNR - jpeg2000-best's at the same bpppb, in dB"}
+    for column, words in meaning.items():
         (line,) = [line for line in lines if line.startswith(f"{column}: {words}")]
         first = next((r for r in result["rows"] if r.get(column) is not None), None)
         assert line.endswith("; empty in this run") if first is None else (
