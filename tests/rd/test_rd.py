@@ -77,7 +77,19 @@ def test_rd_writes_table_json_and_plot(tiny_ckpt, fake_patches, tmp_path, capsys
     assert [r["setting"] for r in rows if r["codec"] == "tiny"] == ["depth1", "depth2", "depth3"]
     result = json.loads((out / "rd.json").read_text())
     assert result["patches"] == 2 and "tiny" in result["bd_rate"]
-    assert "BD-rate tiny vs JPEG 2000" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "BD-rate tiny vs JPEG 2000" in printed
+    # 2 of the 8 patches: the header, rd.json's data and rd.png's title say so
+    data = f"the first 2 (--max-patches) of all 8 patches of {fake_patches}"
+    assert printed.startswith(f"rate-distortion on {data}\n") and result["data"] == data
+    lines = printed.splitlines()
+    meaning = {"rate_vs_jpeg2000": "the bpppb / jpeg2000-best's bpppb at the same mean PSNR - 1",
+               "psnr_vs_jpeg2000": "the mean PSNR - jpeg2000-best's at the same bpppb, in dB"}
+    for column, words in meaning.items():
+        (line,) = [line for line in lines if line.startswith(f"{column}: {words}")]
+        first = next((r for r in result["rows"] if r.get(column) is not None), None)
+        assert line.endswith("; empty in this run") if first is None else (
+            f"; {first['codec']} {first['setting']}: {first[column]:.4f}, " in line)
 
 
 def test_rd_front_joins_models_into_one_curve(tiny_ckpt, other_ckpt, fake_patches, tmp_path,
@@ -230,3 +242,143 @@ def test_jpeg2000_to_target_goes_below_the_usual_levels_where_the_clamp_hides_er
         if float(psnr(torch.from_numpy(bright)[None], torch.from_numpy(recon)[None])) >= target:
             scan.append(n)
     assert choice.psnr >= target and choice.bytes <= 1.15 * min(scan)
+
+
+def test_psnr_at_interpolates_in_log_rate_and_never_extrapolates():
+    from vqae.rd.bdrate import psnr_at, shared_span
+
+    anchor = [(0.1, 20.0), (0.4, 30.0), (0.3, 25.0)]  # unsorted; (0.3, 25) on the front
+    assert psnr_at(anchor, 0.2) == pytest.approx(20.0 + 5.0 * np.log10(2) / np.log10(3))
+    assert psnr_at(anchor, 0.4) == 30.0
+    assert psnr_at(anchor, 0.05) is None and psnr_at(anchor, 0.5) is None
+    assert shared_span([(0.2, 24.0)], anchor) == 0.0  # one point spans nothing
+    assert shared_span([(0.2, 22.0), (0.3, 40.0)], anchor) == pytest.approx(8.0)
+
+
+def jpeg2000_rows() -> list[dict]:
+    """Rows of both modes as `vqae rd` measures them: bands far below stack at q34."""
+    from vqae.rd.report import best_jpeg2000
+
+    rows = [{"codec": f"jpeg2000-{mode}", "setting": q, "bpppb": rate, "psnr": quality,
+             "psnr_pooled": quality - 1.0, "psnr_min": quality - 5.0}
+            for mode, q, rate, quality in [("bands", "q34", 0.09, 12.8), ("bands", "q70", 0.9, 51.0),
+                                           ("stack", "q34", 0.026, 18.7),
+                                           ("stack", "q70", 1.0, 50.0)]]
+    return rows + best_jpeg2000(rows)
+
+
+def test_a_point_without_bd_rate_is_compared_at_its_rate_or_said_outside():
+    from vqae.rd.report import add_equal_rate_psnrs, bd_rates, describe_bd
+
+    rows = jpeg2000_rows() + [{"codec": "m", "setting": "depth1", "bpppb": 0.1, "psnr": 40.0,
+                               "psnr_pooled": 39.0},
+                              {"codec": "m", "setting": "depth2", "bpppb": 0.01, "psnr": 42.0,
+                               "psnr_pooled": 41.0}]
+    add_equal_rate_psnrs(rows, ["m"])
+    # the best JPEG 2000 front: stack q34 (0.026, 18.7), bands q70 (0.9, 51.0)
+    expected = 18.7 + (51.0 - 18.7) * np.log10(0.1 / 0.026) / np.log10(0.9 / 0.026)
+    model = [r for r in rows if r["codec"] == "m"]
+    assert model[0]["jpeg2000_psnr_same_bpppb"] == pytest.approx(expected)
+    assert model[0]["psnr_vs_jpeg2000"] == pytest.approx(40.0 - expected)
+    assert model[1]["jpeg2000_psnr_same_bpppb"] is None and model[1]["psnr_vs_jpeg2000"] is None
+    pooled = 17.7 + (50.0 - 17.7) * np.log10(0.1 / 0.026) / np.log10(0.9 / 0.026)
+    assert model[0]["psnr_pooled_vs_jpeg2000"] == pytest.approx(39.0 - pooled)
+    bd = bd_rates(rows, ["m"])["m"]
+    assert bd["percent"] is None and bd["shared_db"] == 0.0  # 40-42 dB vs JPEG 2000's 18.7-51
+    lines = describe_bd("m", bd)
+    assert lines[0].startswith("BD-rate m vs JPEG 2000 (mean): none, the PSNR ranges share "
+                               "0.00 dB and a BD-rate needs 0.5")
+    assert lines[1] == (f"  depth1 at 0.1 bpppb: model 40.00 dB, JPEG 2000 {expected:.2f} dB, "
+                        f"gain {40.0 - expected:+.2f} dB")
+    assert lines[2] == ("  depth2 at 0.01 bpppb: model 42.00 dB, below every rate JPEG 2000 "
+                        "measured (not extrapolated); its cheapest point, 0.026 bpppb at 18.70 "
+                        "dB: the model +23.30 dB at 0.38x its rate")
+    model[0]["bpppb"] = 2.0  # past JPEG 2000's costliest point (0.9 bpppb, 51 dB)
+    lines = describe_bd("m", bd_rates(rows, ["m"])["m"])
+    assert lines[1].endswith("above every rate JPEG 2000 measured (not extrapolated); its "
+                             "costliest point, 0.9 bpppb at 51.00 dB: the model -11.00 dB at "
+                             "2.22x its rate")
+
+
+def test_jpeg2000_points_off_the_best_front_are_explained_where_printed():
+    from vqae.rd.report import beaten_modes
+
+    lines = beaten_modes(jpeg2000_rows())
+    assert len(lines) == 2
+    assert lines[0].startswith("jpeg2000-bands q34: off jpeg2000-best, beaten for fewer bits "
+                               "(its lowest, q34: 0.0900 bpppb at 12.8 dB, worst patch 7.8 dB; "
+                               "jpeg2000-best takes stack q34 there: 0.0260 bpppb at 18.7 dB)")
+    assert "one OpenJPEG level" in lines[0]
+    assert lines[1].startswith("jpeg2000-stack q70: off jpeg2000-best")  # bands q70 beats it
+    from vqae.rd.report import best_jpeg2000
+
+    stack = [r for r in jpeg2000_rows() if r["codec"] == "jpeg2000-stack"]
+    assert beaten_modes(stack + best_jpeg2000(stack)) == []  # nothing off the front
+
+
+def test_rd_compares_a_single_depth_model_at_its_rate(single_depth_ckpt, fake_patches, tmp_path,
+                                                      capsys):
+    from vqae.rd.bdrate import psnr_at
+
+    out = tmp_path / "rd"
+    assert main(["rd", "--ckpt", str(single_depth_ckpt), "--data", str(fake_patches), "--out",
+                 str(out), "--max-patches", "2", "--jpeg2000-quality", "20", "30", "40", "50",
+                 "60", "70", "80", "90", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "rd.json").read_text())
+    (model,) = [r for r in result["rows"] if r["codec"] == "single"]
+    for axis, key in (("psnr", "bd_rate"), ("psnr_pooled", "bd_rate_pooled")):
+        anchor = [(r["bpppb"], r[axis]) for r in result["rows"]
+                  if r["codec"] in ("jpeg2000-bands", "jpeg2000-stack")]
+        theirs = psnr_at(anchor, model["bpppb"])
+        assert theirs is not None, "the JPEG 2000 sweep must bracket the model's rate"
+        bd = result[key]["single"]
+        assert bd["percent"] is None and bd["same_bpppb"] == [{
+            "setting": "depth1", "bpppb": model["bpppb"], "psnr": model[axis],
+            "jpeg2000_psnr": pytest.approx(theirs), "gain_db": pytest.approx(model[axis] - theirs)}]
+        assert model[f"{axis}_vs_jpeg2000"] == pytest.approx(model[axis] - theirs)
+        what = "mean" if axis == "psnr" else "pooled"
+        assert (f"BD-rate single vs JPEG 2000 ({what}): none, the PSNR ranges share 0.00 dB"
+                in printed)
+        assert (f"  depth1 at {model['bpppb']:.4g} bpppb: model {model[axis]:.2f} dB, JPEG 2000 "
+                f"{theirs:.2f} dB, gain {model[axis] - theirs:+.2f} dB") in printed
+    with open(out / "rd.csv") as f:
+        assert {"psnr_vs_jpeg2000", "jpeg2000_psnr_pooled_same_bpppb"} <= set(
+            next(csv.DictReader(f)))
+
+
+def test_rd_png_spans_every_curve_with_a_colour_per_model_and_a_style_per_filter(
+        tiny_ckpt, other_ckpt, fake_patches, tmp_path):
+    from vqae.rd.plot import KIND_NAMES, draw_rd
+
+    out = tmp_path / "rd"
+    assert main(["rd", "--ckpt", str(tiny_ckpt), "--ckpt", str(other_ckpt), "--data",
+                 str(fake_patches), "--out", str(out), "--max-patches", "2",
+                 "--jpeg2000-quality", "30", "80", "--band-filter", "none", "gain",
+                 "--no-progress"]) == 0
+    result = json.loads((out / "rd.json").read_text())
+    labels = list(result["checkpoints"])
+    fig = draw_rd(result["rows"], labels, result["data"])
+    for ax in fig.axes[:2]:
+        assert ax.get_xscale() == "log"
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        for line in ax.get_lines():  # JPEG 2000 included, far past the models' rates
+            assert x0 < min(line.get_xdata()) and max(line.get_xdata()) < x1, line.get_label()
+            assert y0 < min(line.get_ydata()) and max(line.get_ydata()) < y1, line.get_label()
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(labels) <= set(lines)
+        colour = {name: lines[name].get_color() for name in labels}
+        style = {name: lines[name].get_linestyle() for name in labels}
+        assert colour["tiny+none"] == colour["tiny+gain"] != colour["other+none"]
+        assert colour["other+none"] == colour["other+gain"]
+        assert style["tiny+none"] == style["other+none"] != style["tiny+gain"]
+        marker = {name: lines[name].get_marker() for name in labels}  # a dot needs it
+        assert marker["tiny+none"] == marker["other+none"] != marker["tiny+gain"]
+    legend = fig.axes[1].get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == ["jpeg2000-bands", "jpeg2000-stack", "jpeg2000-best", "tiny", "other",
+                     KIND_NAMES["none"], KIND_NAMES["gain"]]  # M + K rows, not M x K
+    handles = dict(zip(texts, legend.legend_handles))
+    assert handles["tiny"].get_color() == colour["tiny+gain"]
+    assert handles[KIND_NAMES["gain"]].get_linestyle() == style["tiny+gain"]
+    assert handles[KIND_NAMES["gain"]].get_marker() == marker["tiny+gain"]

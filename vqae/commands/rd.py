@@ -4,8 +4,8 @@ models (every RVQ depth, through real .vqz files) against JPEG 2000 on the same 
 Writes DIR/rd.csv, rd.json, rd.png (mean and pooled PSNR vs bpppb, log x) and rd_patches.csv (a
 row per patch and point: find the worst tiles), and prints each model's BD-rate on the mean and
 on the pooled curve against the better of JPEG 2000 per native band and as one multi-component
-stack (over the PSNR range both reach, printed), and the JPEG 2000 rate at each model point's
-PSNR. `--target-psnr` adds rate-controlled curves, compared at equal per-patch target.
+stack (over the PSNR range both reach, printed), the JPEG 2000 rate at each model point's
+PSNR and its PSNR at the point's rate (what compares a model of one depth, where no BD-rate fits). `--target-psnr` adds rate-controlled curves, compared at equal per-patch target.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ PSNR range where both exist, as a percentage (negative: fewer bits for the same 
 log-rate is interpolated piecewise linearly between measured points (no cubic fit that can
 overshoot on the few points of an RVQ depth sweep); each curve is first reduced to its front.
 An overlap under MIN_SPAN dB gives no BD-rate (an average over a sliver says nothing); the rate
-of the anchor at a single point's PSNR (`rate_at`) compares such points instead.
+of the anchor at a single point's PSNR (`rate_at`), or its PSNR at the point's rate (`psnr_at`),
+compares such points instead.
 """
 
 from __future__ import annotations
@@ -63,6 +64,24 @@ def rate_at(curve: list[tuple[float, float]], quality: float) -> float | None:
         return None
     rate, psnr = np.array(points).T
     return float(10.0 ** np.interp(quality, psnr, np.log10(rate)))
+
+
+def psnr_at(curve: list[tuple[float, float]], rate: float) -> float | None:
+    """The PSNR of a curve's front at a rate (interpolated in log-rate), None outside the rates
+    it measured: a single point of another codec is compared there, never extrapolated."""
+    points = front(curve)
+    if not points or not points[0][0] <= rate <= points[-1][0]:
+        return None
+    rates, psnr = np.array(points).T
+    return float(np.interp(np.log10(rate), np.log10(rates), psnr))
+
+
+def shared_span(test: list[tuple[float, float]], anchor: list[tuple[float, float]]) -> float:
+    """dB of PSNR both curves' fronts reach (0 when they do not meet)."""
+    if not test or not anchor:
+        return 0.0
+    (a_low, a_high), (b_low, b_high) = psnr_span(front(test)), psnr_span(front(anchor))
+    return max(0.0, min(a_high, b_high) - max(a_low, b_low))
 
 
 def psnr_span(points: list[tuple[float, float]]) -> tuple[float, float]:

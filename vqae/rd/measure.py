@@ -266,10 +266,10 @@ def measure_all(models, data: str, split: str | None, bands: list[str], filters:
                   opts.psnr_threshold)
     try:
         with source_at(first.config.data, data) as source:
-            description = source.describe(split)
-            print(f"rate-distortion on {description}")
             ds = source.dataset(split)
             count = min(len(ds), opts.max_patches) if opts.max_patches else len(ds)
+            description = patches_used(source.describe(split), count, len(ds))
+            print(f"rate-distortion on {description}")
             for start in tqdm(range(0, count, opts.batch_size), desc="rd",
                               disable=not opts.progress):
                 items = [ds[i] for i in range(start, min(start + opts.batch_size, count))]
@@ -282,6 +282,14 @@ def measure_all(models, data: str, split: str | None, bands: list[str], filters:
     finally:
         sweep.log.close()
     return sweep.rows(size), description, count
+
+
+def patches_used(description: str, count: int, total: int) -> str:
+    """The data's description, saying so where --max-patches takes only some of its patches
+    (the header line, rd.json's `data` and rd.png's title)."""
+    if count == total:
+        return description
+    return f"the first {count} (--max-patches) of {description}"
 
 
 def check_bands(models, ckpts) -> list[str]:

@@ -7,70 +7,93 @@ from pathlib import Path
 
 from vqae.rd.bdrate import front
 
-FILTER_LINES = {"none": ":", "gain": "--", "mix": "-", "target": "-.", None: "-"}
+# a line style and marker per band filter (a model of one depth draws dots: the marker tells);
 # None: one curve a model; target: its rate-controlled curve (vqae rd --target-psnr)
+FILTER_LINES = {"none": ":", "gain": "--", "mix": "-", "target": "-.", None: "-"}
+FILTER_MARKERS = {"none": "v", "gain": "s", "mix": "^", "target": "D", None: "o"}
+KIND_NAMES = {"none": "band filter none", "gain": "band filter gain", "mix": "band filter mix",
+              "target": "per-patch target", None: "every depth"}
 PANELS = (("psnr", "mean of per-patch PSNR"), ("psnr_pooled", "PSNR of the pooled MSE"))
+JPEG2000_STYLES = {"jpeg2000-bands": {"color": "0.55", "marker": ".", "lw": 1},
+                   "jpeg2000-stack": {"color": "0.3", "marker": ".", "lw": 1},
+                   "jpeg2000-best": {"color": "k", "ls": "--", "lw": 1.5},
+                   "jpeg2000-target": {"color": "k", "ls": "-.", "marker": "s", "ms": 4, "lw": 1}}
 
 
 def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str,
             fronts: tuple[str, ...] = ()) -> None:
-    """`fronts`: labels that join other curves (`vqae rd --front`), drawn as a wide pale line
-    under the models so both stay visible. A model's curves per band filter (MODEL+KIND) share
-    its colour, one line style per filter. The axes span the models' points; the legend sits
-    to the right."""
-    import matplotlib
+    draw_rd(rows, labels, title, fronts).savefig(path)
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
 
-    wide = 2.4 if len(labels) > 4 else 1.6
-    fig, axes = plt.subplots(1, 2, figsize=(11.0 + wide, 4.4), dpi=110)
-    styles = {"jpeg2000-bands": {"color": "0.55", "marker": ".", "lw": 1},
-              "jpeg2000-stack": {"color": "0.3", "marker": ".", "lw": 1},
-              "jpeg2000-best": {"color": "k", "ls": "--", "lw": 1.5},
-              "jpeg2000-target": {"color": "k", "ls": "-.", "marker": "s", "ms": 4, "lw": 1}}
-    styles.update({name: {"color": "gold", "lw": 8, "alpha": 0.45, "zorder": 1} for name in fronts})
-    styles.update(model_styles([name for name in labels if name not in fronts and
-                                name not in styles]))
+def draw_rd(rows: list[dict], labels: list[str], title: str, fronts: tuple[str, ...] = ()):
+    """The figure of rd.png. `fronts`: labels that join other curves (`vqae rd --front`),
+    drawn as a wide pale line under the models so both stay visible. A model's curves per band
+    filter (MODEL+KIND) share its colour, one line style per filter; the legend names each
+    model once and each style once. The axes span every curve drawn."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display
+
+    styles = {**JPEG2000_STYLES,
+              **{name: {"color": "gold", "lw": 8, "alpha": 0.45, "zorder": 1} for name in fronts}}
+    models = [name for name in labels if name not in styles]
+    styles.update(model_styles(models))
+    fig = Figure(figsize=(13.4, 4.6), dpi=110)
+    axes = fig.subplots(1, 2)
     for ax, (axis, what) in zip(axes, PANELS):
         for codec in dict.fromkeys([*labels, *styles]):  # a front is in both: draw it once
-            points = sorted((r["bpppb"], r[axis]) for r in rows if r["codec"] == codec)
-            if codec == "jpeg2000-best":  # the front on this panel's axis, of both modes
-                points = front([(r["bpppb"], r[axis]) for r in rows
-                                if r["codec"] in ("jpeg2000-bands", "jpeg2000-stack")])
+            points = panel_points(rows, codec, axis)
             if points:
-                x, y = zip(*points)
-                ax.plot(x, y, label=codec, **styles[codec])
-        ax.set_xscale("log")
-        zoom(ax, [(r["bpppb"], r[axis]) for r in rows if r["codec"] in labels])
+                ax.plot(*zip(*points), label=codec, **styles[codec])
+        ax.set_xscale("log")  # autoscaled: the limits hold every line drawn
         ax.set_xlabel("bits per pixel per band (bpppb, whole file)")
         ax.set_ylabel(f"{what} (dB, peak 10000)")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title if len(title) < 110 else title[:107] + "...", fontsize=8)
-    axes[1].legend(fontsize=6 if len(labels) > 8 else 8, loc="upper left",
+    handles = legend_handles(axes[1], models, styles)
+    axes[1].legend(handles=handles, fontsize=6 if len(handles) > 10 else 8, loc="upper left",
                    bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def panel_points(rows: list[dict], codec: str, axis: str) -> list[tuple[float, float]]:
+    """A curve's (bpppb, PSNR on `axis`) by rate; jpeg2000-best is the front of both modes on
+    this panel's axis (its rows are the front on the mean)."""
+    if codec == "jpeg2000-best":
+        return front([(r["bpppb"], r[axis]) for r in rows
+                      if r["codec"] in ("jpeg2000-bands", "jpeg2000-stack")])
+    return sorted((r["bpppb"], r[axis]) for r in rows if r["codec"] == codec)
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """MODEL+KIND -> (MODEL, KIND); a model's only curve -> (name, None)."""
+    model, _, kind = name.rpartition("+")
+    return (model, kind) if model and kind in FILTER_LINES else (name, None)
 
 
 def model_styles(names: list[str]) -> dict[str, dict]:
-    """A colour per model (MODEL+KIND curves share it) and a line style per band filter."""
-    import matplotlib.pyplot as plt
+    """A colour per model (MODEL+KIND curves share it), a line style and marker per filter."""
+    from matplotlib import colormaps
 
-    split = [name.rsplit("+", 1) if name.rsplit("+", 1)[-1] in FILTER_LINES else [name, None]
-             for name in names]
-    models = list(dict.fromkeys(model for model, _ in split))
-    palette = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors
-    return {name: {"color": palette[models.index(model) % len(palette)], "marker": "o",
-                   "ms": 4, "lw": 1.6, "ls": FILTER_LINES[kind]}
-            for name, (model, kind) in zip(names, split)}
+    models = list(dict.fromkeys(split_name(name)[0] for name in names))
+    palette = colormaps["tab10" if len(models) <= 10 else "tab20"].colors
+    out = {}
+    for name in names:
+        model, kind = split_name(name)
+        out[name] = {"color": palette[models.index(model) % len(palette)], "ms": 4, "lw": 1.6,
+                     "ls": FILTER_LINES[kind], "marker": FILTER_MARKERS[kind]}
+    return out
 
 
-def zoom(ax, points: list[tuple[float, float]]) -> None:
-    """Axes around the models' points (JPEG 2000 runs on past them), with a margin."""
-    if not points:
-        return
-    rates, psnrs = zip(*points)
-    ax.set_xlim(min(rates) / 1.6, max(rates) * 2.5)
-    ax.set_ylim(min(psnrs) - 4, max(psnrs) + 3)
+def legend_handles(ax, models: list[str], styles: dict[str, dict]) -> list:
+    """JPEG 2000 and fronts by name; the models' curves as one entry per model (its colour)
+    and, where they differ, one per line style (grey): a legend of M + K, not M x K, rows."""
+    from matplotlib.lines import Line2D
+
+    kinds = list(dict.fromkeys(split_name(name)[1] for name in models))
+    if len(kinds) < 2:  # each model has one curve: its own line says all
+        return ax.get_lines()
+    colours = {split_name(name)[0]: styles[name]["color"] for name in models}
+    return ([line for line in ax.get_lines() if line.get_label() not in models]
+            + [Line2D([], [], color=c, lw=4, label=m) for m, c in colours.items()]
+            + [Line2D([], [], color="0.35", lw=1.6, ls=FILTER_LINES[k], marker=FILTER_MARKERS[k],
+                      ms=4, label=KIND_NAMES[k]) for k in kinds])
