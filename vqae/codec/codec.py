@@ -51,6 +51,7 @@ class Compressed:
     ideal_bits: float  # -log2 P(indices) under the prior: what an ideal coder spends
     header_bytes: int
     depth: int  # RVQ stages it stores
+    band_filter: str = "none"  # the filter its header carries (vqae.codec.bandfilter.KINDS)
     # (C, H, W) float32: what decompress gives for this file, when asked for
     # (compress_images(pixels=True))
     pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -252,7 +253,7 @@ class Codec:
         header = bitstream.Header(self.fingerprint, size, size, self.depth, n, self.bands,
                                   means[:c], band_filter, codes, patch_scales=means[c:])
         return Compressed(bitstream.write(header, payloads[:n]), float(sum(bits[:n])),
-                          len(header.pack()), n, pixels)
+                          len(header.pack()), n, band_filter, pixels)
 
     # ---- files -> patches ----------------------------------------------------------------
     def parse(self, data: bytes, depth: int | None = None, source: str = "the data") -> Parsed:
@@ -349,7 +350,8 @@ class Codec:
         return band_arrays(dn, self.bands, native)
 
 
-def band_arrays(dn: np.ndarray, bands: Sequence[str], native: bool = False) -> dict[str, np.ndarray]:
+def band_arrays(dn: np.ndarray, bands: Sequence[str],
+                native: bool = False) -> dict[str, np.ndarray]:
     """One patch's decoded (C, H, W) float32 -> {band: array as stored}: S2 bands rounded half
     to even and clamped to uint16; with `native`, area-averaged to each band's native size."""
     out = {}

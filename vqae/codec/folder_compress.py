@@ -167,18 +167,17 @@ class CompressRun:
             loader.shutdown()  # the workers ignore TERM: stopped here, not left to exit hooks
         return time.perf_counter() - start
 
-    def code_batch(self, x) -> list[tuple[object, str, bool]]:
-        """Each patch's (Compressed with pixels, its band filter, whether it reached the
-        target)."""
+    def code_batch(self, x) -> list[tuple[object, bool]]:
+        """Each patch's (Compressed with pixels, whether it reached the target)."""
         codec, target, filters = self.codec, self.opts.target(), self.opts.filters()
         if target is None:
-            return [(f, filters[0], True)
-                    for f in codec.compress_images(x, self.depth, filters[0], pixels=True)]
+            return [(f, True) for f in codec.compress_images(x, self.depth, filters[0],
+                                                             pixels=True)]
         from vqae.codec.ratecontrol import compress_to_target
 
         size, bands = codec.model.image_size, len(codec.bands)
         offsets = codec.model.normalize.offsets().cpu()
-        return [(f, choice.setting.split()[1], target.reached(choice, bands, size))
+        return [(f, target.reached(choice, bands, size))
                 for f, choice in compress_to_target(codec, x, target, self.depth, filters,
                                                     offsets)]
 
@@ -190,12 +189,12 @@ class CompressRun:
         from vqae.metrics import bpp_coded, bpppb
 
         size, bands = self.codec.model.image_size, len(self.codec.bands)
-        recon = torch.from_numpy(np.stack([f.pixels for f, _, _ in coded]))  # (B, C, H, W)
+        recon = torch.from_numpy(np.stack([f.pixels for f, _ in coded]))  # (B, C, H, W)
         psnrs = self.totals.quality.update(x.float().cpu(), recon).tolist()
-        for name, (file, kind, reached), quality in zip(names, coded, psnrs):
+        for name, (file, reached), quality in zip(names, coded, psnrs):
             self.sink.write(name, file.data)
             self.totals.add(file, reached)
-            self.report.write(name, file.depth, kind, len(file.data),
+            self.report.write(name, file.depth, file.band_filter, len(file.data),
                               bpppb(bpp_coded(len(file.data), size, size), bands), quality)
         self.report.flush()
 

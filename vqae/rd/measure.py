@@ -68,7 +68,9 @@ class PatchLog:
 
 
 @dataclass
-class Sweep:
+class RdPoints:
+    """Every (curve, setting) point measured so far, with its per-patch log."""
+
     bands: list[str]
     offsets: torch.Tensor
     log: PatchLog
@@ -144,7 +146,7 @@ class Trial:
 
 
 @torch.no_grad()
-def measure_model(sweep: Sweep, label: str, codec: Codec, x: torch.Tensor, names: list[str],
+def measure_model(rd: RdPoints, label: str, codec: Codec, x: torch.Tensor, names: list[str],
                   filters: list[str], targets: list[float] = ()) -> None:
     """Every depth and band filter of one model on a batch x (B, C, H, W), through the bytes
     of real files: compressed as `vqae compress` does, decoded as `vqae decompress` does; then
@@ -160,14 +162,14 @@ def measure_model(sweep: Sweep, label: str, codec: Codec, x: torch.Tensor, names
             assert np.array_equal(back, analysed[0][:, :d]), "indices changed through the file"
             dn = np.stack([codec.pixels(p) for p in parsed])  # (B, C, H, W)
             recon = torch.from_numpy(to_uint16(dn).astype(np.float32))
-            psnrs = sweep.add(curve_name, f"depth{d}", x, recon, names,
+            psnrs = rd.add(curve_name, f"depth{d}", x, recon, names,
                               [len(f.data) for f in files], sum(f.ideal_bits for f in files))
             trials.append(Trial(f"depth{d} {kind}", files, recon, psnrs))
     for target in targets:
-        add_target(sweep, target_name(label), target, x, names, trials)
+        add_target(rd, target_name(label), target, x, names, trials)
 
 
-def add_target(sweep: Sweep, name: str, target: float, x: torch.Tensor, names: list[str],
+def add_target(rd: RdPoints, name: str, target: float, x: torch.Tensor, names: list[str],
                trials: list[Trial]) -> None:
     """Each patch coded the cheapest way that reaches `target` (vqae.rd.targets.pick)."""
     chosen = []
@@ -175,13 +177,13 @@ def add_target(sweep: Sweep, name: str, target: float, x: torch.Tensor, names: l
         choices = [Choice(len(t.files[i].data), t.psnrs[i], t.setting) for t in trials]
         chosen.append(trials[pick(choices, target)])
     recon = torch.stack([t.recon[i] for i, t in enumerate(chosen)])
-    sweep.add(name, target_setting(target), x, recon, names,
+    rd.add(name, target_setting(target), x, recon, names,
               [len(t.files[i].data) for i, t in enumerate(chosen)],
               sum(t.files[i].ideal_bits for i, t in enumerate(chosen)),
               [t.setting for t in chosen], target)
 
 
-def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor, qualities: list[float],
+def measure_jpeg2000(rd: RdPoints, ds, index: int, x: torch.Tensor, qualities: list[float],
                      targets: list[float] = ()) -> None:
     """Both JPEG 2000 modes at every quality on one patch x (C, H, W), and each target."""
     name = ds.names[index]
@@ -190,12 +192,12 @@ def measure_jpeg2000(sweep: Sweep, ds, index: int, x: torch.Tensor, qualities: l
     for mode in jpeg2000.MODES:
         for q in qualities:
             n, recon = jpeg2000.code_patch(mode, image, raw, ds.s2_bands, q, ds.flag)
-            sweep.add(f"jpeg2000-{mode}", f"q{q:g}", x[None], torch.from_numpy(recon)[None],
+            rd.add(f"jpeg2000-{mode}", f"q{q:g}", x[None], torch.from_numpy(recon)[None],
                       [name], [n])
     for target in targets:
-        choice, recon = jpeg2000_to_target(image, raw, ds.s2_bands, ds.flag, sweep.offsets,
+        choice, recon = jpeg2000_to_target(image, raw, ds.s2_bands, ds.flag, rd.offsets,
                                            target)
-        sweep.add(JPEG2000_TARGET, target_setting(target), x[None],
+        rd.add(JPEG2000_TARGET, target_setting(target), x[None],
                   torch.from_numpy(recon)[None], [name], [choice.bytes],
                   coded_as=[choice.setting], target=target)
 
@@ -261,7 +263,7 @@ def measure_all(models, data: str, split: str | None, bands: list[str], filters:
     patches: (rows, the data's description, patches)."""
     first = models[0][1]
     size = first.model.image_size
-    sweep = Sweep(bands, first.model.normalize.offsets().cpu(), PatchLog(patch_log, size,
+    rd = RdPoints(bands, first.model.normalize.offsets().cpu(), PatchLog(patch_log, size,
                                                                        len(bands)),
                   opts.psnr_threshold)
     try:
@@ -276,12 +278,12 @@ def measure_all(models, data: str, split: str | None, bands: list[str], filters:
                 x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
                 names = [it["name"] for it in items]
                 for label, codec in models:
-                    measure_model(sweep, label, codec, x, names, filters, opts.targets)
+                    measure_model(rd, label, codec, x, names, filters, opts.targets)
                 for i, patch in enumerate(x):
-                    measure_jpeg2000(sweep, ds, start + i, patch, opts.qualities, opts.targets)
+                    measure_jpeg2000(rd, ds, start + i, patch, opts.qualities, opts.targets)
     finally:
-        sweep.log.close()
-    return sweep.rows(size), description, count
+        rd.log.close()
+    return rd.rows(size), description, count
 
 
 def patches_used(description: str, count: int, total: int) -> str:
