@@ -236,8 +236,10 @@ def test_evaluate_a_new_folder_whole_or_by_hash_and_from_any_folder(
 
 
 def files(folder: Path) -> dict:
-    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    """Every file's mtime and bytes; of wandb's debug logs (which its service process may
+    still append to after the run closed) only the names."""
+    return {p: "log" if "logs" in p.parts else (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.slow
@@ -253,9 +255,10 @@ def test_first_run_ends_with_its_result_and_next_commands_and_resumes_once_compl
     common = ["--train.steps=2", "--train.eval_every=2", "--run.tracker=wandb"]
     assert main(train_args(run, *common)) == 0
     out = capsys.readouterr()
-    assert out.out.count("val/psnr ") == 1 and "eval at step 2" not in out.out
+    table_rows = [line for line in out.out.splitlines() if line.startswith("val/psnr ")]
+    assert len(table_rows) == 1 and "eval at step 2" not in out.out  # one table
     assert "Run history" not in out.err and "Run summary" not in out.err
-    tail = out.out.splitlines()[-10:]
+    tail = out.out.splitlines()[-9:]
     ckpt = run / "checkpoints" / "best.pt"
     lmdb = sample_dir / "BigEarthNet-V2-LMDB"
     assert tail[0] == f"wrote {run}/:" and tail[1].startswith("  checkpoints/best.pt  val/psnr ")
