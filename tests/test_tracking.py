@@ -140,21 +140,30 @@ def test_make_tracker_wandb_offline_run(wandb_env):
     assert (run_dir / "images" / "val_true_color_step3.png").is_file()
 
 
-def test_wandb_prints_no_history_or_summary_at_its_end(wandb_env, monkeypatch, capfd):
+def test_wandb_prints_no_history_or_summary_at_its_end(wandb_env):
     """The run's own final table is the result: wandb's end-of-run history and summary (30
-    lines) would scroll it away. Its start lines (where the run is saved) stay."""
-    monkeypatch.delenv("WANDB_SILENT")
+    lines) would scroll it away. Its start lines (where the run is saved) stay. In a fresh
+    process: wandb keeps its output settings per process."""
+    import os
+    import subprocess
+    import sys
+
     run_dir = wandb_env / "run"
-    tracker = make_tracker("wandb", run_dir, {}, project="vqae-test")
-    for step in range(1, 4):
-        tracker.log({"train/loss": 1.0 / step}, step)
-    tracker.summary({"val/psnr": 30.0})
-    tracker.close()
-    printed = "".join(capfd.readouterr())
+    code = ("import sys; from vqae.tracking import make_tracker\n"
+            "t = make_tracker('wandb', sys.argv[1], {}, project='vqae-test')\n"
+            "[t.log({'train/loss': 1.0 / s}, s) for s in (1, 2, 3)]\n"
+            "t.summary({'val/psnr': 30.0}); t.close()\n"
+            "print(t.trackers[1].run.id)\n")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
+    res = subprocess.run([sys.executable, "-c", code, str(run_dir)], env=env, timeout=120,
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed = res.stdout + res.stderr
     assert "Run history" not in printed and "Run summary" not in printed, printed
     assert "Run data is saved locally in" in printed
-    run = next((run_dir / "wandb").glob("offline-run-*"))
-    assert (run / f"run-{tracker.trackers[1].run.id}.wandb").stat().st_size > 0
+    run_id = res.stdout.split()[-1]
+    run = next((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert (run / f"run-{run_id}.wandb").stat().st_size > 0
 
 
 def test_wandb_tracker_resumes_same_run_id(wandb_env):

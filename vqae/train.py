@@ -594,12 +594,12 @@ class Trainer:
         best = self.ckpts.best() if self.ckpts.best_path.is_file() else None
         ckpt = self.ckpts.best_path if best else last
         if complete:
-            head = [f"run {self.run_dir} is complete: trained to step {self.pos.step} of "
-                    f"{self.cfg.train.steps}, prior fitted; nothing changed. Best checkpoint: "
-                    f"{ckpt}"]
+            head = [(f"run {self.run_dir} is complete: trained to step {self.pos.step} of "
+                     f"{self.cfg.train.steps}, prior fitted; nothing changed. Best checkpoint: "
+                     f"{ckpt}")]
         else:
             head = run_report(self.run_dir, last, best)
-        return head + next_commands(ckpt, str(self.source.path))
+        return head + next_commands(ckpt, self.cfg.data.path)  # as given, or the sample
 
     def complete(self) -> bool:
         """A resumed run with nothing left to do (trained to train.steps, its prior fitted
