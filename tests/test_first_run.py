@@ -35,3 +35,12 @@ def test_readme_first_command_from_an_empty_cache(tmp_path):
     assert (tmp_path / "cache" / "BENv2" / ".complete").is_file()
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "val/psnr" in r] == [2, 4]
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_readme_development_names_the_variables_the_skip_messages_name():
+    from tests import conftest
+
+    development = (REPO / "README.md").read_text().split("## Development", 1)[1]
+    for variable in ("VQAE_SHARED_DATA", "VQAE_REQUIRE_DATA"):
+        assert variable in Path(conftest.__file__).read_text()
+        assert f"`{variable}" in development, variable

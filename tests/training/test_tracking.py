@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vqae.errors import ConfigError
-from vqae.training.images import ERROR_MAX, render_panel, stretch
+from vqae.training.images import ERROR_MAX, LINE, panel_labels, render_panel, stretch
 from vqae.training.tracking import (
     JsonlTracker,
     MultiTracker,
@@ -140,6 +140,32 @@ def test_make_tracker_wandb_offline_run(wandb_env):
     assert (run_dir / "images" / "val_true_color_step3.png").is_file()
 
 
+def test_wandb_prints_no_history_or_summary_at_its_end(wandb_env):
+    """The run's own final table is the result: wandb's end-of-run history and summary (30
+    lines) would scroll it away. Its start lines (where the run is saved) stay. In a fresh
+    process: wandb keeps its output settings per process."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = wandb_env / "run"
+    code = ("import sys; from vqae.training.tracking import make_tracker\n"
+            "t = make_tracker('wandb', sys.argv[1], {}, project='vqae-test')\n"
+            "[t.log({'train/loss': 1.0 / s}, s) for s in (1, 2, 3)]\n"
+            "t.summary({'val/psnr': 30.0}); t.close()\n"
+            "print(t.trackers[1].run.id)\n")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
+    res = subprocess.run([sys.executable, "-c", code, str(run_dir)], env=env, timeout=120,
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed = res.stdout + res.stderr
+    assert "Run history" not in printed and "Run summary" not in printed, printed
+    assert "Run data is saved locally in" in printed
+    run_id = res.stdout.split()[-1]
+    run = next((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert (run / f"run-{run_id}.wandb").stat().st_size > 0
+
+
 def test_wandb_tracker_resumes_same_run_id(wandb_env):
     run_dir = wandb_env / "run"
     first = WandbTracker(run_dir, {"a": 1}, project="vqae-test")
@@ -180,18 +206,35 @@ def test_render_panel_shapes_and_dtypes():
     assert set(panels) == {"true_color", "false_color"}
     for panel in panels.values():
         assert panel.dtype == np.uint8
-        assert panel.shape == (2 * 16 + 2, 3 * 20 + 2 * 2, 3)  # 2 rows, 3 tiles, 2 px gaps
+        # a header, 2 rows, 3 tiles, 2 px gaps
+        assert panel.shape == (2 * LINE + 2 + 2 * 16 + 2, 3 * 20 + 2 * 2, 3)
 
 
 def test_render_panel_identical_gives_constant_error_map():
     x = _batch(b=1)
-    panel = render_panel(x, x.clone(), ALL_BANDS)["true_color"]
+    panel = render_panel(x, x.clone(), ALL_BANDS)["true_color"][2 * LINE + 2:]  # no header
     original, recon, error = panel[:, :20], panel[:, 22:42], panel[:, 44:]
     np.testing.assert_array_equal(original, recon)
     assert (error == error[0, 0]).all()
     # a large error saturates to the colormap's other end
-    hot = render_panel(x, x + 2 * ERROR_MAX, ALL_BANDS)["true_color"][:, 44:]
+    hot = render_panel(x, x + 2 * ERROR_MAX, ALL_BANDS)["true_color"][2 * LINE + 2:, 44:]
     assert (hot == hot[0, 0]).all() and not np.array_equal(hot[0, 0], error[0, 0])
+
+
+def test_render_panel_labels_its_columns_with_the_error_scale_and_the_step():
+    x = _batch(b=1, h=120, w=120)
+    title, columns = panel_labels("true_color", 300, ERROR_MAX)
+    assert title == "true color (B04 B03 B02), step 300"
+    assert columns == ["original", "reconstruction", "|error| 0-500 DN"]
+    at = {step: render_panel(x, x + 50, ALL_BANDS, step=step)["false_color"] for step in (10, 20)}
+    header, body = at[10][:2 * LINE], at[10][2 * LINE + 2:]
+    for column in range(3):  # black text over each column
+        label = header[LINE:, column * 122:column * 122 + 120]
+        assert (label < 100).all(axis=2).sum() > 20, column
+    assert not np.array_equal(at[10][:LINE], at[20][:LINE])  # the step is in the title
+    np.testing.assert_array_equal(body, at[20][2 * LINE + 2:])
+    plain = render_panel(x, x + 50, ALL_BANDS)["false_color"]  # no step given: none shown
+    assert not np.array_equal(plain[:LINE], at[10][:LINE])
 
 
 def test_render_panel_skips_missing_composites_and_checks_shapes():

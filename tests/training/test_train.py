@@ -235,6 +235,71 @@ def test_evaluate_a_new_folder_whole_or_by_hash_and_from_any_folder(
     assert "no split metadata and no --split" in caplog.text
 
 
+def files(folder: Path) -> dict:
+    """Every file's mtime and bytes; of wandb's debug logs (which its service process may
+    still append to after the run closed) only the names."""
+    return {p: "log" if "logs" in p.parts else (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_first_run_ends_with_its_result_and_next_commands_and_resumes_once_complete(
+        sample_dir, tmp_path, wandb_env, capsys, caplog, monkeypatch):
+    """The end of a run: the final table once, what was written, the next commands; the
+    sample's resolved paths in config.yaml. Resumed when complete: a line saying so, no file
+    changed. Resumed with more steps: trains on, the prior refitted."""
+    import yaml
+
+    monkeypatch.delenv("WANDB_SILENT")
+    run = tmp_path / "run"
+    common = ["--train.steps=2", "--train.eval_every=2", "--run.tracker=wandb"]
+    assert main(train_args(run, *common)) == 0
+    out = capsys.readouterr()
+    table_rows = [line for line in out.out.splitlines() if line.startswith("val/psnr ")]
+    assert len(table_rows) == 1 and "eval at step 2" not in out.out  # one table
+    assert "Run history" not in out.err and "Run summary" not in out.err
+    tail = out.out.splitlines()[-9:]
+    ckpt = run / "checkpoints" / "best.pt"
+    lmdb = sample_dir / "BigEarthNet-V2-LMDB"
+    assert tail[0] == f"wrote {run}/:" and tail[1].startswith("  checkpoints/best.pt  val/psnr ")
+    assert tail[2] == "  checkpoints/ckpt-00000002.pt  the last step"
+    assert tail[3] == "  config.yaml, metrics.jsonl, summary.json, images/ (2 PNGs)"
+    assert tail[4].startswith("  wandb/offline-run-")
+    assert tail[5:] == ["next:", f"  vqae evaluate {ckpt} --split test",
+                        f"  vqae compress {ckpt} {lmdb} -o {run / 'vqz'}",
+                        f"  vqae rd --ckpt {ckpt} --data {lmdb} --out {run / 'rd'}"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert saved["path"] == str(lmdb) and saved["splits"] == str(sample_dir / "metadata.parquet")
+    assert load_checkpoint(ckpt)["config"]["data"]["path"] == str(lmdb)
+
+    before = files(run)
+    assert main(train_args(run, *common, "--run.resume=auto")) == 0
+    assert f"run {run} is complete: trained to step 2 of 2, prior fitted; nothing changed. " \
+           f"Best checkpoint: {ckpt}" in capsys.readouterr().out
+    assert files(run) == before  # checkpoints, metrics.jsonl, config.yaml, wandb/: untouched
+
+    caplog.set_level(logging.INFO, logger="vqae.training.trainer")
+    assert main(train_args(run, *common[1:], "--train.steps=3", "--run.resume=auto")) == 0
+    assert "training on from step 2: its prior is refitted at the end" in caplog.text
+    steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "train/loss" in r]
+    assert steps == [1, 2, 3]
+    for name in ("ckpt-00000003.pt", "best.pt"):
+        assert load_checkpoint(run / "checkpoints" / name)["model"]["prior.fitted"], name
+
+
+def test_continue_command_is_the_command_given_with_resume_auto_once():
+    from vqae.cli import parse
+    from vqae.commands.train import continue_command
+
+    given = ["train", "--config", "configs/debug.yaml", "--train.steps", "5", "--data",
+             "/data/my tiles", "--run.resume", "runs/x/checkpoints/ckpt-00000004.pt"]
+    assert continue_command(parse(given)[2]) == (
+        "vqae train --config configs/debug.yaml --data '/data/my tiles' --train.steps=5 "
+        "--run.resume=auto")
+    again = parse(["-v", "train", "--run.dir=runs/a", "--run.resume=auto"])[2]
+    assert continue_command(again) == "vqae -v train --run.dir=runs/a --run.resume=auto"
+
+
 def test_cuda_request_without_gpu_is_an_error(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -252,6 +317,30 @@ def test_throughput_clock_stops_outside_training_steps(monkeypatch):
     meter.restart()
     meter.add(20)
     assert meter.rate() == pytest.approx(30 / 6)
+
+
+def test_progress_bar_shows_the_current_rate_after_a_slow_start_and_evaluations(
+        monkeypatch, capsys):
+    """5 slow first steps (8 s), then 0.3 s a step, a 60 s evaluation every 100 steps: near
+    the end the bar shows 0.3 s a step, on a terminal and in a log file (a line each 30 s).
+    The issue's log showed 1.13 s/step with 18 s left."""
+    from vqae.training.trainer import paused, progress_bar
+
+    now = [1000.0]
+    monkeypatch.setattr("tqdm.std.time", lambda: now[0])  # tqdm's clock
+    monkeypatch.setattr("vqae.training.trainer.time.time", lambda: now[0])
+    for tty in (True, False):
+        bar = progress_bar(300, 0, enabled=True, tty=tty)
+        for step in range(1, 291):
+            now[0] += 8.0 if step <= 5 else 0.3
+            bar.update(1)
+            if step % 100 == 0:
+                with paused(bar):
+                    now[0] += 60.0
+        shown = bar.format_dict
+        assert 1 / shown["rate"] == pytest.approx(0.3, rel=0.1), tty
+        bar.close()
+    assert "s/step" in capsys.readouterr().err
 
 
 def test_schedule_logs_evaluates_and_checkpoints_on_the_last_step():

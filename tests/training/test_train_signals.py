@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -90,6 +91,12 @@ def test_group_signal_checkpoints_the_step_exits_75_and_resumes(sample_dir, tmp_
     assert f"received {sig.name}: checkpointing at the next step" in run.stderr
     stopped = run.train_steps()[-1]
     assert ckpt_steps(run.dir) == [stopped] and 2 <= stopped < 400
+    given = train_args(run.dir, *WORKERS, "--train.steps=400", "--train.checkpoint_every=1000",
+                       "--train.eval_every=1000")
+    line = run.stdout.splitlines()[-1]  # the checkpoint, and the command that continues it
+    saved = run.dir / "checkpoints" / f"ckpt-{stopped:08d}.pt"
+    again = shlex.join(["vqae", *given, "--run.resume=auto"])
+    assert line == f"saved {saved}; continue with: {again}"
     print(f"{sig.name}: exit {code} {seconds:.2f} s after the signal, at step {stopped}")
     if sig != signal.SIGTERM:
         return
@@ -152,12 +159,13 @@ def test_signal_during_the_prior_fit_exits_75_and_resume_only_fits_the_prior(tmp
     common = [f"--data={data}", "--data.split_ratios=[0.5,0.5,0]", "--data.batch_size=2",
               "--train.steps=2", "--train.eval_batches=1", "--train.eval_images=0"]
     run = Run(tmp_path / "run", *common)
-    run.wait_until(lambda: "final (2 steps)" in run.stdout, "the end of training")
-    run.signal_group(signal.SIGTERM)  # the prior fit follows the final table
+    run.wait_until(lambda: "fitting the prior" in run.stderr, "the end of training")
+    run.signal_group(signal.SIGTERM)
     code, _ = run.wait()
     assert code == EXIT_PREEMPTED, run.stderr[-3000:]
     assert "prior fit stopped: training is complete and checkpointed at step 2" in run.stderr
-    assert "Traceback" not in run.stderr
+    assert "Traceback" not in run.stderr and "final (2 steps)" not in run.stdout
+    assert f"saved {run.dir / 'checkpoints' / 'ckpt-00000002.pt'}; continue with: " in run.stdout
     assert ckpt_steps(run.dir) == [2] and eval_steps(run.dir) == [2]
     assert not load_model(run.dir / "checkpoints" / "ckpt-00000002.pt")[0].prior.fitted
     caplog.set_level(logging.INFO, logger="vqae")
@@ -166,3 +174,16 @@ def test_signal_during_the_prior_fit_exits_75_and_resume_only_fits_the_prior(tmp
     assert run.train_steps() == [1, 2] and eval_steps(run.dir) == [2]  # nothing trained again
     for name in ("ckpt-00000002.pt", "best.pt"):
         assert load_model(run.dir / "checkpoints" / name)[0].prior.fitted, name
+
+
+def test_gnu_timeout_reports_124_unless_preserve_status_as_the_readme_says(tmp_path):
+    """`timeout` exits 124 when it stopped the command, whatever the command's own status;
+    `--preserve-status` passes the 75 of a run that checkpointed on its TERM."""
+    readme = (REPO / "README.md").read_text()
+    assert "`timeout` itself exits 124" in readme and "--preserve-status" in readme
+    ready = tmp_path / "ready"  # a stand-in that, like vqae train, exits 75 on TERM
+    script = f"trap 'exit 75' TERM; touch {shlex.quote(str(ready))}; while :; do sleep 0.05; done"
+    for flags, status in (([], 124), (["--preserve-status"], EXIT_PREEMPTED)):
+        res = subprocess.run(["timeout", *flags, "-s", "TERM", "2", "sh", "-c", script],
+                             timeout=30, check=False)
+        assert ready.exists() and res.returncode == status, flags

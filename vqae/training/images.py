@@ -1,4 +1,5 @@
-"""Reconstruction panels for the tracker: original | reconstruction | error map, one row a patch.
+"""Reconstruction panels for the tracker: original | reconstruction | error map, one row a patch,
+under a header naming the step, the composite and each column (the error with its scale).
 
 Outputs are uint8 RGB arrays (H, W, 3); writers that need BGR (cv2.imwrite) convert themselves.
 """
@@ -19,6 +20,8 @@ COMPOSITES = {
 STRETCH_PERCENTILES = (2.0, 98.0)
 ERROR_MAX = 500.0  # DN (5% reflectance) mapped to the hottest colour; fixed so steps compare
 GAP = 2  # white pixels between tiles
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.35  # about 6 px a character: 20 fit a tile
+LINE = 14  # pixels per header line
 
 
 def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -62,16 +65,38 @@ def _vstack(rows: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
+def panel_labels(name: str, step: int | None, error_max: float) -> tuple[str, list[str]]:
+    """(title, column labels) of a panel's header."""
+    rgb = " ".join(COMPOSITES[name])
+    title = f"{name.replace('_', ' ')} ({rgb})" + ("" if step is None else f", step {step}")
+    return title, ["original", "reconstruction", f"|error| 0-{error_max:g} DN"]
+
+
+def _text(text: str, width: int) -> np.ndarray:
+    """A white (LINE, width, 3) strip with `text` in black, cut at its right edge."""
+    strip = np.full((LINE, width, 3), 255, np.uint8)
+    cv2.putText(strip, text, (2, LINE - 4), FONT, FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def _header(title: str, columns: list[str], width: int) -> np.ndarray:
+    """The title over the whole strip, then each column's label over its tiles."""
+    labels = _hstack([_text(text, width) for text in columns])
+    return np.concatenate([_text(title, labels.shape[1]), labels], axis=0)
+
+
 def render_panel(
     x: torch.Tensor | np.ndarray,
     x_hat: torch.Tensor | np.ndarray,
     bands: Sequence[str],
     error_max: float = ERROR_MAX,
+    step: int | None = None,
 ) -> dict[str, np.ndarray]:
     """{composite name: uint8 RGB strip} for a batch (B, C, H, W) of patches in DN.
 
-    Each row is one patch: original | reconstruction | error map (mean |x - x_hat| over all
-    bands, 0..error_max DN). Composites whose bands are not all in `bands` are skipped.
+    A header (2 * LINE pixels) names the composite, the step and the columns; below it each
+    row is one patch: original | reconstruction | error map (mean |x - x_hat| over all bands,
+    0..error_max DN). Composites whose bands are not all in `bands` are skipped.
     """
     xs, ys = _to_numpy(x), _to_numpy(x_hat)
     if xs.shape != ys.shape or xs.ndim != 4 or xs.shape[1] != len(bands):
@@ -86,5 +111,6 @@ def render_panel(
         for a, b, err in zip(xs, ys, errors):
             orig, recon = stretch(a[channels], b[channels])
             rows.append(_hstack([orig, recon, err]))
-        panels[name] = _vstack(rows)
+        header = _header(*panel_labels(name, step, error_max), xs.shape[3])
+        panels[name] = _vstack([header, *rows])
     return panels

@@ -175,6 +175,9 @@ class WandbTracker(Tracker):
         run_id = id_file.read_text().strip() if resuming else uuid.uuid4().hex[:8]
         if not resuming:
             id_file.write_text(run_id + "\n")
+        # quiet: no history and summary printed at the end (our final table is the result);
+        # its start lines, warnings and errors stay
+        init_kwargs.setdefault("settings", wandb.Settings(quiet=True))
         self.run = wandb.init(
             project=project, name=name or run_dir.name, config=dict(config), dir=str(run_dir),
             id=run_id, resume="allow", mode=_wandb_mode(), **init_kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from vqae.config import Config, TrainConfig, dump_yaml, to_dict
 from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.loader import Loader
 from vqae.data.sample import sample_dir
-from vqae.data.source import DataSource
+from vqae.data.source import DataSource, resolve_path
 from vqae.data.stats import load_stats
 from vqae.distributed import all_reduce_max, cleanup, setup
 from vqae.errors import ConfigError, DataError
@@ -42,7 +43,7 @@ from vqae.training.evaluate import eval_depths, eval_loader, evaluate
 from vqae.training.images import render_panel
 from vqae.metrics import psnr, ssim
 from vqae.models import build_model
-from vqae.io.run_outputs import check_removable, earlier_outputs, remove
+from vqae.io.run_outputs import check_removable, earlier_outputs, next_commands, remove, run_report
 from vqae.io.stops import EXIT_PREEMPTED, StopFlag, Stopped
 from vqae.training.tracking import Tracker, format_table, make_tracker, read_jsonl
 
@@ -140,6 +141,47 @@ def check_run_dir(run_dir: Path, cfg: Config, config_files: list[str] = ()) -> l
                            run_inputs(cfg, config_files))
 
 
+def as_read(cfg: Config) -> Config:
+    """`cfg` with an empty data.path (the sample) replaced by the sample's resolved LMDB and
+    split table, so config.yaml, the checkpoints and the tracker name what was read, absolute,
+    as for any --data. The same command resolves to the same paths again on resume."""
+    if cfg.data.path:
+        return cfg
+    path, splits = resolve_path(cfg.data)
+    data = dataclasses.replace(cfg.data, path=str(Path(path).absolute()),
+                               splits=str(Path(splits).absolute()) if splits else "")
+    return dataclasses.replace(cfg, data=data)
+
+
+def prior_fitted(path: Path) -> bool:
+    return bool(read_checkpoint(path)["model"]["prior.fitted"])
+
+
+def progress_bar(total: int, initial: int, enabled: bool, tty: bool) -> tqdm:
+    """The training bar. Every step may refresh it (miniters=1: tqdm's adaptive miniters
+    skipped whole evaluation periods in a log file) and its rate is an EMA over the last
+    refreshes (tqdm's smoothing), so after a slow start or a stall it soon shows the current
+    rate: a terminal refreshes about every step, a log file every 30 s, so there the newest
+    interval weighs more."""
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
+                dynamic_ncols=True, miniters=1, smoothing=0.3 if tty else 0.7,
+                mininterval=0.1 if tty else 30)
+
+
+@contextlib.contextmanager
+def paused(bar: tqdm):
+    """Leave the time spent inside (evaluation, checkpoints) out of the bar's rate and ETA:
+    the two clocks tqdm's own unpause() moves, moved by that time."""
+    start = time.time()  # tqdm's clock
+    try:
+        yield
+    finally:
+        if not bar.disable:
+            spent = time.time() - start
+            bar.start_t += spent
+            bar.last_print_t += spent
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -185,9 +227,10 @@ def build_optimizer(model: torch.nn.Module, cfg: Config):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, config_files: list[str] = ()):
-        self.cfg, t = cfg, cfg.train
-        self.config_files = list(config_files)  # read by --run.overwrite's checks
+    def __init__(self, cfg: Config, config_files: list[str] = (), command: str | None = None):
+        t = cfg.train
+        self.command = command  # the command line that continues this run after a stop
+        self.inputs = run_inputs(cfg, config_files)  # what --run.overwrite never removes
         self.env = setup(cfg.run.device)  # rank, world size and this process's device, once
         self.device = self.env.torch_device
         self.run_dir = Path(cfg.run.dir)
@@ -196,6 +239,7 @@ class Trainer:
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         self.source = DataSource(cfg.data)
+        self.cfg = cfg = as_read(cfg)
         self.input = DeviceInput.for_config(cfg.data, self.device)
         self.train_ds = self.source.dataset("train", native=self.input.native)
         self.val_ds = self.source.dataset("validation", native=self.input.native)
@@ -287,15 +331,15 @@ class Trainer:
             self.load_state(state, path)
             self.saved_step = self.pos.step
             log.info("resumed from %s at step %d", path, self.pos.step)
-        if self.env.is_main:  # records past the checkpoint are logged again
-            drop_records_after(self.run_dir / "metrics.jsonl", self.pos.step)
 
     def prepare_run_dir(self) -> None:
         """Rank 0 clears an overwritten run (checked again, now against the data path as
-        resolved too) and writes the resolved config."""
+        resolved too), or drops a resumed run's records past its checkpoint, and writes the
+        resolved config."""
         if self.env.is_main:
-            inputs = [*run_inputs(self.cfg, self.config_files), self.source.path]
-            check_removable(self.stale_outputs, inputs)
+            check_removable(self.stale_outputs, [*self.inputs, self.source.path])
+            if self.cfg.run.resume:  # records past the checkpoint are logged again
+                drop_records_after(self.run_dir / "metrics.jsonl", self.pos.step)
             try:
                 remove(self.stale_outputs)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -404,7 +448,8 @@ class Trainer:
         tracker.log(metrics, self.pos.step)
         if self.env.is_main:
             tracker.log_images(self.render_images(), self.pos.step)
-            tqdm.write(format_table(metrics, title=f"eval at step {self.pos.step}"))
+            if self.pos.step < self.cfg.train.steps:  # the last one is the final table
+                tqdm.write(format_table(metrics, title=f"eval at step {self.pos.step}"))
         return metrics
 
     @torch.no_grad()
@@ -417,7 +462,8 @@ class Trainer:
         out = self.model(x)
         dn_hat = self.model.to_dn(out.recon, out.patch_means)
         self.model.train()
-        return {f"val/{k}": v for k, v in render_panel(x, dn_hat, self.model.bands).items()}
+        panels = render_panel(x, dn_hat, self.model.bands, step=self.pos.step)
+        return {f"val/{k}": v for k, v in panels.items()}
 
     def checkpoint(self, metric: float | None = None) -> None:
         if self.env.is_main:
@@ -488,6 +534,8 @@ class Trainer:
             log.warning("stopped before training started (exit status %d)", EXIT_PREEMPTED)
             return EXIT_PREEMPTED
         self.maybe_resume()
+        if self.complete():
+            return 0
         self.prepare_run_dir()
         if self.env.is_main:
             log.info("%s", self.model.summary())
@@ -495,11 +543,11 @@ class Trainer:
                                self.cfg.run.project, self.env.rank,
                                self.cfg.run.name or self.run_dir.name)
         meter, status, metrics = Throughput(), 0, {}
-        bar = tqdm(total=t.steps, initial=self.pos.step, disable=not self.env.is_main,
-                   unit="step", dynamic_ncols=True,
-                   mininterval=0.1 if sys.stderr.isatty() else 30)  # a log file, not a bar
+        bar = progress_bar(t.steps, self.pos.step, self.env.is_main, sys.stderr.isatty())
         try:
             metrics = self.resumed_eval(tracker)
+            if self.pos.step < t.steps:
+                self.clear_prior()
             for group in self.batches() if self.pos.step < t.steps else ():
                 sums = self.train_step(group, self.schedule.logs(self.pos.step + 1))
                 self.pos.step += 1
@@ -507,7 +555,8 @@ class Trainer:
                 bar.update(1)
                 if sums:
                     self.log_train(tracker, sums, meter, bar)
-                metrics = self.eval_and_checkpoint(tracker) or metrics
+                with paused(bar):
+                    metrics = self.eval_and_checkpoint(tracker) or metrics
                 if self.preempted():  # the last step too: the prior fit is still to come
                     status = EXIT_PREEMPTED
                     break
@@ -525,21 +574,73 @@ class Trainer:
             tracker.log({"ddp/max_param_diff": self.rank_divergence()}, self.pos.step)
         if status == 0 and self.env.is_main:
             tracker.summary(metrics)
-            print(format_table(metrics, title=f"final ({self.pos.step} steps)"))
             status = self.fit_prior()
+            if status == 0:  # the result last, where it does not scroll away
+                print(format_table(metrics, title=f"final ({self.pos.step} steps)"))
+                print("\n".join(self.report()))
         if self.env.enabled:  # the other ranks wait (one that tears its gloo group down early
             # aborts) and learn whether rank 0's prior fit was stopped
             status = int(all_reduce_max(float(status), self.device))
         tracker.close()
+        if status == EXIT_PREEMPTED and self.env.is_main and self.saved_step >= 0:
+            again = self.command or "the same command with --run.resume=auto"
+            print(f"saved {self.ckpts.path_for(self.saved_step)}; continue with: {again}")
         return status
+
+    def report(self, complete: bool = False) -> list[str]:
+        """What the run folder holds (or, `complete`, that the run needs nothing more) and the
+        commands that use its best checkpoint."""
+        last = self.ckpts.path_for(self.pos.step)
+        best = self.ckpts.best() if self.ckpts.best_path.is_file() else None
+        ckpt = self.ckpts.best_path if best else last
+        if complete:
+            head = [(f"run {self.run_dir} is complete: trained to step {self.pos.step} of "
+                     f"{self.cfg.train.steps}, prior fitted; nothing changed. Best checkpoint: "
+                     f"{ckpt}")]
+        else:
+            head = run_report(self.run_dir, last, best)
+        return head + next_commands(ckpt, self.cfg.data.path)  # as given, or the sample
+
+    def complete(self) -> bool:
+        """A resumed run with nothing left to do (trained to train.steps, its prior fitted
+        into the last checkpoint and best.pt) says so and changes no file."""
+        if self.pos.step < self.cfg.train.steps or self.saved_step < 0:
+            return False
+        done = not self.env.is_main or not any(self.unfitted())
+        if all_reduce_max(float(not done), self.device):
+            return False
+        if self.env.is_main:
+            print("\n".join(self.report(complete=True)))
+        return True
+
+    def clear_prior(self) -> None:
+        """Training on from a checkpoint with a fitted prior: the prior no longer fits the
+        weights, so the checkpoints to come say so (the last one gets a new fit)."""
+        if bool(self.model.prior.fitted):
+            log.info("training on from step %d: its prior is refitted at the end", self.pos.step)
+            self.model.prior.fitted.fill_(False)
+
+    def unfitted(self) -> tuple[list[Path], Path | None]:
+        """(checkpoints of the last step, best.pt of an earlier step or None) whose prior is
+        still to fit; rank 0 only. `clear_prior` makes `prior.fitted` mean "fitted on these
+        weights", so a file whose prior is fitted needs nothing."""
+        own = [] if bool(self.model.prior.fitted) else [self.ckpts.path_for(self.pos.step)]
+        best, path = self.ckpts.best(), self.ckpts.best_path
+        if best is None or not path.is_file():
+            return own, None
+        if best["step"] == self.pos.step:  # the same weights: rewritten with the last step's
+            return own + [path] if own or not prior_fitted(path) else own, None
+        return own, None if prior_fitted(path) else path
 
     def fit_prior(self) -> int:
         """Rank 0 fits the codec's prior after the last step. A stop request cuts it short:
         75, with the last step's checkpoint as it was (training complete, no prior yet); the
         resumed run (--run.resume=auto) finds it complete and only fits the prior."""
+        train_ds = self.source.dataset("train")  # float images: the CPU-resampled reader
+        log.info("training complete at step %d: fitting the prior on %d train patches",
+                 self.pos.step, len(train_ds))
         try:
-            # the fit reads float images: the CPU-resampled reader of the same split
-            self.fit_into_checkpoints(self.source.dataset("train"))
+            self.fit_into_checkpoints(train_ds)
         except Stopped:
             log.warning("prior fit stopped: training is complete and checkpointed at step %d; "
                         "resume (--run.resume=auto) to fit the prior", self.pos.step)
@@ -547,27 +648,23 @@ class Trainer:
         return 0
 
     def fit_into_checkpoints(self, train_ds) -> None:
-        """Fit the prior on the train split and rewrite the final checkpoint; best.pt too,
-        refitted on its own weights when it is from an earlier step. A checkpoint is
-        rewritten whole or not."""
+        """Fit the prior on the train split into the checkpoints `unfitted` names: the last
+        step's (best.pt too when it is that step), and best.pt of an earlier step refitted on
+        its own weights. A checkpoint is rewritten whole or not."""
         if len(train_ds) < 2:
             log.warning("train split has %d patch(es): no prior fitted", len(train_ds))
             return
         data = self.cfg.data
         fit = {"batch_size": data.batch_size, "workers": data.num_workers, "progress": False,
                "stop": lambda: self.stop.requested}
-        best = self.ckpts.best()
-        best_too = best is not None and self.ckpts.best_path.is_file()
-        paths = [self.ckpts.path_for(self.pos.step)]
-        if best_too and best["step"] == self.pos.step:
-            paths.append(self.ckpts.best_path)
-        text = fit_and_save(self.model, train_ds, paths, self.state, self.device, **fit)
-        log.info("prior fitted on %d train patches:\n%s", len(train_ds), text)
-        if best_too and best["step"] != self.pos.step:
-            state = read_checkpoint(self.ckpts.best_path)
-            model, _ = model_from_state(self.ckpts.best_path, state, self.device)
-            fit_and_save(model, train_ds, [self.ckpts.best_path], lambda: state, self.device,
-                         **fit)
+        own, earlier_best = self.unfitted()
+        if own:
+            text = fit_and_save(self.model, train_ds, own, self.state, self.device, **fit)
+            log.info("prior fitted on %d train patches:\n%s", len(train_ds), text)
+        if earlier_best is not None:
+            state = read_checkpoint(earlier_best)
+            model, _ = model_from_state(earlier_best, state, self.device)
+            fit_and_save(model, train_ds, [earlier_best], lambda: state, self.device, **fit)
 
     def close(self) -> None:
         """Stop the train loader's worker processes (they ignore TERM) and close the data."""
@@ -575,14 +672,15 @@ class Trainer:
         self.source.close()
 
 
-def train(cfg: Config, config_files: list[str] = ()) -> int:
+def train(cfg: Config, config_files: list[str] = (), command: str | None = None) -> int:
     """Run `cfg`; `config_files` (the YAML files it came from) are inputs that
-    --run.overwrite=true never removes."""
+    --run.overwrite=true never removes; `command` (a shell line) continues the run after a
+    stop, printed with the checkpoint it continues from."""
     trainer = None
     # from the start: a signal while data and model load is no crash
     with StopFlag("checkpointing at the next step") as stop:
         try:
-            trainer = Trainer(cfg, config_files)
+            trainer = Trainer(cfg, config_files, command)
             return trainer.fit(stop)
         finally:
             if trainer is not None:
