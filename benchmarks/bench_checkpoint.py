@@ -45,7 +45,7 @@ def training_state(config: str) -> dict:
     from vqae.checkpoint.manager import capture_rng_state
     from vqae.config import load_config, to_dict
     from vqae.models import build_model
-    from vqae.training.trainer import build_optimizer
+    from vqae.training.schedule import build_optimizer
 
     cfg = load_config([config], [])
     torch.manual_seed(0)

@@ -62,7 +62,7 @@ def training_state(data) -> dict:
     from vqae.checkpoint.manager import capture_rng_state
     from vqae.config import to_dict
     from vqae.models import build_model
-    from vqae.training.trainer import build_optimizer
+    from vqae.training.schedule import build_optimizer
 
     cfg = tiny_config(data)
     torch.manual_seed(0)
@@ -351,7 +351,7 @@ def test_converted_run_folder_resumes_exactly(tmp_path, capsys, caplog, fake_dat
     capsys.readouterr()
     assert main(["convert-checkpoint", str(tmp_path / "b")]) == 0
     assert os.path.samefile(ckpts / "best.pt", ckpts / "ckpt-00000002.pt")  # still one file
-    with caplog.at_level(logging.INFO, logger="vqae.training.trainer"):
+    with caplog.at_level(logging.INFO, logger="vqae.training"):
         assert main(train_args(fake_data, tmp_path / "b", *common, "--run.resume=auto")) == 0
     assert f"resumed from {ckpts / 'ckpt-00000002.pt'} at step 2" in caplog.text
     resumed = load_checkpoint(ckpts / "ckpt-00000004.pt")

@@ -278,7 +278,7 @@ def test_first_run_ends_with_its_result_and_next_commands_and_resumes_once_compl
            f"Best checkpoint: {ckpt}" in capsys.readouterr().out
     assert files(run) == before  # checkpoints, metrics.jsonl, config.yaml, wandb/: untouched
 
-    caplog.set_level(logging.INFO, logger="vqae.training.trainer")
+    caplog.set_level(logging.INFO, logger="vqae.training")
     assert main(train_args(run, *common[1:], "--train.steps=3", "--run.resume=auto")) == 0
     assert "training on from step 2: its prior is refitted at the end" in caplog.text
     steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "train/loss" in r]
@@ -308,10 +308,10 @@ def test_cuda_request_without_gpu_is_an_error(tmp_path, capsys):
 
 
 def test_throughput_clock_stops_outside_training_steps(monkeypatch):
-    from vqae.training.trainer import Throughput
+    from vqae.training.schedule import Throughput
 
     now = iter([0.0, 2.0, 100.0, 104.0])  # step 0..2 s, eval until 100 s, step 100..104 s
-    monkeypatch.setattr("vqae.training.trainer.time.perf_counter", lambda: next(now))
+    monkeypatch.setattr("vqae.training.schedule.time.perf_counter", lambda: next(now))
     meter = Throughput()
     meter.add(10)
     meter.restart()
@@ -324,11 +324,11 @@ def test_progress_bar_shows_the_current_rate_after_a_slow_start_and_evaluations(
     """5 slow first steps (8 s), then 0.3 s a step, a 60 s evaluation every 100 steps: near
     the end the bar shows 0.3 s a step, on a terminal and in a log file (a line each 30 s).
     The issue's log showed 1.13 s/step with 18 s left."""
-    from vqae.training.trainer import paused, progress_bar
+    from vqae.training.schedule import paused, progress_bar
 
     now = [1000.0]
     monkeypatch.setattr("tqdm.std.time", lambda: now[0])  # tqdm's clock
-    monkeypatch.setattr("vqae.training.trainer.time.time", lambda: now[0])
+    monkeypatch.setattr("vqae.training.schedule.time.time", lambda: now[0])
     for tty in (True, False):
         bar = progress_bar(300, 0, enabled=True, tty=tty)
         for step in range(1, 291):
@@ -345,7 +345,7 @@ def test_progress_bar_shows_the_current_rate_after_a_slow_start_and_evaluations(
 
 def test_schedule_logs_evaluates_and_checkpoints_on_the_last_step():
     from vqae.config import TrainConfig
-    from vqae.training.trainer import Schedule
+    from vqae.training.schedule import Schedule
 
     s = Schedule(TrainConfig(steps=10, log_every=4, eval_every=6, checkpoint_every=5))
     assert [n for n in range(1, 11) if s.logs(n)] == [4, 8, 10]

@@ -119,7 +119,7 @@ def test_signal_during_evaluation_checkpoints_without_it_and_resume_evaluates_fi
     assert "evaluation at step 3 stopped: checkpointing without it" in run.stderr
     assert ckpt_steps(run.dir) == [3] and eval_steps(run.dir) == []
     assert not (run.dir / "checkpoints" / "best.pt").exists()
-    caplog.set_level(logging.INFO, logger="vqae.training.trainer")
+    caplog.set_level(logging.INFO, logger="vqae.training")
     assert main(train_args(run.dir, *WORKERS, "--train.steps=4", "--train.eval_every=3",
                            "--train.checkpoint_every=1000", "--run.resume=auto")) == 0
     assert "step 3 has no evaluation yet (stopped during it): evaluating now" in caplog.text

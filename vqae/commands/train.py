@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args
-from vqae.sweeps.shell import join
+from vqae.io.shell import join
 
 __all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "continue_command", "run"]
 

@@ -6,6 +6,7 @@
 - `atomic`: the one atomic writer (temp file + rename; `durable` adds fsync)
 - `safe_yaml`: YAML without aliases, tags or unbounded size
 - `limits`: regular files only, read within a size limit
+- `shell`: the one quoting of values into generated scripts and printed commands
 - `stops`: TERM/USR1/INT as a flag checked between steps, exit status 75
 
 Imports no torch.

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from vqae.errors import ConfigError, DataError, cut
 from vqae.io.outputs import check_apart
-from vqae.sweeps.shell import join
 
 # What a run writes into its folder; --run.overwrite=true removes these after the checks below.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "images", "summary.json", "config.yaml",
@@ -157,33 +156,3 @@ def remove(entries: Iterable[Path]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def _newest_wandb_run(run_dir: Path) -> str | None:
-    runs = sorted(p.name for p in (run_dir / "wandb").glob("*run-*") if WANDB_RUN.match(p.name))
-    return runs[-1] if runs else None  # named by start time: one folder per (re)start
-
-
-def run_report(run_dir: Path, last: Path, best: dict | None) -> list[str]:
-    """What a finished run wrote into `run_dir`: its last checkpoint `last`, best.pt (`best`:
-    its best.json record, None when there is none), the logs and the tracker's run."""
-    pngs = len(list((run_dir / "images").glob("*.png")))
-    lines = [f"wrote {run_dir}/:"]
-    if best:
-        lines.append(f"  checkpoints/best.pt  val/psnr {best['metric']:.2f} at step "
-                     f"{best['step']}, with its prior: the codec")
-    lines += [f"  checkpoints/{last.name}  the last step",
-              f"  config.yaml, metrics.jsonl, summary.json, images/ ({pngs} PNGs)"]
-    wandb = _newest_wandb_run(run_dir)
-    if wandb:
-        how = " (offline: `wandb sync` uploads it)" if wandb.startswith("offline-") else ""
-        lines.append(f"  wandb/{wandb}{how}")
-    return lines
-
-
-def next_commands(ckpt: Path, data: str) -> list[str]:
-    """The commands that use a trained checkpoint `ckpt`, on the `data` it was trained on."""
-    out = ckpt.parent.parent  # the run folder
-    return ["next:", "  " + join(["vqae", "evaluate", ckpt, "--split", "test"]),
-            "  " + join(["vqae", "compress", ckpt, data, "-o", out / "vqz"]),
-            "  " + join(["vqae", "rd", "--ckpt", ckpt, "--data", data, "--out", out / "rd"])]

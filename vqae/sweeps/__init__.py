@@ -4,7 +4,7 @@
 - `jobs_file`: the read-only jobs file a Slurm array reads by task index (`vqae sweep-job`)
 - `job_status`: each job's `status.json`
 - `deploy`: `spawner.py`'s body: submit an array, load a tmux workspace, show the status
-- `shell`: the one quoting of values into scripts and printed commands
 
-Imports no torch: a login node submits a sweep without it.
+Values reach scripts and commands quoted by `vqae.io.shell`. Imports no torch: a login node
+submits a sweep without it.
 """

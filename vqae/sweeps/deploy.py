@@ -8,7 +8,7 @@ for. tmux: a tmuxp workspace with a window per job, loaded detached under a uniq
 each window running its own script in `<sweep folder>/scripts/<session>/` (bash reads a script
 as it runs, so no later deploy may rewrite it); a job waits for one of M slot locks before it
 trains. Every value in a generated script or printed command is
-quoted by vqae.sweeps.shell; names are checked by it.
+quoted by vqae.io.shell; names are checked by it.
 Each job records `<sweep folder>/<job>/status.json`; a rerun skips jobs that are done and
 resumes the others (`--run.resume=auto`). Imports no torch.
 """
@@ -32,7 +32,7 @@ from vqae.errors import ConfigError, VqaeError
 from vqae.io.limits import open_regular
 from vqae.sweeps.jobs_file import new_name
 from vqae.sweeps.job_status import DAMAGED, StatusError, StatusNotAFile, read_status, write_status
-from vqae.sweeps.shell import join, quote
+from vqae.io.shell import join, quote
 from vqae.sweeps.spec import Job, Sweep, expand, load_sweep, write_jobs
 
 ACTIVE = ("queued", "running", "requeued")  # a requeued Slurm job is pending again
@@ -135,7 +135,7 @@ def deploy_slurm(sweep: Sweep, jobs: list[Job], todo: list[int], args) -> int:
 JOB_SCRIPT = """#!/usr/bin/env bash
 # A job of a vqae sweep, written by spawner.py: waits for a free slot (at most {slots} jobs of
 # its tmux session run at once), trains, and records its status. Each value is assigned below
-# as one quoted word (vqae.sweeps.shell.quote) and used only as "$variable".
+# as one quoted word (vqae.io.shell.quote) and used only as "$variable".
 sweep={sweep}
 job={name}
 run_dir={run_dir}

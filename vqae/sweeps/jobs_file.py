@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from vqae.errors import ConfigError, one_line
 from vqae.io.limits import open_regular
-from vqae.sweeps.shell import check_name
+from vqae.io.shell import check_name
 
 PREFIX, SUFFIX = "jobs-", ".jsonl"  # jobs-20250101-120000-a1b2c3.jsonl
 FIELDS = ("index", "name", "run_dir", "args")
