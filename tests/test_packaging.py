@@ -1,9 +1,9 @@
 """environment.yml and the Dockerfile, read (no conda or Docker engine runs here)."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]

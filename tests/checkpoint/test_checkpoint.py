@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vqae.checkpoint.format import FORMAT_VERSION
 from vqae.checkpoint.manager import (
     CheckpointManager,
     capture_rng_state,
@@ -15,7 +16,6 @@ from vqae.checkpoint.manager import (
     restore_rng_state,
     save_checkpoint,
 )
-from vqae.checkpoint.format import FORMAT_VERSION
 from vqae.checkpoint.tree import flatten, write_safetensors
 from vqae.errors import DataError
 

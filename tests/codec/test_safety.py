@@ -366,8 +366,9 @@ def test_a_crafted_header_is_checked_against_the_model_before_the_body_is_read(t
 def crafted_lmdb(folder: Path, value: bytes) -> None:
     """An LMDB whose one record claims about 2 GB (its leaf node's size field patched); the
     meta pages and the file size stay valid."""
-    import lmdb
     import struct
+
+    import lmdb
 
     env = lmdb.open(str(folder), map_size=1 << 24)
     key = b"S2A_PATCH_0"

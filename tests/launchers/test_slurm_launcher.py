@@ -88,8 +88,8 @@ def test_array_task_runs_its_job_as_written_and_nothing_injected(tmp_path, monke
     """The launcher's own reading of a sweep's jobs file, as array tasks 0 and 1 (outside a
     real job: SLURM_CONF names an empty file, so the training step itself fails at once)."""
     from tests.sweeps.test_spawner import hostile, write_sweep
-    from vqae.sweeps.job_status import read_status
     from vqae.sweeps.deploy import main
+    from vqae.sweeps.job_status import read_status
     from vqae.sweeps.spec import expand, load_sweep
 
     monkeypatch.chdir(tmp_path)

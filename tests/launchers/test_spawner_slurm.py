@@ -8,8 +8,8 @@ import yaml
 
 from tests.launchers.conftest import FINAL, SMALL_JOB, wait_for
 from tests.sweeps.test_spawner import ONE_STEP, hostile, write_sweep
-from vqae.sweeps.job_status import read_status
 from vqae.sweeps.deploy import main
+from vqae.sweeps.job_status import read_status
 from vqae.sweeps.spec import expand, load_sweep
 
 

@@ -16,8 +16,8 @@ from tests.conftest import skip_or_fail
 from tests.hostile import run_python, run_vqae
 from vqae.cli import parse
 from vqae.config import load_config
-from vqae.sweeps.job_status import read_status
 from vqae.sweeps.deploy import index_ranges, main
+from vqae.sweeps.job_status import read_status
 from vqae.sweeps.spec import expand, job_names, load_sweep
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqae.training.augment import stretch_contrast
 from vqae.config import load_config
 from vqae.errors import ConfigError
+from vqae.training.augment import stretch_contrast
 
 
 def test_stretch_contrast_scales_each_patch_about_its_band_means():

@@ -14,8 +14,8 @@ import torch
 
 from vqae.checkpoint.manager import load_checkpoint
 from vqae.cli import main
-from vqae.training.tracking import read_jsonl
 from vqae.training.augment import augment
+from vqae.training.tracking import read_jsonl
 from vqae.training.trainer import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,12 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqae.checkpoint.manager import (
-    OldFormatCheckpoint,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
 from vqae.checkpoint.format import (
     FORMAT_VERSION,
     check_plain,
@@ -34,6 +28,12 @@ from vqae.checkpoint.format import (
     numpy_rng_tuple,
     python_rng_tuple,
     upgrade,
+)
+from vqae.checkpoint.manager import (
+    OldFormatCheckpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
 )
 from vqae.errors import DataError, one_line
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from vqae.io.atomic import TEMP_SUFFIX, replace, temp_path, write_atomic, write_with
 from vqae.checkpoint.format import (
     FORMAT_VERSION,
     check_state,
@@ -46,6 +45,7 @@ from vqae.checkpoint.tree import (
     write_safetensors,
 )
 from vqae.errors import ConfigError, DataError, one_line
+from vqae.io.atomic import TEMP_SUFFIX, replace, temp_path, write_atomic, write_with
 
 log = logging.getLogger(__name__)
 

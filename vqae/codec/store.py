@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vqae.io.atomic import TEMP_SUFFIX, write_atomic
 from vqae.codec import bitstream
 from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.lmdb_writer import LmdbWriter, is_lmdb_file
 from vqae.errors import DataError
+from vqae.io.atomic import TEMP_SUFFIX, write_atomic
 from vqae.io.outputs import Output
 from vqae.io.stops import StopFlag, Stopped
 

@@ -8,8 +8,8 @@ signal), anything else failed.
 from __future__ import annotations
 
 from vqae.errors import ConfigError
-from vqae.sweeps.job_status import STATES, write_status
 from vqae.io.stops import EXIT_PREEMPTED
+from vqae.sweeps.job_status import STATES, write_status
 
 
 def add_arguments(parser) -> None:

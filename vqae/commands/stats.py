@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from vqae.io.atomic import write_json
 from vqae.commands.common import ACCEPTS_OVERRIDES, add_config_arguments, config_from_args
 from vqae.data.bands import band_offsets
 from vqae.data.source import DataSource
+from vqae.io.atomic import write_json
 
 __all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "run"]
 

@@ -20,7 +20,6 @@ from vqae.data.bands import check_bands
 from vqae.errors import ConfigError, cut, shown
 from vqae.io import safe_yaml
 
-
 # ---- types --------------------------------------------------------------------------------
 
 def _valid(cls: type) -> str:

@@ -28,7 +28,6 @@ from rasterio.errors import NotGeoreferencedWarning
 from safetensors.numpy import save as st_save
 from tqdm import tqdm
 
-from vqae.io.atomic import write_atomic
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import PatchFiles, find_patches, require_folder
 from vqae.data.geotiff import load_patch_bands, read_tiff, read_tiff_fast
@@ -37,6 +36,7 @@ from vqae.data.lmdb_store import LmdbStore, is_lmdb
 from vqae.data.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, OutWriteError, is_lmdb_file
 from vqae.data.shards import Shard
 from vqae.errors import DataError
+from vqae.io.atomic import write_atomic
 from vqae.io.outputs import Output
 from vqae.io.stops import StopFlag, Stopped, ignore_stop_signals, stop_signals_blocked
 

@@ -16,8 +16,14 @@ from safetensors.numpy import load as st_load
 
 from vqae.data.bands import S1_BANDS, S2_BANDS
 from vqae.data.discover import find_patches, require_folder
-from vqae.data.encode import (EncodeTask, EncodeTasks, chunk_mapper, chunked, encode_chunk,
-                              hyspecnet_jobs)
+from vqae.data.encode import (
+    EncodeTask,
+    EncodeTasks,
+    chunk_mapper,
+    chunked,
+    encode_chunk,
+    hyspecnet_jobs,
+)
 from vqae.data.lmdb_store import LmdbStore
 from vqae.errors import DataError
 

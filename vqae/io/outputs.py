@@ -23,8 +23,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from vqae.io.atomic import write_atomic
 from vqae.errors import DataError, one_line
+from vqae.io.atomic import write_atomic
 
 MANIFEST = "manifest.json"
 WRITER = "vqae"

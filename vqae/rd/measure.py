@@ -25,8 +25,8 @@ from vqae.codec.ratecontrol import Choice, pick
 from vqae.data.bands import is_s1, to_uint16
 from vqae.data.source import source_at
 from vqae.errors import DataError
-from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator, bpp_coded, bpp_entropy, bpppb
 from vqae.io.outputs import Output
+from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator, bpp_coded, bpp_entropy, bpppb
 from vqae.rd import jpeg2000
 from vqae.rd.report import BEST, JPEG2000_TARGET, best_jpeg2000, front_rows, write_outputs
 from vqae.rd.targets import jpeg2000_to_target

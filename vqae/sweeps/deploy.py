@@ -30,9 +30,9 @@ from tabulate import tabulate
 
 from vqae.errors import ConfigError, VqaeError
 from vqae.io.limits import open_regular
-from vqae.sweeps.jobs_file import new_name
-from vqae.sweeps.job_status import DAMAGED, StatusError, StatusNotAFile, read_status, write_status
 from vqae.io.shell import join, quote
+from vqae.sweeps.job_status import DAMAGED, StatusError, StatusNotAFile, read_status, write_status
+from vqae.sweeps.jobs_file import new_name
 from vqae.sweeps.spec import Job, Sweep, expand, load_sweep, write_jobs
 
 ACTIVE = ("queued", "running", "requeued")  # a requeued Slurm job is pending again

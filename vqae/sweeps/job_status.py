@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from vqae.io.atomic import write_json
 from vqae.errors import ConfigError, one_line
+from vqae.io.atomic import write_json
 from vqae.io.limits import open_regular, require_regular
 
 STATES = ("queued", "running", "done", "failed", "requeued")

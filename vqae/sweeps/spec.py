@@ -43,9 +43,9 @@ import yaml
 
 from vqae.config import load_config
 from vqae.errors import ConfigError
-from vqae.sweeps.jobs_file import MAX_JOBS, Job, write_jobs  # each job is validated here (~5 ms)
 from vqae.io.safe_yaml import load_file
 from vqae.io.shell import check_name
+from vqae.sweeps.jobs_file import MAX_JOBS, Job, write_jobs  # each job is validated here (~5 ms)
 
 __all__ = ["MAX_JOBS", "Job", "Sweep", "check_size", "expand", "job_names",
            "load_sweep", "points", "write_jobs"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler
 
-from vqae.io.atomic import write_json
 from vqae.config import Config, check_depth
 from vqae.data.device_input import DeviceInput, Prefetcher
 from vqae.data.loader import Loader
@@ -21,11 +20,12 @@ from vqae.data.source import ALL, DataSource, point_at
 from vqae.data.splits import canonical_split
 from vqae.distributed import DistEnv
 from vqae.errors import DataError
+from vqae.io.atomic import write_json
 from vqae.io.limits import read_small
-from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator
-from vqae.models import Autoencoder
 from vqae.io.outputs import check_out_file
 from vqae.io.stops import Stopped
+from vqae.metrics import PSNR_THRESHOLD, MetricAccumulator
+from vqae.models import Autoencoder
 
 log = logging.getLogger(__name__)
 # The mark of a metrics JSON written by `vqae evaluate --out`: only such a file is replaced.

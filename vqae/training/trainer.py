@@ -28,7 +28,7 @@ from vqae.training.augment import augment, stretch_contrast
 from vqae.training.evaluate import eval_depths
 from vqae.training.hooks import Hooks
 from vqae.training.prior_fit import PriorFit
-from vqae.training.resume import Position, ResumableSampler, Resumable
+from vqae.training.resume import Position, Resumable, ResumableSampler
 from vqae.training.run_folder import RunFolder, as_read, check_run_dir, run_inputs
 from vqae.training.schedule import (
     Schedule,
