@@ -142,10 +142,19 @@ def test_corrupt_newest_checkpoint_resumes_from_previous(sample_dir, tmp_path, c
 
 
 @pytest.mark.slow
+def free_port() -> int:
+    """A port nothing listens on now: a fixed one collides with a test or job still on it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_ddp_two_processes_stay_consistent(sample_dir, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29633", "-m", "vqae", *train_args(run, "--train.steps=6",
+           f"--master_port={free_port()}", "-m", "vqae", *train_args(run, "--train.steps=6",
            "--train.eval_every=3", "--run.tracker=none", "--run.device=cpu",
            "--data.batch_size=2")]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
