@@ -141,7 +141,6 @@ def test_corrupt_newest_checkpoint_resumes_from_previous(sample_dir, tmp_path, c
     assert_same_weights(reference, final_weights(tmp_path / "a"))
 
 
-@pytest.mark.slow
 def free_port() -> int:
     """A port nothing listens on now: a fixed one collides with a test or job still on it."""
     import socket
@@ -151,6 +150,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_stay_consistent(sample_dir, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
