@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "job-status": ("job_status", "record a launched job's state in <run dir>/status.json"),
     "sweep-job": ("sweep_job", "print job I of a sweep's jobs file, NUL-separated (launchers)"),
     "fit-prior": ("fit_prior", "fit a checkpoint's entropy-coding prior on a split"),
+    "fit-residual": ("fit_residual", "fit the enhancement layer's residual model (--max-error)"),
     "compress": ("compress", "compress patches into entropy-coded .vqz bitstreams"),
     "decompress": ("decompress", "decompress .vqz bitstreams into GeoTIFFs or an LMDB"),
     "rd": ("rd", "rate-distortion of models vs JPEG 2000: rd.csv, rd.json, rd.png, BD-rate"),

@@ -47,14 +47,15 @@ def matrices(kind: str, codes: np.ndarray, bands: int) -> np.ndarray:
 
 
 def apply(decoded: np.ndarray, patch_means: np.ndarray | None, kind: str,
-          codes: np.ndarray) -> np.ndarray:
-    """decoded (B, C, H, W) float32 and (B, n) codes of `kind` -> p + M (decoded - p), float32."""
+          codes: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """decoded (B, C, H, W) and (B, n) codes of `kind` -> p + M (decoded - p), computed in
+    float64 and returned as `dtype` (float64 for the enhancement layer's exact base)."""
     if kind == "none":
-        return decoded
+        return decoded.astype(dtype, copy=False)
     p = pivots(decoded, patch_means)
     r = decoded.astype(np.float64) - p
     m = matrices(kind, codes, decoded.shape[1])
-    return (p + np.einsum("bij,bjhw->bihw", m, r)).astype(np.float32)
+    return (p + np.einsum("bij,bjhw->bihw", m, r)).astype(dtype, copy=False)
 
 
 def fit(kind: str, original: np.ndarray, decoded: np.ndarray,

@@ -42,9 +42,12 @@ from vqae.data.bands import PATCH_MEAN_BITS, S1_BANDS, S2_BANDS
 from vqae.errors import DataError
 
 MAGIC = b"\x89VQZ"
-VERSION = 5  # the newest written (patch scales); a file without them is written as version 4
+VERSION = 5  # patch scales; a file without them is written as version 4
 UNSCALED = 4  # 1 (no patch_means or filter), 2 (no filter), 3 (plain chunk CRCs) read
-READABLE = (1, 2, 3, 4, 5)
+ENHANCED = 6  # an enhancement layer after the stages (vqae.codec.enhancement)
+READABLE = (1, 2, 3, 4, 5, 6)
+LAYER_STAGE = 0xFF  # the enhancement chunk's stage number in its CRC
+LAYER_RESIDUAL = 1  # the layer kind byte of a version-6 header
 FINGERPRINT_BYTES = 8
 BAND_CODES = S2_BANDS + S1_BANDS  # a band is stored as its position in this list
 _FIXED = struct.Struct("<4sB8sHHBBB")  # magic .. band count (or MASKED)
@@ -53,7 +56,7 @@ FILTER_CODE = {"none": "B", "gain": "B", "mix": "b"}  # struct format of one fil
 MEAN_CODE = {16: "H"}[PATCH_MEAN_BITS]  # struct format of one patch mean
 # The largest header: fixed fields, 255 band codes, 255 patch means, a 255x255 mix, the CRC.
 MAX_HEADER_BYTES = (_FIXED.size + 255 + (1 + PATCH_MEAN_BITS // 8 * 255) + (1 + 255)
-                    + (1 + 255 * 255) + 4)
+                    + (1 + 255 * 255) + 3 + 4)
 # constriction's default ANS models quantize probabilities to 24 bits: no symbol costs more,
 # and the coder's final state adds at most 64 bits.
 MAX_BITS_PER_SYMBOL = 24
@@ -72,10 +75,13 @@ class Header:
     filter_codes: tuple[int, ...] = ()  # its codes: C (gain), C*C (mix) or none
     version: int = VERSION  # of the file it was read from; pack() writes `written_version`
     patch_scales: tuple[int, ...] = ()  # int8 scale codes, one per band, of a scaled model
+    max_error: int | None = None  # the enhancement layer's bound in DN (version 6), else None
 
     @property
     def written_version(self) -> int:
         """The version pack() writes: the oldest that holds this header."""
+        if self.max_error is not None:
+            return ENHANCED
         return VERSION if self.patch_scales else UNSCALED
 
     def pack(self) -> bytes:
@@ -95,6 +101,9 @@ class Header:
                                 *self.patch_scales)
         body += struct.pack(f"<B{len(self.filter_codes)}{FILTER_CODE[self.filter_kind]}",
                             bandfilter.KINDS.index(self.filter_kind), *self.filter_codes)
+        if version >= ENHANCED:
+            assert 0 <= self.max_error <= 0xFFFF
+            body += struct.pack("<BH", LAYER_RESIDUAL, self.max_error)
         return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -139,14 +148,22 @@ def chunk_crc(payload: bytes, stage: int, fingerprint: bytes, version: int = VER
     return zlib.crc32(payload, zlib.crc32(MAGIC + fingerprint + bytes([stage])))
 
 
-def write(header: Header, payloads: list[bytes]) -> bytes:
-    """The file: header, then each stage's payload as a chunk."""
+def write(header: Header, payloads: list[bytes], layer: bytes | None = None) -> bytes:
+    """The file: header, then each stage's payload as a chunk, then the enhancement layer's
+    (a header with max_error needs one)."""
     assert len(payloads) == header.depth
+    assert (layer is None) == (header.max_error is None)
     parts = [header.pack()]
     for stage, payload in enumerate(payloads):
-        crc = chunk_crc(payload, stage, header.fingerprint)
-        parts += [varint(len(payload)), struct.pack("<I", crc), payload]
+        parts.append(chunk(payload, stage, header.fingerprint))
+    if layer is not None:
+        parts.append(chunk(layer, LAYER_STAGE, header.fingerprint))
     return b"".join(parts)
+
+
+def chunk(payload: bytes, stage: int, fingerprint: bytes) -> bytes:
+    return varint(len(payload)) + struct.pack("<I", chunk_crc(payload, stage, fingerprint)) \
+        + payload
 
 
 @dataclass
@@ -154,6 +171,7 @@ class Chunks:
     header: Header
     payloads: list[bytes]  # the complete chunks read (a prefix of the stages)
     header_bytes: int
+    layer: bytes | None = None  # the enhancement layer's payload, when read
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
@@ -187,7 +205,8 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
                              else 0)
     scales_end = means_end + (field_size(data, means_end, 1) if version >= 5 else 0)
     band_field = data[_FIXED.size - 1 : bands_end]
-    end = scales_end + (filter_size(data, scales_end, band_field) if version >= 3 else 0)
+    filter_end = scales_end + (filter_size(data, scales_end, band_field) if version >= 3 else 0)
+    end = filter_end + (3 if version >= ENHANCED else 0)
     if len(data) < end + 4:
         raise DataError(f"{name} is truncated inside its header ({len(data)} bytes); re-copy "
                         "the file or compress the patch again")
@@ -205,14 +224,21 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
     kind = "none" if version < 3 else filter_kind(data[scales_end])
     if codes is None or not 1 <= depth <= model_depth or len(patch_means) not in (0, len(codes)) \
             or len(scales) not in (0, len(patch_means)) or kind is None \
-            or (version >= 5 and not scales):
+            or (version == 5 and not scales) or not _layer_ok(data, filter_end, version):
         raise DataError(f"{name}: the header holds impossible values (bands, depth, patch_means, "
                         "patch scales or band filter); the file is damaged")
-    filter_codes = struct.unpack_from(f"<{end - scales_end - 1}{FILTER_CODE[kind]}", data,
-                                      scales_end + 1) if end > scales_end else ()
+    filter_codes = struct.unpack_from(f"<{filter_end - scales_end - 1}{FILTER_CODE[kind]}",
+                                      data, scales_end + 1) if filter_end > scales_end else ()
     bands = tuple(BAND_CODES[c] for c in codes)
+    max_error = struct.unpack_from("<H", data, filter_end + 1)[0] if version >= ENHANCED \
+        else None
     return Header(fp, height, width, model_depth, depth, bands, patch_means, kind,
-                  filter_codes, version, scales), end + 4
+                  filter_codes, version, scales, max_error), end + 4
+
+
+def _layer_ok(data: bytes, pos: int, version: int) -> bool:
+    """A version-6 header's layer field names the one layer kind there is."""
+    return version < ENHANCED or data[pos] == LAYER_RESIDUAL
 
 
 def field_size(data: bytes, pos: int, width: int) -> int:
@@ -235,12 +261,14 @@ def filter_size(data: bytes, pos: int, band_field: bytes) -> int:
 
 
 def read(data: bytes, name: str, depth: int | None = None,
-         check: Callable[[Header], None] | None = None) -> Chunks:
+         check: Callable[[Header], None] | None = None, layer: bool = True) -> Chunks:
     """Header and the first `depth` chunks (all stored ones by default) of a file's bytes;
     `check(header)` runs before any chunk is read (the codec's checks against its model).
 
     A file that ends between chunks yields the chunks before the cut; one that ends inside a
     chunk or whose chunk fails its CRC raises a DataError naming the file and the stage.
+    The enhancement layer is read when all stages are and `layer` asks for it; a file cut
+    just before it reads as its lossy stages (Chunks.layer None).
     """
     header, pos = parse_header(data, name)
     if check is not None:
@@ -254,10 +282,15 @@ def read(data: bytes, name: str, depth: int | None = None,
     if not payloads:
         raise DataError(f"{name} holds a header but no stage (cut before the first chunk); "
                         "re-copy the file or compress the patch again")
+    found = None
+    if header.max_error is not None and len(payloads) == header.depth and pos < len(data):
+        if not layer:
+            return Chunks(header, payloads, header_bytes=len(header.pack()))
+        found, pos = _read_chunk(data, pos, name, LAYER_STAGE, header)
     if len(payloads) == header.depth and pos < len(data):
         raise DataError(f"{name} has {len(data) - pos} bytes after its last chunk (damaged or "
                         "two files joined); re-copy the file or compress the patch again")
-    return Chunks(header, payloads, header_bytes=len(header.pack()))
+    return Chunks(header, payloads, header_bytes=len(header.pack()), layer=found)
 
 
 def max_file_bytes(header: Header, header_bytes: int) -> int:
@@ -265,7 +298,11 @@ def max_file_bytes(header: Header, header_bytes: int) -> int:
     length varint, a CRC and a payload of one worst-case symbol per pixel plus the final state
     (a latent grid never has more positions than the image has pixels)."""
     payload = header.height * header.width * MAX_BITS_PER_SYMBOL // 8 + 8
-    return header_bytes + header.depth * (5 + 4 + payload)
+    stages = header_bytes + header.depth * (5 + 4 + payload)
+    if header.max_error is None:
+        return stages
+    # per band pixel at most a 22-bit table symbol, an 18-bit escape and 12 raw bits
+    return stages + 5 + 4 + 13 + len(header.bands) * header.height * header.width * 7 + 8
 
 
 def check_size(prefix: bytes, size: int, name: str,
@@ -309,6 +346,9 @@ def _read_chunk(data: bytes, pos: int, name: str, stage: int,
     where = f"{name}: chunk {stage + 1} of {header.depth} (RVQ stage {stage})"
     fix = (f"re-copy the file, or decode the complete stages before it with --depth {stage}"
            if stage else "re-copy the file or compress the patch again")
+    if stage == LAYER_STAGE:
+        where = f"{name}: the enhancement layer (after {header.depth} RVQ stages)"
+        fix = "re-copy the file, or decode its lossy stages alone with --lossy"
     got = _read_varint(data, pos)
     if got is None or got[1] + 4 > len(data):
         raise DataError(f"{where} is truncated inside its chunk header; {fix}")

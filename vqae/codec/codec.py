@@ -12,21 +12,24 @@ to uint16 (S1 bands stay float32); docs/format.md has the promises.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from vqae.codec import bandfilter, bitstream, inputs
+from vqae.codec import bandfilter, bitstream, enhancement, inputs
+from vqae.codec.enhancement import coding_order
 from vqae.config import DEVICES, check_depth
 from vqae.data.bands import NATIVE_SIZE, PATCH_SIZE, is_s1, to_uint16
 from vqae.data.resample import interpolation_flag
 from vqae.entropy import coder
 from vqae.entropy.prior import UP
+from vqae.entropy.residual_model import ResidualModel
 from vqae.errors import ConfigError, DataError
 from vqae.models.normalize import SCALE_CODES
 
@@ -53,15 +56,25 @@ class Compressed:
     depth: int  # RVQ stages it stores
     band_filter: str = "none"  # the filter its header carries (vqae.codec.bandfilter.KINDS)
     # (C, H, W) float32: what decompress gives for this file, when asked for
-    # (compress_images(pixels=True))
+    # (compress_images(pixels=True)); of an enhanced file, its native bands upsampled as the
+    # reader upsamples
     pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    max_error: int | None = None  # the enhancement layer's bound (None: no layer)
+    # the largest |decoded - original| over every native pixel, when the encoder measured it
+    max_abs_error: int | None = None
 
 
 class Parsed(NamedTuple):
-    """A file read back: its indices (n, h, w) and header."""
+    """A file read back: its indices (n, h, w), header and enhancement layer payload."""
 
     indices: np.ndarray
     header: bitstream.Header
+    layer: bytes | None = None
+
+    @property
+    def layer_cut(self) -> bool:
+        """The file promises a layer that is not there (cut just before it): lossy only."""
+        return self.header.max_error is not None and self.layer is None
 
 
 class Codec:
@@ -78,12 +91,14 @@ class Codec:
         self.bands = tuple(model.bands)
         self.flag = interpolation_flag(interpolation)
         self.config = None  # the checkpoint's Config, from from_checkpoint
+        self.residual = None  # its ResidualModel (`vqae fit-residual`), for --max-error
+        self._model64 = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Codec:
         """The codec of a checkpoint whose prior is fitted (`vqae fit-prior`); `device`: auto,
         cpu or cuda, where the networks run."""
-        from vqae.checkpoint.manager import load_model
+        from vqae.checkpoint.manager import model_from_state, read_checkpoint
         from vqae.distributed import single_device
 
         if device not in DEVICES:
@@ -93,10 +108,13 @@ class Codec:
         except ConfigError as err:
             raise DataError(f"device={device!r}: no CUDA GPU is visible here; pass "
                             "device=\"cpu\" (or \"auto\")") from err
-        model, cfg = load_model(str(path), where)
+        state = read_checkpoint(str(path), where)
+        model, cfg = model_from_state(str(path), state, where)
         codec = cls(model, str(path), cfg.data.interpolation)
         codec.config = cfg
         codec._require_fitted()
+        if isinstance(state.get("residual"), dict):
+            codec.residual = ResidualModel.from_state(state["residual"], str(path))
         return codec
 
     def _require_fitted(self) -> None:
@@ -120,26 +138,39 @@ class Codec:
         return self.model.side_bits() + bandfilter.bits(band_filter, len(self.bands))
 
     # ---- the public round trip ------------------------------------------------------------
-    def compress(self, patch: Patch, depth: int | None = None, band_filter: str = "gain") -> bytes:
+    def compress(self, patch: Patch, depth: int | None = None, band_filter: str = "gain",
+                 max_error: int | None = None) -> bytes:
         """One patch -> its `.vqz` bytes: the first `depth` RVQ stages (all by default) and a
-        band filter of `band_filter` (bandfilter.KINDS)."""
-        return self.compress_batch([patch], depth, band_filter)[0]
+        band filter of `band_filter` (bandfilter.KINDS); with `max_error` E, an enhancement
+        layer that brings every native pixel within E DN (0: lossless; the patch must be a
+        {band: native uint16 array} dict)."""
+        return self.compress_batch([patch], depth, band_filter, max_error)[0]
 
     def compress_batch(self, patches: Sequence[Patch], depth: int | None = None,
-                       band_filter: str = "gain") -> list[bytes]:
+                       band_filter: str = "gain", max_error: int | None = None) -> list[bytes]:
         """Several patches in one network pass; see `compress`."""
         patches = inputs.patch_list(patches)
         if not patches:
             return []
+        natives = None
+        if max_error is not None:
+            self.check_max_error(max_error)
+            natives = [inputs.native_bands(p, self.bands, self.source) for p in patches]
         x = torch.stack([self.image(p) for p in patches]).to(self.device)  # (B, C, H, W)
-        return [c.data for c in self.compress_images(x, depth, band_filter)]
+        return [c.data for c in self.compress_ways(x, depth, (band_filter,), natives=natives,
+                                                   max_error=max_error)[band_filter]]
 
     def decompress(self, data: bytes, depth: int | None = None, native: bool = False,
-                   source: str = "the data") -> dict[str, np.ndarray]:
+                   source: str = "the data", lossy: bool = False) -> dict[str, np.ndarray]:
         """`.vqz` bytes -> {band: array as stored}: uint16 S2 bands at 120x120, or at each
-        band's native size with `native`. `depth` decodes fewer stages; `source` names the
-        data in errors."""
-        return self.band_arrays(self.pixels(self.parse(data, depth, source)), native)
+        band's native size with `native`. A file with an enhancement layer decodes to its
+        native bands, each within the header's max_error (exact for 0), unless `lossy` (or a
+        `depth` below the stored one) reads the stages alone. `source` names the data in
+        errors."""
+        parsed = self.parse(data, depth, source, layer=not lossy)
+        if parsed.layer is not None:
+            return self.enhanced_bands(parsed, source)
+        return self.band_arrays(self.pixels(parsed), native)
 
     def decompress_batch(self, files: Sequence[bytes], depth: int | None = None,
                          native: bool = False) -> list[dict[str, np.ndarray]]:
@@ -165,16 +196,35 @@ class Codec:
         `pixels` also gives each file's decoded patch (Compressed.pixels)."""
         return self.compress_ways(x, depth, (band_filter,), analysed, pixels)[band_filter]
 
+    def check_s2_only(self) -> None:
+        """The enhancement layer keeps uint16 S2 bands; S1's float32 dB has no max error."""
+        if any(is_s1(b) for b in self.bands):
+            raise DataError(f"{self.source} codes S1 bands (float32 dB), which have no "
+                            "max-error mode; the enhancement layer needs an S2-only model")
+
+    def check_max_error(self, max_error: int) -> None:
+        """A bound the layer can keep, with a residual model to code it, for S2 bands only."""
+        if not 0 <= max_error <= 0xFFFF or int(max_error) != max_error:
+            raise DataError(f"max error {max_error!r}: give a whole number of DN from 0 "
+                            "(lossless) to 65535")
+        self.check_s2_only()
+        if self.residual is None:
+            raise DataError(f"{self.source} has no residual model for --max-error; run "
+                            f"`vqae fit-residual {self.source} --data DATA` first")
+
     @torch.no_grad()
     def compress_ways(self, x: torch.Tensor, depth: int | None, kinds: Sequence[str],
                       analysed: tuple[np.ndarray, np.ndarray] | None = None,
-                      pixels: bool = False, stages: list | None = None
-                      ) -> dict[str, list[Compressed]]:
+                      pixels: bool = False, stages: list | None = None,
+                      natives: Sequence[Mapping[str, np.ndarray]] | None = None,
+                      max_error: int | None = None) -> dict[str, list[Compressed]]:
         """compress_images for several band filters at one depth, sharing the encoder pass,
         the decoder pass and the entropy-coded stages (`stages`: code_stages of each patch's
         analysed indices, from an earlier call): {kind: one file per patch}. The decoder runs
         patch by patch, as decompress does: a filter is fitted to, and `pixels` are, exactly
-        what the file decodes to, whichever patches share the batch."""
+        what the file decodes to, whichever patches share the batch. With `max_error`, each
+        file also carries an enhancement layer coded against `natives` (each patch's
+        {band: native uint16}), and `pixels` are its native bands upsampled."""
         depth = self.check_depth(depth)
         for kind in kinds:
             if kind not in bandfilter.KINDS:
@@ -193,7 +243,58 @@ class Codec:
                   if pixels else [None] * len(indices))
             out[kind] = [self.pack(g, m, kind, c, coded, p)
                          for g, m, c, coded, p in zip(indices, means, codes, stages, dn)]
+            if max_error is not None:
+                out[kind] = [self.enhance(g, m, kind, c, coded, nat, max_error)
+                             for g, m, c, coded, nat in zip(indices, means, codes, stages,
+                                                            natives)]
         return out
+
+    def enhance(self, indices: np.ndarray, means, kind: str, codes, stages,
+                native: Mapping[str, np.ndarray], max_error: int,
+                values: list[np.ndarray] | None = None) -> Compressed:
+        """One patch's file with an enhancement layer against its native bands `native`;
+        `values`: base_values of these stages and filter, when already computed."""
+        self.check_max_error(max_error)
+        order = coding_order(self.bands)
+        originals = [np.asarray(native[self.bands[c]], np.int64) for c in order]
+        if values is None:
+            values = self.base_values(indices, means, kind, codes)
+        layer = enhancement.encode_layer(self.residual, values, originals, max_error)
+        file = self.pack(indices, means, kind, codes, stages, max_error=max_error,
+                         layer=layer.payload)
+        recon = {self.bands[c]: r.astype(np.uint16) for c, r in zip(order, layer.recon)}
+        worst = max(int(np.abs(r - o).max()) for r, o in zip(layer.recon, originals))
+        return replace(file, ideal_bits=file.ideal_bits + layer.ideal_bits,
+                       pixels=self.image(recon).numpy(), max_abs_error=worst)
+
+    @torch.no_grad()
+    def base_values(self, indices: np.ndarray, means, kind: str, codes) -> list[np.ndarray]:
+        """One file's stages (n, h, w), side values and filter -> the enhancement layer's base
+        before rounding: float64 native bands in coding order, computed on the CPU in float64
+        (network, band filter, block means), so machines agree far within the layer's margin."""
+        if self._model64 is None:
+            self._model64 = copy.deepcopy(self.model).cpu().double().eval()
+        idx = torch.from_numpy(np.ascontiguousarray(indices, np.int64)[None])
+        side = np.asarray(means, np.float64).reshape(1, -1)
+        mean_t = torch.from_numpy(side) if self.model.patch_mean_count else None
+        dn = self._model64.decode(idx, mean_t).numpy()  # (1, C, H, W) float64
+        dn = bandfilter.apply(dn, self._pivot(side), kind,
+                              np.asarray(codes, np.int64).reshape(1, -1), np.float64)[0]
+        return [block_mean(dn[c], NATIVE_SIZE[self.bands[c]]) for c in coding_order(self.bands)]
+
+    def enhanced_bands(self, parsed: Parsed, source: str) -> dict[str, np.ndarray]:
+        """A parsed file with its layer -> {band: native uint16}, proven by the layer's CRC."""
+        if self.residual is None:
+            raise DataError(f"{source} has an enhancement layer and {self.source} has no "
+                            "residual model; decompress it with the checkpoint that compressed "
+                            "it, or read its lossy stages alone with --lossy")
+        h = parsed.header
+        values = self.base_values(parsed.indices, h.patch_means + h.patch_scales,
+                                  h.filter_kind, h.filter_codes)
+        recon = enhancement.decode_layer(self.residual, values, parsed.layer, h.max_error,
+                                         source)
+        by_band = dict(zip(coding_order(self.bands), recon))
+        return {b: by_band[c].astype(np.uint16) for c, b in enumerate(self.bands)}
 
     @torch.no_grad()
     def analyse(self, x: torch.Tensor, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +339,8 @@ class Codec:
 
     def pack(self, indices: np.ndarray, means=(), band_filter: str = "none", codes=(),
              stages: tuple[list[bytes], list[float]] | None = None,
-             pixels: np.ndarray | None = None) -> Compressed:
+             pixels: np.ndarray | None = None, max_error: int | None = None,
+             layer: bytes | None = None) -> Compressed:
         """One patch's indices (depth, h, w), patch means and filter codes -> its file;
         `stages`: code_stages of these indices (or of deeper ones: a prefix is taken)."""
         self._require_fitted()  # a Codec built by hand from an unfitted model too
@@ -251,21 +353,25 @@ class Codec:
         n = len(indices)
         size, c = self.model.image_size, len(self.bands)
         header = bitstream.Header(self.fingerprint, size, size, self.depth, n, self.bands,
-                                  means[:c], band_filter, codes, patch_scales=means[c:])
-        return Compressed(bitstream.write(header, payloads[:n]), float(sum(bits[:n])),
-                          len(header.pack()), n, band_filter, pixels)
+                                  means[:c], band_filter, codes, patch_scales=means[c:],
+                                  max_error=max_error)
+        return Compressed(bitstream.write(header, payloads[:n], layer), float(sum(bits[:n])),
+                          len(header.pack()), n, band_filter, pixels, max_error)
 
     # ---- files -> patches ----------------------------------------------------------------
-    def parse(self, data: bytes, depth: int | None = None, source: str = "the data") -> Parsed:
+    def parse(self, data: bytes, depth: int | None = None, source: str = "the data",
+              layer: bool = True) -> Parsed:
         """A file's bytes -> its first `depth` stages (all by default; fewer where it was cut
-        between chunks) and header, checked against this model."""
+        between chunks), header and (with `layer`, at full depth) enhancement layer, checked
+        against this model."""
         data = inputs.file_bytes(data, source)
         depth = None if depth is None else self.check_depth(depth)
-        parsed = bitstream.read(data, source, depth, check=lambda h: self.check_header(h, source))
+        parsed = bitstream.read(data, source, depth, check=lambda h: self.check_header(h, source),
+                                layer=layer)
         out = np.zeros((len(parsed.payloads), self.h, self.w), dtype=np.int64)
         for s, payload in enumerate(parsed.payloads):
             self._decode_stage(out, s, payload, source)
-        return Parsed(out, parsed.header)
+        return Parsed(out, parsed.header, parsed.layer)
 
     def check_header(self, header: bitstream.Header, source: str) -> None:
         """Refuse a file of another model, or one whose header does not describe this model
@@ -362,6 +468,12 @@ def band_arrays(dn: np.ndarray, bands: Sequence[str],
         plane = to_uint16(plane)  # (H, W)
         out[band] = to_uint16(area_downsample(plane, NATIVE_SIZE[band])) if native else plane
     return out
+
+
+def block_mean(plane: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) float64 -> (size, size) block means (the native grid of a 20 m or 60 m band)."""
+    f = plane.shape[0] // size
+    return plane.reshape(size, f, size, f).mean(axis=(1, 3)) if f > 1 else plane
 
 
 def area_downsample(plane: np.ndarray, size: int) -> np.ndarray:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 # what a resumed OUT must share with the run that completes it
 SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split",
-            "shard")
-NEWER = ("target", "shard")  # settings an older vqae did not write: absent means none
+            "shard", "max_error", "residual")
+# settings an older vqae did not write: absent means none
+NEWER = ("target", "shard", "max_error", "residual")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class CompressOptions:
     target_bpppb: float | None = None  # per patch, the best PSNR within this rate
     psnr_threshold: float | None = None  # patches_below counts patches under it (None: 30 dB)
     shard: object = None  # a vqae.data.shards.Shard: only its part of the patches
+    max_error: int | None = None  # an enhancement layer to this bound (DN; 0: lossless)
 
     def target(self):
         from vqae.codec.ratecontrol import Target
@@ -62,9 +64,14 @@ class Totals:
     stages: int = 0  # RVQ stages stored, over all files
     reached: int = 0  # files that reached the target
     quality: object = None  # a MetricAccumulator of this run's patches
+    max_abs_error: int | None = None  # the largest over every native pixel of the run
+    enhanced: int = 0  # files with an enhancement layer
 
-    def add(self, file, reached: bool = True) -> None:
-        """Count one `Compressed` file."""
+    def add(self, file, reached: bool = True, worst: int | None = None) -> None:
+        """Count one `Compressed` file (`worst`: its measured max abs error)."""
+        if worst is not None:
+            self.max_abs_error = max(worst, self.max_abs_error or 0)
+        self.enhanced += file.max_error is not None
         self.patches += 1
         self.bytes += len(file.data)
         self.header_bytes += file.header_bytes
@@ -88,6 +95,8 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
     codec = Codec.from_checkpoint(ckpt, opts.device)
     depth = codec.check_depth(opts.depth, "--depth")
     target, filters = opts.target(), opts.filters()
+    if opts.max_error is not None:
+        codec.check_max_error(opts.max_error)
     if target is not None and any(is_s1(b) for b in codec.bands):
         raise DataError(f"{ckpt} codes S1 bands, which DESIGN.md's PSNR (S2 digital numbers, "
                         "0..10000) does not measure; --target-psnr and --target-bpppb need an "
@@ -97,7 +106,12 @@ def compress(ckpt: str, data: str, out: str, opts: CompressOptions | None = None
         "band_filter": filters[0] if len(filters) == 1 else list(filters),
         "target": None if target is None else asdict(target),
         "data": str(Path(data).resolve()), "split": opts.split, "report": REPORT,
-        "shard": None if opts.shard is None else [opts.shard.index, opts.shard.count]}
+        "shard": None if opts.shard is None else [opts.shard.index, opts.shard.count],
+        "max_error": opts.max_error,
+        "residual": None if codec.residual is None or (opts.max_error is None and target is None)
+        else codec.residual.fingerprint().hex()}
+    if opts.max_error is not None:
+        fields["version"] = 6  # every file carries a layer
     with source_at(codec.config.data, data, "INPUT") as source:
         ds = source.dataset(opts.split)
         if opts.shard is not None:
@@ -156,32 +170,44 @@ class CompressRun:
 
         opts = self.opts
         loader = Loader(ds, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers)
+        source = getattr(ds, "dataset", ds)  # a resumed run's Subset reads from its dataset
         start = time.perf_counter()
         try:
             for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
                 x = batch["image"].to(self.codec.device)  # (B, C, H, W) digital numbers
-                self.write_batch(batch["name"], x, self.code_batch(x))
+                natives = self.natives(source, batch["name"])
+                self.write_batch(batch["name"], x, self.code_batch(x, natives), natives)
                 if self.stop.requested:
                     break
         finally:
             loader.shutdown()  # the workers ignore TERM: stopped here, not left to exit hooks
         return time.perf_counter() - start
 
-    def code_batch(self, x) -> list[tuple[object, bool]]:
+    def natives(self, source, names) -> list | None:
+        """Each patch's {band: native array} (what max errors are measured on), for S2 models."""
+        from vqae.data.bands import is_s1
+
+        if any(is_s1(b) for b in self.codec.bands):
+            return None
+        return [source.load_raw(name, list(self.codec.bands)) for name in names]
+
+    def code_batch(self, x, natives=None) -> list[tuple[object, bool]]:
         """Each patch's (Compressed with pixels, whether it reached the target)."""
         codec, target, filters = self.codec, self.opts.target(), self.opts.filters()
         if target is None:
-            return [(f, True) for f in codec.compress_images(x, self.depth, filters[0],
-                                                             pixels=True)]
+            return [(f, True) for f in codec.compress_ways(
+                x, self.depth, filters[:1], pixels=True, natives=natives,
+                max_error=self.opts.max_error)[filters[0]]]
         from vqae.codec.ratecontrol import compress_to_target
 
         size, bands = codec.model.image_size, len(codec.bands)
         offsets = codec.model.normalize.offsets().cpu()
+        ladder = natives if codec.residual is not None else None
         return [(f, target.reached(choice, bands, size))
                 for f, choice in compress_to_target(codec, x, target, self.depth, filters,
-                                                    offsets)]
+                                                    offsets, ladder)]
 
-    def write_batch(self, names, x, coded) -> None:
+    def write_batch(self, names, x, coded, natives=None) -> None:
         """Write a batch's files, then their rows; count them."""
         import numpy as np
         import torch
@@ -191,12 +217,26 @@ class CompressRun:
         size, bands = self.codec.model.image_size, len(self.codec.bands)
         recon = torch.from_numpy(np.stack([f.pixels for f, _ in coded]))  # (B, C, H, W)
         psnrs = self.totals.quality.update(x.float().cpu(), recon).tolist()
-        for name, (file, reached), quality in zip(names, coded, psnrs):
+        for i, (name, (file, reached), quality) in enumerate(zip(names, coded, psnrs)):
+            worst = file.max_abs_error
+            if worst is None and natives is not None:
+                worst = native_max_error(self.codec, file.pixels, natives[i])
             self.sink.write(name, file.data)
-            self.totals.add(file, reached)
+            self.totals.add(file, reached, worst)
             self.report.write(name, file.depth, file.band_filter, len(file.data),
-                              bpppb(bpp_coded(len(file.data), size, size), bands), quality)
+                              bpppb(bpp_coded(len(file.data), size, size), bands), quality,
+                              file.max_error, worst)
         self.report.flush()
+
+
+def native_max_error(codec, pixels, native) -> int:
+    """The largest |decoded - original| over every native pixel of a lossy file (its pixels
+    as `vqae decompress --native` gives them)."""
+    import numpy as np
+
+    decoded = codec.band_arrays(pixels, native=True)
+    return max(int(np.abs(decoded[b].astype(np.int64) - np.asarray(native[b], np.int64)).max())
+               for b in codec.bands)
 
 
 def same_settings(previous: dict, fields: dict, out: Path) -> None:
@@ -260,6 +300,9 @@ def report_finished(rows: list, codec, filters: tuple[str, ...], target, out: Pa
         "psnr_pooled": -10 * torch.log10(torch.pow(10.0, -psnr / 10).mean()).item(),
         "psnr_p10": min(max(p10, psnr.min().item()), PSNR_MAX), "psnr_min": psnr.min().item(),
         "patches_below": int((psnr < limit).sum()), "psnr_threshold": limit}
+    worst = [int(r[7]) for r in rows if r[7] != ""]
+    if worst:
+        figures["max_abs_error"] = max(worst)
     if target is not None:
         reached = (psnr >= target.psnr if target.psnr is not None else
                    torch.tensor([float(r[4]) for r in rows]) <= target.bpppb)
@@ -296,6 +339,10 @@ def summarize(totals: Totals, codec, depth: int, filters: tuple[str, ...], targe
         figures |= {k: quality[k] for k in ("psnr", "psnr_pooled", "psnr_p10", "psnr_min",
                                             "patches_below", "ssim", "sam")}
         figures["psnr_threshold"] = totals.quality.psnr_threshold
+    if totals.max_abs_error is not None:
+        figures["max_abs_error"] = totals.max_abs_error  # DN, over every native pixel
+    if totals.enhanced:
+        figures["patches_enhanced"] = totals.enhanced
     if target is not None:
         figures["target"] = target.describe()
         figures["patches_reaching_target"] = totals.reached

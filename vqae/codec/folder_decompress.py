@@ -21,6 +21,7 @@ class DecompressOptions:
     ckpt: str | None = None  # the checkpoint that compressed the files (default: the manifest's)
     depth: int | None = None  # RVQ stages to decode (None: all a file holds)
     native: bool = False  # each band at its native size (always, into an LMDB)
+    lossy: bool = False  # skip enhancement layers: the RVQ stages alone
     device: str = "auto"  # where the decoder network runs; indices decode on the CPU
     overwrite: bool = False  # replace an earlier output of vqae decompress
     progress: bool = True
@@ -45,10 +46,10 @@ def decompress(data: str, out: str, opts: DecompressOptions | None = None) -> di
     to_lmdb = is_lmdb(path)
     native = opts.native or to_lmdb  # rico-hdl stores every band at its native size
     fields = {"source": str(path.absolute()), "fingerprint": codec.fingerprint.hex(),
-              "depth": depth, "native": native}
+              "depth": depth, "native": native, "lossy": opts.lossy}
     sink = (RicoLmdbSink if to_lmdb else TiffSink)(Path(out), opts.overwrite, [data, named],
                                                     fields)
-    run = DecompressRun(path, to_lmdb, codec, sink, depth, native, opts.progress)
+    run = DecompressRun(path, to_lmdb, codec, sink, depth, native, opts.progress, opts.lossy)
     start = time.perf_counter()
     with guarded(sink, fields, lambda: run.counts["patches"], len(names), "decompress") as stop:
         run.stop = stop
@@ -56,6 +57,9 @@ def decompress(data: str, out: str, opts: DecompressOptions | None = None) -> di
         if not stop.requested:
             sink.close(fields | {"patches": run.counts["patches"]})
     warn_short(run.counts["cut"], run.counts["shallow"], depth)
+    if run.counts["layer_cut"]:
+        log.warning("%d file(s) end where their enhancement layer should start (cut) and were "
+                    "decoded lossy, from their RVQ stages alone", run.counts["layer_cut"])
     seconds = time.perf_counter() - start
     print(f"decompressed {len(names)} patches into {out} ({len(names) / seconds:.1f} patches/s)")
     return {**run.counts, "seconds": seconds}
@@ -72,8 +76,10 @@ class DecompressRun:
     depth: int | None
     native: bool
     progress: bool = True
+    lossy: bool = False
     stop: object = None  # vqae.io.stops.StopFlag, set once the loop runs under it
-    counts: dict = field(default_factory=lambda: {"patches": 0, "cut": 0, "shallow": 0})
+    counts: dict = field(default_factory=lambda: {"patches": 0, "cut": 0, "shallow": 0,
+                                                  "layer_cut": 0, "enhanced": 0})
 
     def where(self, name: str) -> str:
         """A file's name in errors: IN[name] for an LMDB, the file itself otherwise."""
@@ -87,11 +93,17 @@ class DecompressRun:
         codec, depth, counts = self.codec, self.depth, self.counts
         for name, blob in tqdm(records, total=total, desc="decompress", unit="patch",
                                disable=not self.progress):
-            parsed = codec.parse(blob, depth, self.where(name))
+            parsed = codec.parse(blob, depth, self.where(name), layer=not self.lossy)
             stored = parsed.header.depth
             counts["cut"] += len(parsed.indices) < min(depth or stored, stored)
             counts["shallow"] += depth is not None and stored < depth
-            self.sink.write(name, codec.band_arrays(codec.pixels(parsed), self.native))
+            counts["layer_cut"] += parsed.layer_cut and not self.lossy \
+                and len(parsed.indices) == stored
+            if parsed.layer is not None:  # native bands, within the header's max error
+                self.sink.write(name, codec.enhanced_bands(parsed, self.where(name)))
+                counts["enhanced"] += 1
+            else:
+                self.sink.write(name, codec.band_arrays(codec.pixels(parsed), self.native))
             counts["patches"] += 1
             if self.stop.requested:
                 return

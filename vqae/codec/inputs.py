@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from vqae.data.bands import UINT16_MAX, is_s1
+from vqae.data.bands import NATIVE_SIZE, UINT16_MAX, is_s1
 from vqae.data.resample import stack_bands
 from vqae.errors import DataError
 
@@ -102,3 +102,26 @@ def file_bytes(data, source: str) -> bytes:
         raise DataError(f"decompress takes a file's bytes, not its path ({source}); pass "
                         "Path(...).read_bytes()")
     raise DataError(f"decompress takes a file's bytes, got {type(data).__name__} ({source})")
+
+
+def native_bands(patch, bands: Sequence[str], source: str) -> dict[str, np.ndarray]:
+    """A patch for --max-error -> {band: int64 at its native size}: the values the layer keeps
+    within the bound (whole digital numbers, as `vqae encode` stores them)."""
+    if not isinstance(patch, Mapping):
+        raise DataError("--max-error keeps native pixels: pass the patch as a {band: native "
+                        "uint16 array} dict (vqae.data.source.read_patch), not a stacked array")
+    out = {}
+    for band in bands:
+        if band not in patch:
+            raise DataError(f"the patch has no band {band}; {source} codes {' '.join(bands)}")
+        a = numbers(patch[band], f"band {band}")
+        size = NATIVE_SIZE.get(band)
+        if a.shape != (size, size):
+            raise DataError(f"band {band} has shape {a.shape}; --max-error needs it at its "
+                            f"native {size}x{size}")
+        check_values(a, band, f"band {band}")
+        if a.dtype.kind == "f" and (a != np.round(a)).any():
+            raise DataError(f"band {band} holds fractional values; --max-error keeps whole "
+                            "digital numbers (uint16)")
+        out[band] = a.astype(np.int64)
+    return out

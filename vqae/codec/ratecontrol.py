@@ -7,6 +7,11 @@ depth; the stages are entropy-coded once and shared), and the target picks among
 - a PSNR target: the smallest file at or above it, else the best PSNR the model reaches;
 - a rate target (bpppb): the best PSNR among the files within it, else the smallest file.
 
+With a residual model (`vqae fit-residual`) the choices go on through the enhancement layer:
+the full-depth file plus a layer of max error e, for e on LADDER down to 0 (lossless), so
+every patch reaches every PSNR target. PSNR falls as e grows, so each patch bisects the
+ladder (about five layers a patch) instead of coding every e.
+
 The PSNR is DESIGN.md's, of exactly the pixels decompress gives. `vqae rd` applies the same
 rule to JPEG 2000 (vqae.rd.targets).
 """
@@ -79,13 +84,17 @@ class Target:
                 f"at most {self.bpppb:g} bpppb")
 
 
+# max errors the enhancement layer is tried at (DN); 0 is lossless
+LADDER = (0, 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 90, 128, 181, 256, 362, 512, 724, 1024)
+
+
 @torch.no_grad()
 def compress_to_target(codec, x: torch.Tensor, target: Target, max_depth: int,
-                       kinds: Sequence[str], offsets) -> list[tuple[object, Choice]]:
+                       kinds: Sequence[str], offsets, natives=None) -> list[tuple[object, Choice]]:
     """(B, C, H, W) digital numbers on the codec's device -> per patch (its chosen
     `Compressed`, with the pixels decompress gives, and the choice). Depths 1..max_depth, band
-    filters `kinds`; the stages are entropy-coded once, and only each patch's pick so far is
-    kept."""
+    filters `kinds`, and with `natives` ({band: native} per patch) the enhancement layer on
+    LADDER; the stages are entropy-coded once, and only each patch's pick so far is kept."""
     analysed = codec.analyse(x, max_depth)
     stages = [codec.code_stages(g) for g in analysed[0]]  # a prefix serves every depth
     x_cpu = x.float().cpu()
@@ -101,4 +110,43 @@ def compress_to_target(codec, x: torch.Tensor, target: Target, max_depth: int,
                 if best[i] is None or (target.key(choice, bands, size)
                                        < target.key(best[i][1], bands, size)):
                     best[i] = (file, choice)
+    if natives is not None:
+        kind = "gain" if "gain" in kinds else kinds[0]
+        for i in range(len(x)):
+            enhanced = best_enhanced(codec, x_cpu[i], target, analysed, i, max_depth, kind,
+                                     stages[i], natives[i], offsets)
+            if target.key(enhanced[1], bands, size) < target.key(best[i][1], bands, size):
+                best[i] = enhanced
     return best
+
+
+def best_enhanced(codec, x: torch.Tensor, target: Target, analysed, i: int, depth: int,
+                  kind: str, stages, native, offsets) -> tuple[object, Choice]:
+    """Patch i's best file among full-depth files with a layer of max error on LADDER: bisect
+    for the largest e still reaching the target (PSNR falls, bytes fall, as e grows)."""
+    size, bands = codec.model.image_size, len(codec.bands)
+    indices, means = analysed[0][i, :depth], analysed[1][i]
+    codes = codec.fit_band_filter(kind, x[None], indices[None], means[None])[0]
+    values = codec.base_values(indices, means, kind, codes)
+    tried: dict[int, tuple[object, Choice]] = {}
+
+    def attempt(k: int) -> tuple[object, Choice]:
+        if k not in tried:
+            file = codec.enhance(indices, means, kind, codes, stages, native, LADDER[k], values)
+            quality = psnr(x[None], torch.from_numpy(file.pixels[None]), offset=offsets).item()
+            tried[k] = (file, Choice(len(file.data), quality,
+                                     f"depth{depth} {kind} max_error{LADDER[k]}"))
+        return tried[k]
+
+    # a PSNR target holds for e up to some point, a rate target from some point on
+    holds = (lambda k: target.reached(attempt(k)[1], bands, size))
+    lo, hi = 0, len(LADDER) - 1
+    while lo < hi:
+        if target.psnr is not None:  # the largest e that still reaches the PSNR
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if holds(mid) else (lo, mid - 1)
+        else:  # the smallest e (best quality) within the rate
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
+    attempt(lo)
+    return min(tried.values(), key=lambda fc: target.key(fc[1], bands, size))

@@ -27,7 +27,9 @@ from vqae.io.stops import StopFlag, Stopped
 
 SUFFIX = ".vqz"
 REPORT = "patches.csv"  # in a compressed OUT: a row per patch
-REPORT_COLUMNS = ("patch", "depth", "band_filter", "bytes", "bpppb", "psnr")
+REPORT_COLUMNS = ("patch", "depth", "band_filter", "bytes", "bpppb", "psnr", "max_error",
+                  "max_abs_error")
+OLD_REPORT_COLUMNS = 6  # before the enhancement layer: no max_error, max_abs_error
 
 
 def check_name(name: str, source: object) -> str:
@@ -187,13 +189,20 @@ class PatchReport:
             rows = csv.reader(old)
             next(rows, None)  # the header
             for row in rows:
+                if len(row) == OLD_REPORT_COLUMNS:
+                    row += ["", ""]
                 if len(row) == len(REPORT_COLUMNS) and row[0] in present and row[0] not in seen:
                     seen.add(row[0])
                     yield row
 
     def write(self, name: str, depth: int, kind: str, nbytes: int, rate: float,
-              quality: float) -> None:
-        self.writer.writerow([name, depth, kind, nbytes, f"{rate:.6g}", f"{quality:.4f}"])
+              quality: float, max_error: int | None = None,
+              max_abs_error: int | None = None) -> None:
+        """One patch's row; max_error is its layer's bound, max_abs_error the largest
+        |decoded - original| over its native pixels (empty where not measured)."""
+        self.writer.writerow([name, depth, kind, nbytes, f"{rate:.6g}", f"{quality:.4f}",
+                              "" if max_error is None else max_error,
+                              "" if max_abs_error is None else max_abs_error])
 
     def flush(self) -> None:
         self.file.flush()

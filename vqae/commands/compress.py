@@ -5,8 +5,11 @@ a folder of `<patch>.vqz`, or with `--lmdb` (or a name ending in .lmdb) an LMDB 
 by patch name; either holds a manifest.json that `vqae decompress` reads. `--depth n` keeps the
 first n RVQ stages. Each file carries a band filter the encoder fitted (`--band-filter`).
 `--target-psnr DB` (or `--target-bpppb R`) codes each patch at the smallest depth and filter
-that reaches the target (vqae.codec.ratecontrol). OUT's patches.csv lists each patch's depth,
-filter, bytes and PSNR; the summary gives the mean, pooled and worst-patch PSNR.
+that reaches the target (vqae.codec.ratecontrol), through the enhancement layer up to
+lossless when the checkpoint has a residual model. `--max-error E` adds that layer to every
+file: each native pixel within E DN (0: lossless). OUT's patches.csv lists each patch's depth,
+filter, bytes, PSNR and max absolute error; the summary gives the mean, pooled and worst-patch
+PSNR and the largest error.
 TERM/USR1/INT stop after the current batch (exit status 75) with the patches written kept;
 `--resume` completes OUT.
 """
@@ -53,6 +56,9 @@ def add_arguments(parser) -> None:
                              "filter) whose PSNR reaches DB; else the best the model does")
     target.add_argument("--target-bpppb", type=positive_float, metavar="R",
                         help="per patch, the best PSNR within R bits per pixel per band")
+    target.add_argument("--max-error", type=int_in(0, 65535), metavar="E",
+                        help="add an enhancement layer: every native pixel within E digital "
+                             "numbers of the original (0: lossless); needs `vqae fit-residual`")
     add_threshold(parser)
     parser.add_argument("--shard", type=shard_arg, metavar="I/N",
                         help="compress only part I of N of the patches (by name hash), e.g. in "
@@ -69,5 +75,6 @@ def run(args) -> int:
         batch_size=args.batch_size, workers=args.workers, overwrite=args.overwrite,
         resume=args.resume, progress=not args.no_progress, band_filter=args.band_filter,
         target_psnr=args.target_psnr, target_bpppb=args.target_bpppb, shard=args.shard,
+        max_error=args.max_error,
         **threshold(args)))
     return 0

@@ -1,4 +1,4 @@
-"""`vqae decompress IN -o DIR [--depth n] [--native]`: `.vqz` files -> digital numbers.
+"""`vqae decompress IN -o DIR [--depth n] [--native] [--lossy]`: `.vqz` files -> digital numbers.
 
 IN is a .vqz file, a folder of them or an LMDB of them (the OUT of `vqae compress`, whose
 manifest.json names the checkpoint; else pass --ckpt). Output: uint16 GeoTIFFs per band in the
@@ -22,7 +22,10 @@ def add_arguments(parser) -> None:
                         help="decode the first n RVQ stages (default: all)")
     parser.add_argument("--native", action="store_true",
                         help="each band at its native size (area averaging of the 120x120 "
-                        "decode: 60x60 for 20 m bands, 20x20 for 60 m bands)")
+                        "decode: 60x60 for 20 m bands, 20x20 for 60 m bands); a file with an "
+                        "enhancement layer (--max-error) always decodes to native sizes")
+    parser.add_argument("--lossy", action="store_true",
+                        help="ignore enhancement layers: decode the RVQ stages alone")
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="where the decoder network runs (indices decode on the CPU)")
     parser.add_argument("--overwrite", action="store_true",
@@ -36,5 +39,5 @@ def run(args) -> int:
 
     decompress(args.input, args.out, DecompressOptions(
         ckpt=args.ckpt, depth=args.depth, native=args.native, device=args.device,
-        overwrite=args.overwrite, progress=not args.no_progress))
+        overwrite=args.overwrite, progress=not args.no_progress, lossy=args.lossy))
     return 0

@@ -31,6 +31,11 @@ SCALE_CODES = (-32, 64)  # a patch's band scale lies in [std / 4, std * 16]: a f
 # noise is not blown up past 4x, clouds and snow reach 16x the data set's contrast
 
 
+def wide(t: Tensor) -> Tensor:
+    """fp32, or float64 as it is: the enhancement layer's base decodes in float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _column(values: Sequence[float] | None, size: int, fill: float) -> Tensor:
     data = [fill] * size if values is None else list(values)
     if len(data) != size:
@@ -59,10 +64,10 @@ class Normalize(nn.Module):
         `patch_scales`; None for a model with global statistics."""
         if not self.per_patch:
             return None
-        means = x.float().mean(dim=(-2, -1)).round().clamp(0, UINT16_MAX)  # (B, C)
+        means = wide(x).mean(dim=(-2, -1)).round().clamp(0, UINT16_MAX)  # (B, C)
         if not self.patch_scales:
             return means
-        ratio = x.float().std(dim=(-2, -1), unbiased=False) / self.std.view(1, -1)  # (B, C)
+        ratio = wide(x).std(dim=(-2, -1), unbiased=False) / self.std.view(1, -1)  # (B, C)
         codes = (SCALE_STEPS * torch.log2(ratio)).round().clamp(*SCALE_CODES)  # 0 std: low end
         return torch.cat([means, codes], dim=1)  # (B, 2C)
 
@@ -70,23 +75,23 @@ class Normalize(nn.Module):
         """(B, C, H, W) digital numbers -> normalized bands (fp32); a per-patch model takes the
         patch's `patch_means` (B, C), or (B, 2C) with its scale codes."""
         if not self.per_patch:
-            return (x.float() - self.offset - self.mean) / self.std
+            return (wide(x) - self.offset - self.mean) / self.std
         centre, scale = self._patch(patch_means)
-        return (x.float() - centre) / scale
+        return (wide(x) - centre) / scale
 
     def inverse(self, x: Tensor, patch_means: Tensor | None = None) -> Tensor:
         """Normalized bands -> digital numbers as stored (offset included), fp32."""
         if not self.per_patch:
-            return x.float() * self.std + self.mean + self.offset
+            return wide(x) * self.std + self.mean + self.offset
         centre, scale = self._patch(patch_means)
-        return x.float() * scale + centre
+        return wide(x) * scale + centre
 
     def _patch(self, patch_means: Tensor | None) -> tuple[Tensor, Tensor]:
         """The side information -> (centre, scale), each broadcastable to (B, C, H, W)."""
         if patch_means is None:
             raise ValueError("this model centres each patch on its band means: pass the "
                              "patch's patch_means (its .vqz header stores them)")
-        side = patch_means.float()[..., None, None]  # (B, C or 2C, 1, 1)
+        side = wide(patch_means)[..., None, None]  # (B, C or 2C, 1, 1)
         n = len(self.bands)
         if not self.patch_scales:
             return side, self.std

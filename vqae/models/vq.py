@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqae.models.kmeans import kmeans, nearest, sample_rows
+from vqae.models.normalize import wide
 from vqae.models.quantizer import (
     Quantizer,
     QuantizerOutput,
@@ -96,7 +97,7 @@ class VectorQuantizer(Quantizer):
 
     def codes(self) -> Tensor:
         """(K, d) fp32 code vectors as used for lookup (unit length with cosine distance)."""
-        embed = self.embed.float()
+        embed = wide(self.embed)
         return F.normalize(embed, dim=1) if self.cosine else embed
 
     def forward(self, z: Tensor, depth: int | None = None) -> QuantizerOutput:
