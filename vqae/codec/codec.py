@@ -17,7 +17,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -64,12 +63,17 @@ class Compressed:
     max_abs_error: int | None = None
 
 
-class Parsed(NamedTuple):
-    """A file read back: its indices (n, h, w), header and enhancement layer payload."""
+@dataclass(frozen=True)
+class Parsed:
+    """A file read back: its indices (n, h, w), header and enhancement layer payload; unpacks
+    as (indices, header), as before the layer."""
 
     indices: np.ndarray
     header: bitstream.Header
     layer: bytes | None = None
+
+    def __iter__(self):
+        return iter((self.indices, self.header))
 
     @property
     def layer_cut(self) -> bool:

@@ -29,12 +29,13 @@ import numpy as np
 
 from vqae.data.bands import NATIVE_SIZE
 from vqae.entropy import coder
-from vqae.entropy.residual_features import features, phase_mask
+from vqae.entropy.residual_features import features, ls_fit, phase_mask
 from vqae.entropy.residual_model import (
     ALPHABET,
     ESCAPE,
     H_MAX,
     PHASES,
+    PREVIOUS,
     T_MAX,
     T_MIN,
     ResidualModel,
@@ -137,20 +138,30 @@ class _Decoder:
         return self.ans.decode(model[0], n).astype(np.int64) if n else symbols
 
 
+def weight_counts(bands: int) -> list[int]:
+    """Least-squares weights stored per band position: one per previous band, up to PREVIOUS."""
+    return [min(pos, PREVIOUS) for pos in range(bands)]
+
+
 def code_bands(model: ResidualModel, bases: list[np.ndarray], max_error: int, stream,
-               originals: list[np.ndarray] | None = None) -> list[np.ndarray]:
+               originals: list[np.ndarray] | None = None,
+               weights: list[np.ndarray] | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The layer's symbols through `stream` (an _Encoder given `originals`, an _Decoder
-    without): bases and originals (n, n) int64 in coding order -> the decoded native bands."""
+    given the stored `weights`): bases and originals (n, n) int64 in coding order -> (the
+    decoded native bands, each band's least-squares weights on the bands before it)."""
     tables, step = _Tables(model), step_of(max_error)
     lift = step_log(step)
-    out, rhos = [], []
+    out, rhos, used = [], [], []
     for pos, base in enumerate(bases):
         n = base.shape[0]
         rho, recon = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)
+        w = weights[pos] if weights is not None else ls_fit(originals[pos] - base, rhos[::-1])
+        used.append(w)
         for k in range(len(PHASES)):
             at = phase_mask(n, k)
             mean, tau = model.predict(features(pos, len(bases), k, step, base, rho,
-                                               rhos[::-1]))
+                                               rhos[::-1], w))
             b = base[at] + mean
             q = None if originals is None else quantize(originals[pos][at] - b, max_error)
             q = code_phase(tables, stream, np.clip(tau - lift, T_MIN, T_MAX), q)
@@ -158,7 +169,7 @@ def code_bands(model: ResidualModel, bases: list[np.ndarray], max_error: int, st
             rho[at] = recon[at] - base[at]
         out.append(recon)
         rhos.append(rho)
-    return out
+    return out, used
 
 
 def code_phase(tables: _Tables, stream, t: np.ndarray, q: np.ndarray | None) -> np.ndarray:
@@ -213,10 +224,11 @@ def encode_layer(model: ResidualModel, values: list[np.ndarray], originals: list
     code = pick_offset(values)
     bases = integer_base(values, code)
     stream = _Encoder()
-    recon = code_bands(model, bases, max_error, stream,
-                       [np.asarray(o, np.int64) for o in originals])
+    recon, weights = code_bands(model, bases, max_error, stream,
+                                [np.asarray(o, np.int64) for o in originals])
     prefix = _PREFIX.pack(model.fingerprint(), code, pixel_crc(recon))
-    return Layer(prefix + stream.payload(), stream.bits, recon, code)
+    stored = np.concatenate([np.zeros(0, np.int64), *weights]).astype(np.int8).tobytes()
+    return Layer(prefix + stored + stream.payload(), stream.bits + 8 * len(stored), recon, code)
 
 
 def decode_layer(model: ResidualModel, values: list[np.ndarray], payload: bytes,
@@ -234,9 +246,17 @@ def decode_layer(model: ResidualModel, values: list[np.ndarray], payload: bytes,
     if code != NO_BASE and code >= len(OFFSETS):
         raise DataError(f"{source}: its enhancement layer gives base offset {code}, which no "
                         "encoder writes; the file is damaged")
-    stream = _Decoder(payload[_PREFIX.size :])
+    counts = weight_counts(len(values))
+    start = _PREFIX.size + sum(counts)
+    if len(payload) < start:
+        raise DataError(f"{source}: its enhancement layer is cut inside its band weights; the "
+                        "file is damaged")
+    flat = np.frombuffer(payload[_PREFIX.size : start], np.int8).astype(np.int64)
+    weights = np.split(flat, np.cumsum(counts)[:-1])
+    stream = _Decoder(payload[start:])
     try:
-        recon = code_bands(model, integer_base(values, code), max_error, stream)
+        recon, _ = code_bands(model, integer_base(values, code), max_error, stream,
+                              weights=weights)
         intact = stream.ans.is_empty()
     except (ValueError, RuntimeError, AssertionError) as err:
         raise DataError(f"{source}: its enhancement layer does not decode ({err}); the file "

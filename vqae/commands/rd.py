@@ -6,6 +6,10 @@ row per patch and point: find the worst tiles), and prints each model's BD-rate 
 on the pooled curve against the better of JPEG 2000 per native band and as one multi-component
 stack (over the PSNR range both reach, printed), the JPEG 2000 rate at each model point's
 PSNR and its PSNR at the point's rate (what compares a model of one depth, where no BD-rate fits). `--target-psnr` adds rate-controlled curves, compared at equal per-patch target.
+`--max-error E ...` adds near-lossless and lossless points (each model's files with an
+enhancement layer, beside JPEG-LS, LERC, JPEG XL and JPEG 2000 lossless on the native bands):
+DIR/near_lossless.csv, rd.json's `near_lossless`, points on rd.png and rd_patches.csv's
+max_error and max_abs_error columns.
 """
 
 from __future__ import annotations
@@ -46,10 +50,18 @@ def add_arguments(parser) -> None:
                         help="also a rate-controlled curve per model (MODEL+target) and for "
                              "JPEG 2000 (jpeg2000-target): each patch coded the cheapest way "
                              "that reaches DB, for each DB given (e.g. 30 35 40)")
+    parser.add_argument("--max-error", type=int_in(0, 65535), nargs="+", metavar="E",
+                        default=[],
+                        help="also near-lossless points: each model at full depth (band filter "
+                             "gain) with an enhancement layer bringing every native pixel within "
+                             "E DN (0: lossless), beside JPEG-LS, LERC, JPEG XL and JPEG 2000 "
+                             "lossless on the same native bands, for each E given (e.g. 0 1 2 4 "
+                             "8 16 32); writes near_lossless.csv; each checkpoint needs a "
+                             "residual model (vqae fit-residual)")
     add_threshold(parser)
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the rd outputs (rd.csv, rd.json, rd.png, rd_patches.csv) "
-                             "of an earlier run in --out")
+                        help="replace the rd outputs (rd.csv, rd.json, rd.png, rd_patches.csv, "
+                             "near_lossless.csv) of an earlier run in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -65,6 +77,7 @@ def run(args) -> int:
         batch_size=args.batch_size, max_patches=args.max_patches,
         progress=not args.no_progress, front_name=args.front, filters=args.band_filter,
         bd_window=tuple(args.bd_range) if args.bd_range else None,
-        targets=sorted(set(args.target_psnr)), **threshold(args))
+        targets=sorted(set(args.target_psnr)), max_errors=sorted(set(args.max_error)),
+        **threshold(args))
     run_rd(args.ckpt, args.data, args.split, args.out, args.device, options, args.overwrite)
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 from vqae.entropy.residual_model import (
     FIXED,
     INPUT_BITS,
+    LS_ONE,
     PHASES,
     PREVIOUS,
     feature_count,
@@ -75,24 +76,48 @@ def base_gradient(base: np.ndarray) -> np.ndarray:
     return np.abs(lap) * FIXED // 4
 
 
+def previous_grids(previous: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """The PREVIOUS latest bands' residuals on an (n, n) grid, x FIXED (zeros where absent)."""
+    prev = [resampled(p, n) for p in previous[:PREVIOUS]]
+    return prev + [np.zeros((n, n), np.int64)] * (PREVIOUS - len(prev))
+
+
+def ls_fit(r: np.ndarray, previous: list[np.ndarray]) -> np.ndarray:
+    """The encoder's least-squares weights of a band's residual r (n, n) on the previous
+    bands' (int8 codes / LS_ONE, one per previous band present); the decoder reads them."""
+    prev = previous_grids(previous, r.shape[0])[: min(len(previous), PREVIOUS)]
+    if not prev:
+        return np.zeros(0, np.int64)
+    x = np.stack([p.ravel() / FIXED for p in prev], axis=1)
+    coef = np.linalg.lstsq(x, r.ravel().astype(np.float64), rcond=None)[0]
+    return np.clip(np.rint(np.nan_to_num(coef) * LS_ONE), -127, 127).astype(np.int64)
+
+
+def ls_prediction(prev: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """sum_j w_j prev_j / LS_ONE (x FIXED, floor): exact integers."""
+    total = sum((int(w) * p for w, p in zip(weights, prev)), np.zeros_like(prev[0]))
+    return np.floor_divide(total, LS_ONE)
+
+
 def features(position: int, bands: int, k: int, step: int, base: np.ndarray,
-             rho: np.ndarray, previous: list[np.ndarray]) -> np.ndarray:
+             rho: np.ndarray, previous: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     """(N, F) int64 features of phase k's pixels (raster order) of the band at `position` in
     the coding order: `base` and `rho` (n, n) of this band (rho valid where decoded),
-    `previous`: rho of the bands before it, the latest first."""
+    `previous`: rho of the bands before it, the latest first; `weights`: the band's
+    least-squares codes on them (ls_fit)."""
     n = base.shape[0]
     at = phase_mask(n, k)
     known = known_mask(n, k)
     count = box3(known, centre=False)
-    prev = [resampled(p, n) for p in previous[:PREVIOUS]]
-    prev += [np.zeros((n, n), np.int64)] * (PREVIOUS - len(prev))
+    prev = previous_grids(previous, n)
+    ls = ls_prediction(prev, weights)
     cur = np.where(known, rho, 0) * FIXED
     nb_mean = mean_of(box3(cur, centre=False), count)
     nb_abs = mean_of(box3(np.abs(cur), centre=False), count)
-    nb_vs_prev = mean_of(box3(np.where(known, cur - prev[0], 0), centre=False), count)
+    nb_vs_ls = mean_of(box3(np.where(known, cur - ls, 0), centre=False), count)
     nine = box3(np.ones((n, n), np.int64))
     prev_abs = [mean_of(box3(np.abs(p)), nine) for p in prev]
-    cols = [nb_mean, nb_abs, count * 32, nb_vs_prev]
+    cols = [nb_mean, nb_abs, count * 32, nb_vs_ls, ls, LOG_GAIN * ilog(ls)]
     for p, a in zip(prev, prev_abs):
         cols += [p, a]
     cols += [LOG_GAIN * ilog(x) for x in (base, base_gradient(base), nb_mean, nb_abs, prev[0],

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vqae.codec.enhancement import coding_order, integer_base, pick_offset, quantize, step_of
-from vqae.entropy.residual_features import features, phase_mask
+from vqae.entropy.residual_features import features, ls_fit, phase_mask
 from vqae.entropy.residual_model import (
     INPUT_BITS,
     KINDS,
@@ -64,9 +64,10 @@ def patch_samples(codec, native: dict, max_error: int, keep: float,
     for pos, (c, base) in enumerate(zip(order, bases)):
         r_full = np.asarray(native[codec.bands[c]], np.int64) - base
         rho = quantize(r_full, max_error) * step
+        weights = ls_fit(r_full, rhos[::-1])
         for k in range(len(PHASES)):
             at = phase_mask(base.shape[0], k)
-            g = features(pos, len(bases), k, step, base, rho, rhos[::-1])
+            g = features(pos, len(bases), k, step, base, rho, rhos[::-1], weights)
             pick = rng.random(len(g)) < keep
             gs.append(g[pick])
             rs.append(r_full[at][pick])

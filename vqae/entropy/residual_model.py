@@ -39,6 +39,7 @@ TABLE_TOTAL = 1 << 22  # each table's frequencies sum to about this; every one >
 TAIL_WEIGHT, TAIL_SCALE = 0.02, 6.0  # the tables' Laplace mixture: 2% at 6x the scale
 KINDS = ("mlp", "linear", "static")  # full; no hidden layer; band and step only
 PREVIOUS = 3  # earlier bands whose co-located residuals are features
+LS_ONE = 64  # a band's least-squares weights on the PREVIOUS bands: int8 codes / 64
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))  # the 2x2 polyphase coding order
 def _quarter_thresholds() -> np.ndarray:
     """QUARTER[j]: the smallest integer n with n^4 >= 2^j, by exact integer search."""
@@ -72,7 +73,7 @@ def feature_count(bands: int) -> int:
     return bands + len(PHASES) + len(FEATURES)
 
 
-FEATURES = ("step", "nb_mean", "nb_abs", "nb_count", "nb_vs_prev", *(
+FEATURES = ("step", "nb_mean", "nb_abs", "nb_count", "nb_vs_ls", "ls_pred", "log_ls", *(
     f"prev{k}_{what}" for k in range(1, PREVIOUS + 1) for what in ("value", "abs")),
     "base_log", "base_grad", "log_nb_mean", "log_nb_abs", "log_prev1", "log_prev1_abs",
     "log_prev2_abs")

@@ -1,10 +1,14 @@
 """rd.png: PSNR against bits per pixel per band (log axis), one curve per codec, in two panels:
-the mean of per-patch PSNR and the PSNR of the pooled MSE (where the worst tiles show)."""
+the mean of per-patch PSNR and the PSNR of the pooled MSE (where the worst tiles show). With
+`vqae rd --max-error`, each model's enhanced points continue its curve; an exact point (at the
+PSNR cap, 180 dB) is drawn at the top edge, CEILING_DB above the best finite PSNR, annotated,
+so the axis stays on the PSNRs the codecs reach."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vqae.metrics import PSNR_MAX
 from vqae.rd.bdrate import front
 
 # a line style and marker per band filter (a model of one depth draws dots: the marker tells);
@@ -18,18 +22,24 @@ JPEG2000_STYLES = {"jpeg2000-bands": {"color": "0.55", "marker": ".", "lw": 1},
                    "jpeg2000-stack": {"color": "0.3", "marker": ".", "lw": 1},
                    "jpeg2000-best": {"color": "k", "ls": "--", "lw": 1.5},
                    "jpeg2000-target": {"color": "k", "ls": "-.", "marker": "s", "ms": 4, "lw": 1}}
+NEAR_MARKER = "*"  # an enhanced point (--max-error)
+NEAR_NAME = "max error E DN (enhancement layer)"
+NEAR_GID = "near"  # its lines: the legend gives them one entry
+CEILING_DB = 5.0  # an exact point's height above the best finite PSNR of its panel
 
 
 def plot_rd(rows: list[dict], labels: list[str], path: Path, title: str,
-            fronts: tuple[str, ...] = ()) -> None:
-    draw_rd(rows, labels, title, fronts).savefig(path)
+            fronts: tuple[str, ...] = (), near: list[dict] = ()) -> None:
+    draw_rd(rows, labels, title, fronts, near).savefig(path)
 
 
-def draw_rd(rows: list[dict], labels: list[str], title: str, fronts: tuple[str, ...] = ()):
+def draw_rd(rows: list[dict], labels: list[str], title: str, fronts: tuple[str, ...] = (),
+            near: list[dict] = ()):
     """The figure of rd.png. `fronts`: labels that join other curves (`vqae rd --front`),
     drawn as a wide pale line under the models so both stay visible. A model's curves per band
     filter (MODEL+KIND) share its colour, one line style per filter; the legend names each
-    model once and each style once. The axes span every curve drawn."""
+    model once and each style once. `near`: near_lossless.csv's rows, a model's (those with a
+    `curve`) drawn on from that curve. The axes span every curve drawn."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no display
 
     styles = {**JPEG2000_STYLES,
@@ -43,16 +53,46 @@ def draw_rd(rows: list[dict], labels: list[str], title: str, fronts: tuple[str, 
             points = panel_points(rows, codec, axis)
             if points:
                 ax.plot(*zip(*points), label=codec, **styles[codec])
+        draw_near(ax, rows, [r for r in near if r.get("curve") in styles], axis, styles)
         ax.set_xscale("log")  # autoscaled: the limits hold every line drawn
         ax.set_xlabel("bits per pixel per band (bpppb, whole file)")
         ax.set_ylabel(f"{what} (dB, peak 10000)")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title if len(title) < 110 else title[:107] + "...", fontsize=8)
-    handles = legend_handles(axes[1], models, styles)
+    handles = legend_handles(axes[1], models, styles, bool(near))
     axes[1].legend(handles=handles, fontsize=6 if len(handles) > 10 else 8, loc="upper left",
                    bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
+
+
+def draw_near(ax, rows: list[dict], near: list[dict], axis: str, styles: dict[str, dict]) -> None:
+    """Each model's enhanced points on from its costliest lossy point (its colour and line,
+    marker NEAR_MARKER, each annotated with its E); one at the cap at the top edge instead."""
+    if not near:
+        return
+    finite = [r[axis] for r in near if r[axis] < PSNR_MAX - 1e-6]
+    ceiling = max([y for line in ax.get_lines() for y in line.get_ydata()] + finite) + CEILING_DB
+    for curve in dict.fromkeys(r["curve"] for r in near):
+        style = styles[curve]
+        mine = sorted((r["bpppb"], r[axis], r["max_error"]) for r in near if r["curve"] == curve)
+        below = [p[:2] for p in mine if p[1] < PSNR_MAX - 1e-6]
+        start = panel_points(rows, curve, axis)[-1:]  # drawn on from here, without a marker
+        if below:
+            line, = ax.plot(*zip(*start, *below), color=style["color"], ls=style["ls"],
+                            lw=style["lw"], marker=NEAR_MARKER, ms=7,
+                            markevery=list(range(len(start), len(start) + len(below))))
+            line.set_gid(NEAR_GID)
+        for rate, quality, e in mine:
+            exact = quality >= PSNR_MAX - 1e-6
+            if exact:
+                line, = ax.plot([rate], [ceiling], color=style["color"], ls="none",
+                                marker=NEAR_MARKER, ms=10)
+                line.set_gid(NEAR_GID)
+            words = (f"lossless\n({PSNR_MAX:.0f} dB cap)" if exact and e == 0 else
+                     f"E={e}, exact" if exact else f"E={e}")
+            ax.annotate(words, (rate, ceiling if exact else quality), textcoords="offset points",
+                        xytext=(-5, -3), ha="right", va="top", fontsize=6, color=style["color"])
 
 
 def panel_points(rows: list[dict], codec: str, axis: str) -> list[tuple[float, float]]:
@@ -84,16 +124,20 @@ def model_styles(names: list[str]) -> dict[str, dict]:
     return out
 
 
-def legend_handles(ax, models: list[str], styles: dict[str, dict]) -> list:
+def legend_handles(ax, models: list[str], styles: dict[str, dict], near: bool = False) -> list:
     """JPEG 2000 and fronts by name; the models' curves as one entry per model (its colour)
-    and, where they differ, one per line style (grey): a legend of M + K, not M x K, rows."""
+    and, where they differ, one per line style (grey): a legend of M + K, not M x K, rows;
+    `near`: one more for every enhanced point (grey)."""
     from matplotlib.lines import Line2D
 
+    lines = [line for line in ax.get_lines() if line.get_gid() != NEAR_GID]
+    extra = [Line2D([], [], color="0.35", ls="none", marker=NEAR_MARKER, ms=7,
+                    label=NEAR_NAME)] if near else []
     kinds = list(dict.fromkeys(split_name(name)[1] for name in models))
     if len(kinds) < 2:  # each model has one curve: its own line says all
-        return ax.get_lines()
+        return lines + extra
     colours = {split_name(name)[0]: styles[name]["color"] for name in models}
-    return ([line for line in ax.get_lines() if line.get_label() not in models]
+    return ([line for line in lines if line.get_label() not in models]
             + [Line2D([], [], color=c, lw=4, label=m) for m, c in colours.items()]
             + [Line2D([], [], color="0.35", lw=1.6, ls=FILTER_LINES[k], marker=FILTER_MARKERS[k],
-                      ms=4, label=KIND_NAMES[k]) for k in kinds])
+                      ms=4, label=KIND_NAMES[k]) for k in kinds] + extra)

@@ -164,10 +164,13 @@ SHORT = ["codec", "setting", "bpppb", "psnr", "psnr_pooled", "psnr_p10", "psnr_m
 
 def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
                   bands: list[str], bd_window: tuple[float, float] | None = None,
-                  fronts: tuple[str, ...] = ()) -> dict:
+                  fronts: tuple[str, ...] = (), near: list[dict] | None = None) -> dict:
     """rd.csv, rd.json (meta: data, patches, checkpoints, jpeg2000_qualities, ...) and rd.png,
     and the table and BD-rates printed. Target curves are in `labels` but get no BD-rate (their
-    points are few and compared at equal target instead)."""
+    points are few and compared at equal target instead). `near` (--max-error): the rows of
+    near_lossless.csv, also rd.json's `near_lossless` and points on rd.png; no BD-rate (a
+    lossless point sits at the PSNR cap)."""
+    from vqae.rd import near_lossless
     from vqae.rd.plot import plot_rd
 
     curves = [label for label in labels if not any(r.get("target") is not None for r in rows
@@ -182,13 +185,17 @@ def write_outputs(out: Path, rows: list[dict], labels: list[str], meta: dict,
     writer.writerows(rows)
     write_atomic(out / "rd.csv", table.getvalue())
     result = {**meta, "bd_rate": bd["psnr"], "bd_rate_pooled": bd["psnr_pooled"], "rows": rows}
+    if near is not None:
+        result["near_lossless"] = near
     write_json(out / "rd.json", result)
-    plot_rd(rows, labels, out / "rd.png", meta["data"], fronts)
+    plot_rd(rows, labels, out / "rd.png", meta["data"], fronts, near or ())
     print(tabulate([[r.get(c) for c in SHORT] for r in rows], headers=SHORT, floatfmt=".4f"))
     print("\n".join(table_legend(rows, meta["psnr_threshold"])))
     for axis in AXES:
         for label in curves:
             print("\n".join(describe_bd(label, bd[axis][label], axis)))
+    if near is not None:
+        near_lossless.write_table(out, near)
     return result
 
 
