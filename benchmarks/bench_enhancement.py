@@ -19,8 +19,8 @@ from tabulate import tabulate
 
 from vqae.codec.codec import Codec
 from vqae.data.source import source_at
-from vqae.entropy.residual_fit import FitOptions, fit_residual
-from vqae.rd.lossless_anchors import anchor_table
+from vqae.codec.residual_fit import FitOptions, fit_residual
+from vqae.rd.lossless_anchors import CODECS, anchor_table, decode, encode
 
 
 def natives(codec, path: str, count: int) -> list[dict]:
@@ -46,6 +46,20 @@ def measure(codec, patches: list[dict], e: int, depth: int | None) -> dict:
             "decompress patches/s": len(patches) / (end - mid)}
 
 
+def anchor_speed(name: str, patches: list[dict]) -> dict:
+    """Lossless patches/s of a classical codec, every band of every patch."""
+    start = time.perf_counter()
+    streams = [[encode(name, np.ascontiguousarray(a, np.uint16), 0) for a in p.values()]
+               for p in patches]
+    mid = time.perf_counter()
+    for bands in streams:
+        for data in bands:
+            decode(name, data)
+    end = time.perf_counter()
+    return {"compress patches/s": len(patches) / (mid - start),
+            "decompress patches/s": len(patches) / (end - mid)}
+
+
 def save(ckpt: str, out: str, model) -> None:
     from vqae.checkpoint.manager import read_checkpoint, save_checkpoint
 
@@ -62,20 +76,23 @@ def main() -> None:
     ap.add_argument("--fit-patches", type=int, default=64)
     ap.add_argument("--test-patches", type=int, default=80)
     ap.add_argument("--errors", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16, 32])
-    ap.add_argument("--kinds", nargs="+", default=["mlp", "linear", "static"])
+    ap.add_argument("--kinds", nargs="+", default=["mlp", "linear", "static"],
+                    help="residual models to fit, or saved: the checkpoint's")
+    ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--depths", type=int, nargs="+", default=[0], help="base depths (0: all)")
     ap.add_argument("--save", help="write the checkpoint with the first kind's model here")
     args = ap.parse_args()
     codec = Codec.from_checkpoint(args.ckpt, "cpu")
-    train, test = natives(codec, args.train, args.fit_patches), natives(codec, args.test,
-                                                                        args.test_patches)
+    train = natives(codec, args.train, args.fit_patches) if set(args.kinds) - {"saved"} else []
+    test = natives(codec, args.test, args.test_patches)
     rows = []
     for kind in args.kinds:
         start = time.perf_counter()
-        codec.residual = fit_residual(codec, train, FitOptions(kind=kind, steps=args.steps),
-                                      log=None)
-        print(f"fitted {kind} on {len(train)} patches in {time.perf_counter() - start:.0f} s")
+        if kind != "saved":  # "saved": the checkpoint's own residual model
+            codec.residual = fit_residual(codec, train, FitOptions(kind=kind, steps=args.steps),
+                                          log=None)
+            print(f"fitted {kind} on {len(train)} patches in {time.perf_counter() - start:.0f} s")
         if args.save and kind == args.kinds[0]:
             save(args.ckpt, args.save, codec.residual)
         for depth in args.depths:
@@ -85,10 +102,12 @@ def main() -> None:
                              **measure(codec, test, e, depth or None)})
                 print(rows[-1], flush=True)
     start = time.perf_counter()
-    for row in anchor_table(test, args.errors):
+    for row in [] if args.no_anchors else anchor_table(test, args.errors):
         rows.append({"codec": row["codec"], "max_error": row["max_error"],
                      "bpppb": row["bpppb"], "max_abs_error": row["measured_max_error"]})
     print(f"anchors in {time.perf_counter() - start:.0f} s")
+    for codec_name in () if args.no_anchors else CODECS:  # lossless speed, the same patches, in this run
+        rows.append({"codec": codec_name, "max_error": 0, **anchor_speed(codec_name, test)})
     print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3f"))
     table = {}
     for r in rows:

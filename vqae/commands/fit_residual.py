@@ -1,7 +1,7 @@
 """`vqae fit-residual CKPT [--data PATH] [--split train] [-o OUT]`: the enhancement layer's model.
 
 Fits the integer residual model that `vqae compress --max-error` and full-range rate control
-code with (vqae.entropy.residual_fit), on patches of a split, and writes it into the checkpoint
+code with (vqae.codec.residual_fit), on patches of a split, and writes it into the checkpoint
 (atomically) under "residual", or into a new file with -o. The VQ model, its prior and its
 fingerprint are unchanged: files compressed before still decode.
 """
@@ -43,7 +43,7 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, pat
     from vqae.codec.codec import Codec
     from vqae.commands.fit_prior import check_checkpoint_out
     from vqae.data.source import source_at
-    from vqae.entropy.residual_fit import FitOptions, fit_residual
+    from vqae.codec.residual_fit import FitOptions, fit_residual
     from vqae.errors import DataError
 
     state = read_checkpoint(ckpt)  # read once: the file rewritten is the file fitted

@@ -4,7 +4,7 @@ The decoder knows, when it decodes the pixels of band b in phase k: the integer 
 band, the reconstructed residuals rho (decoded minus base, DN) of the bands before b in the
 coding order, and rho of band b's pixels of phases before k. Everything here is integer
 numpy (floor divisions, shifts, exact logs), so encoder and decoder compute the same features
-bit for bit, and the fit (vqae.entropy.residual_fit) trains on the very same features.
+bit for bit, and the fit (vqae.codec.residual_fit) trains on the very same features.
 """
 
 from __future__ import annotations

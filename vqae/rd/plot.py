@@ -67,32 +67,44 @@ def draw_rd(rows: list[dict], labels: list[str], title: str, fronts: tuple[str, 
 
 
 def draw_near(ax, rows: list[dict], near: list[dict], axis: str, styles: dict[str, dict]) -> None:
-    """Each model's enhanced points on from its costliest lossy point (its colour and line,
-    marker NEAR_MARKER, each annotated with its E); one at the cap at the top edge instead."""
+    """Each model's enhanced points on from its costliest lossy point; a point at the PSNR cap
+    at the top edge instead, CEILING_DB above the best finite PSNR of the panel."""
     if not near:
         return
-    finite = [r[axis] for r in near if r[axis] < PSNR_MAX - 1e-6]
+    cap = PSNR_MAX - 1e-6
+    finite = [r[axis] for r in near if r[axis] < cap]
     ceiling = max([y for line in ax.get_lines() for y in line.get_ydata()] + finite) + CEILING_DB
     for curve in dict.fromkeys(r["curve"] for r in near):
-        style = styles[curve]
         mine = sorted((r["bpppb"], r[axis], r["max_error"]) for r in near if r["curve"] == curve)
-        below = [p[:2] for p in mine if p[1] < PSNR_MAX - 1e-6]
-        start = panel_points(rows, curve, axis)[-1:]  # drawn on from here, without a marker
-        if below:
-            line, = ax.plot(*zip(*start, *below), color=style["color"], ls=style["ls"],
-                            lw=style["lw"], marker=NEAR_MARKER, ms=7,
-                            markevery=list(range(len(start), len(start) + len(below))))
-            line.set_gid(NEAR_GID)
-        for rate, quality, e in mine:
-            exact = quality >= PSNR_MAX - 1e-6
-            if exact:
-                line, = ax.plot([rate], [ceiling], color=style["color"], ls="none",
-                                marker=NEAR_MARKER, ms=10)
-                line.set_gid(NEAR_GID)
-            words = (f"lossless\n({PSNR_MAX:.0f} dB cap)" if exact and e == 0 else
-                     f"E={e}, exact" if exact else f"E={e}")
-            ax.annotate(words, (rate, ceiling if exact else quality), textcoords="offset points",
-                        xytext=(-5, -3), ha="right", va="top", fontsize=6, color=style["color"])
+        start = panel_points(rows, curve, axis)[-1:]
+        continue_curve(ax, styles[curve], start, [p for p in mine if p[1] < cap])
+        for rate, _, e in (p for p in mine if p[1] >= cap):
+            mark_exact(ax, styles[curve]["color"], rate, ceiling, e)
+
+
+def continue_curve(ax, style: dict, start: list, points: list[tuple[float, float, int]]) -> None:
+    """Enhanced points (bpppb, PSNR, E) joined on from `start` (the curve's costliest point,
+    drawn without a marker) in the curve's colour and line, marker NEAR_MARKER, each
+    annotated with its E."""
+    if not points:
+        return
+    line, = ax.plot(*zip(*start, *(p[:2] for p in points)), color=style["color"],
+                    ls=style["ls"], lw=style["lw"], marker=NEAR_MARKER, ms=7,
+                    markevery=list(range(len(start), len(start) + len(points))))
+    line.set_gid(NEAR_GID)
+    for rate, quality, e in points:  # right of the point: below a rising curve
+        ax.annotate(f"E={e}", (rate, quality), textcoords="offset points", xytext=(6, -2),
+                    ha="left", va="top", fontsize=6, color=style["color"])
+
+
+def mark_exact(ax, colour, rate: float, ceiling: float, e: int) -> None:
+    """A point at the PSNR cap, drawn at `ceiling` and annotated: at 180 dB it would squash
+    every curve into the bottom of the axis."""
+    line, = ax.plot([rate], [ceiling], color=colour, ls="none", marker=NEAR_MARKER, ms=10)
+    line.set_gid(NEAR_GID)
+    words = f"lossless\n({PSNR_MAX:.0f} dB cap)" if e == 0 else f"E={e}, exact"
+    ax.annotate(words, (rate, ceiling), textcoords="offset points", xytext=(-8, 0), ha="right",
+                va="center", fontsize=6, color=colour)
 
 
 def panel_points(rows: list[dict], codec: str, axis: str) -> list[tuple[float, float]]:
