@@ -4,4 +4,6 @@
 - `jpeg2000`: OpenJPEG per native band and as one multi-component stack
 - `bdrate`: Pareto fronts and Bjøntegaard delta rates
 - `plot`: rd.png
+- `near_lossless`: near_lossless.csv (`--max-error`: models with an enhancement layer
+  beside the classical anchors of `lossless_anchors`)
 """

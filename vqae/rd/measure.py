@@ -139,11 +139,10 @@ class RdPoints:
                    bpp_entropy(p.ideal_bits, size, size, n)}
             if p.target is not None:
                 row["target"], row["patches_reaching_target"] = p.target, p.reached
-            if p.max_abs_error is not None:
-                row["max_abs_error" if p.max_error is None else "measured_max_error"] = \
-                    p.max_abs_error
-            if p.max_error is not None:
-                row["max_error"] = p.max_error
+            if p.max_error is not None:  # near_lossless.csv's names
+                row["max_error"], row["measured_max_error"] = p.max_error, p.max_abs_error
+            elif p.max_abs_error is not None:
+                row["max_abs_error"] = p.max_abs_error
             row.update(p.acc.compute())
             out.append(row)
         return out
@@ -337,8 +336,9 @@ def run_rd(ckpts: list[str], data: str, split: str | None, out: str, device: str
         labels += targets + ([JPEG2000_TARGET] if targets else [])
         meta = {"data": description, "patches": count, "checkpoints": curves,
                 "jpeg2000_qualities": opts.qualities, "targets": opts.targets,
-                "psnr_threshold": opts.psnr_threshold, **({"max_errors": errors} if errors
-                                                           else {})}
+                "psnr_threshold": opts.psnr_threshold}
+        if errors:
+            meta["max_errors"] = errors
         result = write_outputs(output.target, rows, labels, meta, bands, opts.bd_window,
                                (front_name,) if front_name else (), near)
     except BaseException:
