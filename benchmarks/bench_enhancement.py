@@ -18,8 +18,8 @@ import numpy as np
 from tabulate import tabulate
 
 from vqae.codec.codec import Codec
-from vqae.data.source import source_at
 from vqae.codec.residual_fit import FitOptions, fit_residual
+from vqae.data.source import source_at
 from vqae.rd.lossless_anchors import CODECS, anchor_table, decode, encode
 
 

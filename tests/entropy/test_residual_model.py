@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from vqae.codec.enhancement import quantize, step_of
-from vqae.entropy.residual_features import box3, ls_fit, ls_prediction, resampled
 from vqae.codec.residual_fit import FloatResidual, feature_mask, to_integer
+from vqae.entropy.residual_features import box3, ls_fit, ls_prediction, resampled
 from vqae.entropy.residual_model import (
     ALPHABET,
     FIXED,

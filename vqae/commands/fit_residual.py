@@ -41,9 +41,9 @@ def fit_checkpoint(ckpt: str, out: str | None, data: str | None, split: str, pat
     """Fit and write the residual model of a checkpoint (atomically)."""
     from vqae.checkpoint.manager import read_checkpoint, save_checkpoint
     from vqae.codec.codec import Codec
+    from vqae.codec.residual_fit import FitOptions, fit_residual
     from vqae.commands.fit_prior import check_checkpoint_out
     from vqae.data.source import source_at
-    from vqae.codec.residual_fit import FitOptions, fit_residual
     from vqae.errors import DataError
 
     state = read_checkpoint(ckpt)  # read once: the file rewritten is the file fitted
