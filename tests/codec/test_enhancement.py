@@ -85,11 +85,13 @@ def test_a_file_without_the_layer_is_what_it_was_and_the_stages_are_shared(codec
     b = codec.decompress(enhanced, lossy=True)
     for band in codec.bands:
         np.testing.assert_array_equal(a[band], b[band])
-    # cut right before the layer: the lossy patch, flagged
+    # cut right before the layer: flagged, an error unless the lossy stages are asked for
     cut = enhanced[: epos + stages_end - pos]
     parsed = codec.parse(cut)
     assert parsed.layer_cut and parsed.layer is None
-    c = codec.decompress(cut)
+    with pytest.raises(DataError, match="cut.*--lossy"):
+        codec.decompress(cut, source="f.vqz")
+    c = codec.decompress(cut, lossy=True)
     assert all(np.array_equal(a[k], c[k]) for k in codec.bands)
 
 
@@ -140,12 +142,53 @@ def test_the_layer_names_the_residual_model_it_needs(codec, patches, enhanced_ck
         bare.compress(next(iter(patches.values())), max_error=0)
 
 
-def test_a_malformed_residual_model_is_refused_naming_the_checkpoint(enhanced_ckpt, tmp_path):
+@pytest.mark.parametrize("damage", ["tables", "bands", "hidden", "weights", "dtype"])
+def test_a_malformed_residual_model_is_refused_when_needed_and_lossy_work_goes_on(
+        enhanced_ckpt, patches, tmp_path, damage):
     state = read_checkpoint(enhanced_ckpt)
-    state["residual"]["tables"] = state["residual"]["tables"][:, :5]
+    r = state["residual"]
+    if damage == "tables":
+        r["tables"] = r["tables"][:, :5]
+    elif damage == "bands":  # a model of 10 bands on a 12-band checkpoint
+        r["meta"] = torch.tensor([0, 10, r["meta"][2], r["meta"][3]])
+        r["w1"], r["ws"] = r["w1"][:, :-2], r["ws"][:, :-2]
+    elif damage == "hidden":
+        r["meta"] = torch.tensor([0, 12, 100000, r["meta"][3]])
+    elif damage == "weights":
+        r["w1"] = torch.full_like(r["w1"], -2**63)
+    else:
+        r["w1"] = r["w1"].double()
     save_checkpoint(tmp_path / "bad.pt", state)
-    with pytest.raises(DataError, match="bad.pt.*residual model.*fit-residual"):
-        Codec.from_checkpoint(tmp_path / "bad.pt", "cpu")
+    codec = Codec.from_checkpoint(tmp_path / "bad.pt", "cpu")
+    patch = next(iter(patches.values()))
+    assert codec.decompress(codec.compress(patch))  # lossy: the residual model is not needed
+    with pytest.raises(DataError, match="bad.pt.*residual model.*--replace") as err:
+        codec.compress(patch, max_error=0)
+    assert "\n" not in str(err.value)
+
+
+def test_fit_residual_never_replaces_a_model_in_place_unasked(enhanced_ckpt, structured_data,
+                                                              tmp_path, capsys):
+    lmdb, _ = structured_data
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(enhanced_ckpt.read_bytes())
+    before = ckpt.read_bytes()
+    args = ["fit-residual", str(ckpt), "--data", str(lmdb), "--split", "all", "--patches", "2",
+            "--steps", "5"]
+    assert main(args) != 0
+    assert "--replace" in capsys.readouterr().err and ckpt.read_bytes() == before
+    assert main([*args, "--replace"]) == 0
+    assert ckpt.read_bytes() != before
+    Codec.from_checkpoint(ckpt, "cpu").check_max_error(0)
+
+
+def test_numpy_and_float_bounds(codec, patches):
+    patch = next(iter(patches.values()))
+    out = codec.decompress(codec.compress(patch, max_error=np.uint8(200)))
+    assert max_error(out, patch) <= 200  # 2 E + 1 in uint8 would wrap
+    for bad in (3.0, "3", True):
+        with pytest.raises(DataError, match="max error"):
+            codec.compress(patch, max_error=bad)
 
 
 def test_bad_bounds_and_inputs_are_refused(codec, patches):

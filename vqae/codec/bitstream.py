@@ -226,7 +226,8 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
             or len(scales) not in (0, len(patch_means)) or kind is None \
             or (version == 5 and not scales) or not _layer_ok(data, filter_end, version):
         raise DataError(f"{name}: the header holds impossible values (bands, depth, patch_means, "
-                        "patch scales or band filter); the file is damaged")
+                        "patch scales, band filter or enhancement layer kind); the file is "
+                        "damaged")
     filter_codes = struct.unpack_from(f"<{filter_end - scales_end - 1}{FILTER_CODE[kind]}",
                                       data, scales_end + 1) if filter_end > scales_end else ()
     bands = tuple(BAND_CODES[c] for c in codes)
@@ -268,7 +269,8 @@ def read(data: bytes, name: str, depth: int | None = None,
     A file that ends between chunks yields the chunks before the cut; one that ends inside a
     chunk or whose chunk fails its CRC raises a DataError naming the file and the stage.
     The enhancement layer is read when all stages are and `layer` asks for it; a file cut
-    just before it reads as its lossy stages (Chunks.layer None).
+    just before it reads as its lossy stages (Chunks.layer None; the codec refuses to decode
+    it as more than that unless asked for the lossy stages).
     """
     header, pos = parse_header(data, name)
     if check is not None:

@@ -95,7 +95,8 @@ class Codec:
         self.bands = tuple(model.bands)
         self.flag = interpolation_flag(interpolation)
         self.config = None  # the checkpoint's Config, from from_checkpoint
-        self.residual = None  # its ResidualModel (`vqae fit-residual`), for --max-error
+        self._residual = None  # its ResidualModel (`vqae fit-residual`), for --max-error
+        self._residual_state = None  # the checkpoint's entry, checked when first needed
         self._model64 = None
 
     @classmethod
@@ -117,9 +118,22 @@ class Codec:
         codec = cls(model, str(path), cfg.data.interpolation)
         codec.config = cfg
         codec._require_fitted()
-        if isinstance(state.get("residual"), dict):
-            codec.residual = ResidualModel.from_state(state["residual"], str(path))
+        if "residual" in state:  # lossy work never needs it: a bad one fails only its users
+            codec._residual_state = state["residual"]
         return codec
+
+    @property
+    def residual(self) -> ResidualModel | None:
+        """The checkpoint's residual model (None: none), checked against this model."""
+        if self._residual is None and self._residual_state is not None:
+            self._residual = ResidualModel.from_state(self._residual_state, self.source,
+                                                      len(self.bands))
+            self._residual_state = None
+        return self._residual
+
+    @residual.setter
+    def residual(self, model: ResidualModel | None) -> None:
+        self._residual, self._residual_state = model, None
 
     def _require_fitted(self) -> None:
         """A uniform, unfitted prior codes nothing well: refuse it in one line."""
@@ -158,7 +172,7 @@ class Codec:
             return []
         natives = None
         if max_error is not None:
-            self.check_max_error(max_error)
+            max_error = self.check_max_error(max_error)
             natives = [inputs.native_bands(p, self.bands, self.source) for p in patches]
         x = torch.stack([self.image(p) for p in patches]).to(self.device)  # (B, C, H, W)
         return [c.data for c in self.compress_ways(x, depth, (band_filter,), natives=natives,
@@ -174,6 +188,8 @@ class Codec:
         parsed = self.parse(data, depth, source, layer=not lossy)
         if parsed.layer is not None:
             return self.enhanced_bands(parsed, source)
+        if not lossy:
+            self.refuse_cut_layer(parsed, source)
         return self.band_arrays(self.pixels(parsed), native)
 
     def decompress_batch(self, files: Sequence[bytes], depth: int | None = None,
@@ -206,15 +222,19 @@ class Codec:
             raise DataError(f"{self.source} codes S1 bands (float32 dB), which have no "
                             "max-error mode; the enhancement layer needs an S2-only model")
 
-    def check_max_error(self, max_error: int) -> None:
-        """A bound the layer can keep, with a residual model to code it, for S2 bands only."""
-        if not 0 <= max_error <= 0xFFFF or int(max_error) != max_error:
+    def check_max_error(self, max_error) -> int:
+        """The bound as a Python int, if the layer can keep it (a whole number of DN from 0 to
+        65535, a residual model to code it, S2 bands only)."""
+        if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)) \
+                or not 0 <= int(max_error) <= 0xFFFF:
             raise DataError(f"max error {max_error!r}: give a whole number of DN from 0 "
                             "(lossless) to 65535")
+        max_error = int(max_error)  # numpy integers would wrap in 2 E + 1
         self.check_s2_only()
         if self.residual is None:
             raise DataError(f"{self.source} has no residual model for --max-error; run "
                             f"`vqae fit-residual {self.source} --data DATA` first")
+        return max_error
 
     @torch.no_grad()
     def compress_ways(self, x: torch.Tensor, depth: int | None, kinds: Sequence[str],
@@ -258,7 +278,7 @@ class Codec:
                 values: list[np.ndarray] | None = None) -> Compressed:
         """One patch's file with an enhancement layer against its native bands `native`;
         `values`: base_values of these stages and filter, when already computed."""
-        self.check_max_error(max_error)
+        max_error = self.check_max_error(max_error)
         order = coding_order(self.bands)
         originals = [np.asarray(native[self.bands[c]], np.int64) for c in order]
         if values is None:
@@ -285,6 +305,14 @@ class Codec:
         dn = bandfilter.apply(dn, self._pivot(side), kind,
                               np.asarray(codes, np.int64).reshape(1, -1), np.float64)[0]
         return [block_mean(dn[c], NATIVE_SIZE[self.bands[c]]) for c in coding_order(self.bands)]
+
+    def refuse_cut_layer(self, parsed: Parsed, source: str) -> None:
+        """A file that promises a layer and ends right before it cannot give what it promises
+        (exact or bounded pixels): an error, unless the lossy stages are asked for."""
+        if parsed.layer_cut and len(parsed.indices) == parsed.header.depth:
+            raise DataError(f"{source} ends where its enhancement layer (max error "
+                            f"{parsed.header.max_error} DN) should start: the file was cut; "
+                            "re-copy it, or decode its lossy stages alone with --lossy")
 
     def enhanced_bands(self, parsed: Parsed, source: str) -> dict[str, np.ndarray]:
         """A parsed file with its layer -> {band: native uint16}, proven by the layer's CRC."""

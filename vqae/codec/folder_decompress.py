@@ -57,9 +57,6 @@ def decompress(data: str, out: str, opts: DecompressOptions | None = None) -> di
         if not stop.requested:
             sink.close(fields | {"patches": run.counts["patches"]})
     warn_short(run.counts["cut"], run.counts["shallow"], depth)
-    if run.counts["layer_cut"]:
-        log.warning("%d file(s) end where their enhancement layer should start (cut) and were "
-                    "decoded lossy, from their RVQ stages alone", run.counts["layer_cut"])
     seconds = time.perf_counter() - start
     print(f"decompressed {len(names)} patches into {out} ({len(names) / seconds:.1f} patches/s)")
     return {**run.counts, "seconds": seconds}
@@ -79,7 +76,7 @@ class DecompressRun:
     lossy: bool = False
     stop: object = None  # vqae.io.stops.StopFlag, set once the loop runs under it
     counts: dict = field(default_factory=lambda: {"patches": 0, "cut": 0, "shallow": 0,
-                                                  "layer_cut": 0, "enhanced": 0})
+                                                  "enhanced": 0})
 
     def where(self, name: str) -> str:
         """A file's name in errors: IN[name] for an LMDB, the file itself otherwise."""
@@ -97,8 +94,8 @@ class DecompressRun:
             stored = parsed.header.depth
             counts["cut"] += len(parsed.indices) < min(depth or stored, stored)
             counts["shallow"] += depth is not None and stored < depth
-            counts["layer_cut"] += parsed.layer_cut and not self.lossy \
-                and len(parsed.indices) == stored
+            if not self.lossy:  # a file cut before its layer cannot keep its bound
+                codec.refuse_cut_layer(parsed, self.where(name))
             if parsed.layer is not None:  # native bands, within the header's max error
                 self.sink.write(name, codec.enhanced_bands(parsed, self.where(name)))
                 counts["enhanced"] += 1

@@ -27,7 +27,8 @@ WEIGHT_BITS = 16  # fractional bits of the integer weights
 INPUT_BITS = 8  # the float network sees features / 2^INPUT_BITS
 HIDDEN_BITS = 8  # fractional bits of the integer hidden units
 FIXED = 16  # residual features are DN x FIXED (sub-DN means of neighbours survive)
-CLIP = 1 << 16  # every feature is clipped to +-CLIP: int64 sums never overflow
+CLIP = 1 << 16  # every feature is clipped to +-CLIP: with the stored weights' bounds
+# (from_state), int64 sums never overflow
 MAX_WEIGHT = 8.0  # float weights are clipped to +-MAX_WEIGHT before quantization
 MAX_MEAN = 65535  # |predicted mean| in DN
 STEPS_PER_OCTAVE = 4  # scale index tau: sigma = 2^(tau / 4) DN
@@ -38,6 +39,9 @@ ESCAPE = ALPHABET - 1
 TABLE_TOTAL = 1 << 22  # each table's frequencies sum to about this; every one >= 1
 TAIL_WEIGHT, TAIL_SCALE = 0.02, 6.0  # the tables' Laplace mixture: 2% at 6x the scale
 KINDS = ("mlp", "linear", "static")  # full; no hidden layer; band and step only
+MAX_HIDDEN = 256  # a stored model is refused beyond: its cost per pixel grows with it
+MAX_BIAS = 2.0**20  # |bias| in output units: sums stay far inside int64
+FEATURE_VERSION = 2  # the feature set below; a model of another set is refused
 PREVIOUS = 3  # earlier bands whose co-located residuals are features
 LS_ONE = 64  # a band's least-squares weights on the PREVIOUS bands: int8 codes / 64
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))  # the 2x2 polyphase coding order
@@ -108,32 +112,39 @@ class ResidualModel:
     def state(self) -> dict:
         import torch
 
-        meta = np.array([KINDS.index(self.kind), self.bands, len(self.b1)], np.int64)
+        meta = np.array([KINDS.index(self.kind), self.bands, len(self.b1), FEATURE_VERSION],
+                        np.int64)
         arrays = {"w1": self.w1, "b1": self.b1, "w2": self.w2, "ws": self.ws, "b2": self.b2,
                   "tables": self.tables, "meta": meta}
         return {k: torch.from_numpy(np.ascontiguousarray(v, np.int64)) for k, v in arrays.items()}
 
     @classmethod
-    def from_state(cls, state: dict, source: str) -> ResidualModel:
-        """The model stored in a checkpoint's "residual" entry, checked shape by shape."""
+    def from_state(cls, state: dict, source: str, bands: int | None = None) -> ResidualModel:
+        """The model stored in a checkpoint's "residual" entry, checked key by key: int64
+        tensors of the shapes its meta gives, for `bands` bands, every weight and bias within
+        what int64 sums hold, positive table frequencies."""
+        fix = f"run `vqae fit-residual {source} --replace` to fit a new one"
         try:
-            arrays = {k: np.asarray(state[k].numpy(), np.int64) for k in
-                      ("w1", "b1", "w2", "ws", "b2", "tables", "meta")}
-            kind_code, bands, hidden = (int(v) for v in arrays.pop("meta"))
-            f = feature_count(bands)
-            shapes = {"w1": (hidden, f), "b1": (hidden,), "w2": (2, hidden), "ws": (2, f),
-                      "b2": (2,), "tables": (T_MAX - T_MIN + 1, ALPHABET)}
-            bad = [k for k, s in shapes.items() if arrays[k].shape != s]
-            ok = 0 <= kind_code < len(KINDS) and not bad and (arrays["tables"] >= 1).all() \
-                and (np.abs(arrays["w1"]) <= MAX_WEIGHT * 2**WEIGHT_BITS).all()
+            tensors = {k: state[k] for k in ("w1", "b1", "w2", "ws", "b2", "tables", "meta")}
+            wrong = [k for k, t in tensors.items() if t.dtype != torch_int64()]
+            arrays = {k: t.numpy() for k, t in tensors.items()}
+            meta = [int(v) for v in arrays.pop("meta")]
         except (KeyError, AttributeError, TypeError, ValueError) as err:
-            raise DataError(f"{source}: its residual model is malformed ({err}); run `vqae "
-                            f"fit-residual {source}` again") from err
-        if not ok:
-            raise DataError(f"{source}: its residual model holds impossible shapes or values "
-                            f"({', '.join(bad) or 'kind, tables or weights'}); run `vqae "
-                            f"fit-residual {source}` again")
-        return cls(KINDS[kind_code], bands, **arrays)
+            raise DataError(f"{source}: its residual model is malformed ({err}); {fix}") from err
+        if wrong or len(meta) != 4 or meta[3] != FEATURE_VERSION:
+            raise DataError(f"{source}: its residual model was written by another vqae version "
+                            f"or is damaged ({', '.join(wrong) or 'meta'}); {fix}")
+        kind_code, count, hidden, _ = meta
+        bad = check_arrays(arrays, count, hidden)
+        if not 0 <= kind_code < len(KINDS) or (bands is not None and count != bands):
+            bad.append(f"kind {kind_code} or {count} bands (the model has {bands})")
+        if bad:
+            raise DataError(f"{source}: its residual model holds impossible values "
+                            f"({'; '.join(bad)}); {fix}")
+        return cls(KINDS[kind_code], count, **arrays)
+
+    def describe(self) -> str:
+        return f"{self.kind}, {len(self.b1)} hidden units, fingerprint {self.fingerprint().hex()}"
 
     def fingerprint(self) -> bytes:
         """8 bytes of SHA-256 over every integer of the model: a layer names the model it
@@ -142,6 +153,34 @@ class ResidualModel:
         for name, t in sorted(self.state().items()):
             h.update(f"{name}|{tuple(t.shape)}|".encode() + t.numpy().astype("<i8").tobytes())
         return h.digest()[:8]
+
+
+def torch_int64():
+    import torch
+
+    return torch.int64
+
+
+def check_arrays(arrays: dict, bands: int, hidden: int) -> list[str]:
+    """What is wrong with a stored model's arrays (nothing: [])."""
+    if not 0 <= hidden <= MAX_HIDDEN or not 1 <= bands <= 255:
+        return [f"{hidden} hidden units (at most {MAX_HIDDEN}) or {bands} bands"]
+    f = feature_count(bands)
+    shapes = {"w1": (hidden, f), "b1": (hidden,), "w2": (2, hidden), "ws": (2, f), "b2": (2,),
+              "tables": (T_MAX - T_MIN + 1, ALPHABET)}
+    bad = [f"{k} has shape {arrays[k].shape}, expected {s}" for k, s in shapes.items()
+           if arrays[k].shape != s]
+    if bad:
+        return bad
+    weight, bias = int(MAX_WEIGHT * 2**WEIGHT_BITS), int(MAX_BIAS * 2**(WEIGHT_BITS + INPUT_BITS))
+    for k, limit in (("w1", weight), ("w2", weight), ("ws", weight), ("b1", bias), ("b2", bias)):
+        a = arrays[k]
+        if a.size and not ((a >= -limit) & (a <= limit)).all():  # -2^63 has no abs
+            bad.append(f"{k} beyond +-{limit}")
+    t = arrays["tables"]
+    if not ((t >= 1) & (t <= TABLE_TOTAL)).all():
+        bad.append("table frequencies outside 1..2^22")
+    return bad
 
 
 # ---- the coding distributions -----------------------------------------------------------
