@@ -202,3 +202,13 @@ def test_without_max_error_the_outputs_are_todays(near_run, enhanced_ckpt, struc
             if p["codec"] not in {"vqae enhanced", *CODECS}]
     assert kept == plain
     assert (out / "rd.csv").read_text() == (near_run[0] / "rd.csv").read_text()
+
+
+def test_rd_targets_go_through_the_layer_so_every_patch_reaches_them(
+        enhanced_ckpt, structured_data, tmp_path):  # noqa: F811
+    lmdb, _ = structured_data
+    out = tmp_path / "rd"
+    assert main([*rd_args(enhanced_ckpt, lmdb, out), "--target-psnr", "55"]) == 0
+    rows = [r for r in read_csv(out / "rd.csv") if r["codec"].endswith("+target")]
+    assert rows and all(r["patches_reaching_target"] == r["patches"] for r in rows)
+    assert all(float(r["psnr_min"]) >= 55 for r in rows)

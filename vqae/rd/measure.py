@@ -210,9 +210,12 @@ def measure_model(rd: RdPoints, label: str, codec: Codec, x: torch.Tensor, names
                            [len(f.data) for f in files], sum(f.ideal_bits for f in files),
                            errors=errors)
             trials.append(Trial(f"depth{d} {kind}", files, recon, psnrs, errors))
+    ladder = natives is not None and codec.residual is not None
+    stages = [codec.code_stages(g) for g in analysed[0]] if max_errors or ladder else None
     for target in targets:
-        add_target(rd, target_name(label), target, x, names, trials)
-    stages = [codec.code_stages(g) for g in analysed[0]] if max_errors else None
+        enhanced = [enhanced_trial(codec, x, target, analysed, i, stages[i], natives[i])
+                    for i in range(len(x))] if ladder else None
+        add_target(rd, target_name(label), target, x, names, trials, enhanced)
     for e in max_errors:  # the stages' chunks are the same at every max error: coded once
         add_enhanced(rd, label, codec, x, names, analysed, stages, natives, e)
 
@@ -238,15 +241,38 @@ def add_enhanced(rd: RdPoints, label: str, codec: Codec, x: torch.Tensor, names:
            sum(f.ideal_bits for f in files), errors=errors, max_error=max_error)
 
 
+def enhanced_trial(codec: Codec, x: torch.Tensor, target: float, analysed, i: int, stages,
+                   native) -> Trial:
+    """Patch i's best full-depth file with an enhancement layer for `target`
+    (vqae.codec.ratecontrol.best_enhanced), as a one-patch Trial."""
+    from vqae.codec.ratecontrol import Target, best_enhanced
+
+    offsets = codec.model.normalize.offsets().cpu()
+    file, choice = best_enhanced(codec, x[i].float(), Target(psnr=target), analysed, i,
+                                 codec.depth, "gain", stages, native, offsets)
+    return Trial(choice.setting, [file], torch.from_numpy(file.pixels[None]), [choice.psnr],
+                 [file.max_abs_error])
+
+
 def add_target(rd: RdPoints, name: str, target: float, x: torch.Tensor, names: list[str],
-               trials: list[Trial]) -> None:
-    """Each patch coded the cheapest way that reaches `target` (vqae.rd.targets.pick)."""
+               trials: list[Trial], enhanced: list[Trial] | None = None) -> None:
+    """Each patch coded the cheapest way that reaches `target` (vqae.rd.targets.pick), also
+    among its `enhanced` trial (one per patch) when the model has a residual model."""
     chosen = []
     for i in range(len(x)):
         choices = [Choice(len(t.files[i].data), t.psnrs[i], t.setting) for t in trials]
-        chosen.append(trials[pick(choices, target)])
+        picked = trials[pick(choices, target)]
+        if enhanced is not None:
+            e = enhanced[i]
+            both = [Choice(len(picked.files[i].data), picked.psnrs[i], picked.setting),
+                    Choice(len(e.files[0].data), e.psnrs[0], e.setting)]
+            if pick(both, target) == 1:  # a one-patch trial: index 0 stands for patch i
+                picked = Trial(e.setting, {i: e.files[0]}, {i: e.recon[0]}, {i: e.psnrs[0]},
+                               {i: e.errors[0]})
+        chosen.append(picked)
     recon = torch.stack([t.recon[i] for i, t in enumerate(chosen)])
-    errors = None if trials[0].errors is None else [t.errors[i] for i, t in enumerate(chosen)]
+    errors = None if trials[0].errors is None and enhanced is None else [
+        None if t.errors is None else t.errors[i] for i, t in enumerate(chosen)]
     rd.add(name, target_setting(target), x, recon, names,
            [len(t.files[i].data) for i, t in enumerate(chosen)],
            sum(t.files[i].ideal_bits for i, t in enumerate(chosen)),
@@ -371,7 +397,8 @@ def measure_all(models, data: str, split: str | None, bands: list[str], filters:
                 items = [ds[i] for i in range(start, min(start + opts.batch_size, count))]
                 x = torch.stack([it["image"] for it in items])  # (B, C, H, W) digital numbers
                 names = [it["name"] for it in items]
-                natives = native_bands(ds, names, bands) if errors else None
+                ladder = opts.targets and any(c.residual is not None for _, c in models)
+                natives = native_bands(ds, names, bands) if errors or ladder else None
                 for label, codec in models:
                     measure_model(rd, label, codec, x, names, filters, opts.targets, natives,
                                   errors)
