@@ -310,3 +310,14 @@ def test_a_version_6_header_with_a_bad_layer_kind_is_damaged(codec, patches):
     data[pos - 4 : pos] = struct.pack("<I", __import__("zlib").crc32(body))
     with pytest.raises(DataError, match="impossible values"):
         codec.decompress(bytes(data))
+
+
+def test_resume_names_a_different_max_error(enhanced_ckpt, structured_data, tmp_path, capsys):
+    lmdb, _ = structured_data
+    out = tmp_path / "o"
+    base = ["compress", str(enhanced_ckpt), str(lmdb), "-o", str(out), "--no-progress",
+            "--split", "test"]
+    assert main([*base, "--max-error", "3"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--resume"]) != 0
+    assert "max_error 3" in capsys.readouterr().err

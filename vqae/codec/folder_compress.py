@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # what a resumed OUT must share with the run that completes it
-SETTINGS = ("fingerprint", "depth", "band_filter", "target", "version", "data", "split",
-            "shard", "max_error", "residual")
+# max_error before version: a different bound is what a user changed, not the format
+SETTINGS = ("fingerprint", "depth", "band_filter", "target", "max_error", "residual", "version",
+            "data", "split", "shard")
 # settings an older vqae did not write: absent means none
 NEWER = ("target", "shard", "max_error", "residual")
 
