@@ -513,5 +513,4 @@ def area_downsample(plane: np.ndarray, size: int) -> np.ndarray:
     if plane.shape[0] != PATCH_SIZE or plane.shape[0] % size:
         raise DataError(f"native band sizes need {PATCH_SIZE}x{PATCH_SIZE} patches, the model "
                         f"decodes {plane.shape[0]}x{plane.shape[1]}; drop --native")
-    f = plane.shape[0] // size
-    return plane.astype(np.float64).reshape(size, f, size, f).mean(axis=(1, 3))
+    return block_mean(plane.astype(np.float64), size)

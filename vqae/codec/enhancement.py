@@ -131,7 +131,6 @@ class _Encoder:
 class _Decoder:
     def __init__(self, payload: bytes):
         self.ans = constriction.stream.stack.AnsCoder(coder.unpack(payload))
-        self.bits = 0.0
 
     def code(self, symbols: np.ndarray, model) -> np.ndarray:
         n = len(symbols)
