@@ -18,6 +18,7 @@ LAYERS = (
     ("vqae",),  # vqae/__init__.py: `from vqae import Codec`, lazily
     ("commands",),
     ("rd",),
+    ("scene",),
     ("codec",),
     ("training", "sweeps"),
     ("checkpoint",),

@@ -99,9 +99,9 @@ def layer_span(data: bytes, header_depth: int) -> tuple[int, int]:
     """(start of the layer chunk, start of its payload) in a file's bytes."""
     _, pos = bitstream.parse_header(data, "f")
     for _ in range(header_depth):
-        length, p = bitstream._read_varint(data, pos)
+        length, p = bitstream.read_varint(data, pos)
         pos = p + 4 + length
-    _, p = bitstream._read_varint(data, pos)
+    _, p = bitstream.read_varint(data, pos)
     return pos, p + 4
 
 

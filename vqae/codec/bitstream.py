@@ -34,7 +34,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vqae.codec import bandfilter
@@ -45,7 +45,10 @@ MAGIC = b"\x89VQZ"
 VERSION = 5  # patch scales; a file without them is written as version 4
 UNSCALED = 4  # 1 (no patch_means or filter), 2 (no filter), 3 (plain chunk CRCs) read
 ENHANCED = 6  # an enhancement layer after the stages (vqae.codec.enhancement)
-READABLE = (1, 2, 3, 4, 5, 6)
+SCENE = 7  # a scene of any size (vqae.scene.container): another layout, read there
+GEOREFERENCED = 8  # version 6's header, its layer kind 0 (none) or 1, then a georef chunk
+READABLE = (1, 2, 3, 4, 5, 6, 8)
+GEOREF_STAGE = 0xFD  # the georeferencing chunk's stage number in its CRC
 LAYER_STAGE = 0xFF  # the enhancement chunk's stage number in its CRC
 LAYER_RESIDUAL = 1  # the layer kind byte of a version-6 header
 FINGERPRINT_BYTES = 8
@@ -55,8 +58,9 @@ MASKED = 0xFF  # the bands follow as a u16 mask
 FILTER_CODE = {"none": "B", "gain": "B", "mix": "b"}  # struct format of one filter code
 MEAN_CODE = {16: "H"}[PATCH_MEAN_BITS]  # struct format of one patch mean
 # The largest header: fixed fields, 255 band codes, 255 patch means, a 255x255 mix, the CRC.
+MAX_GEOREF_BYTES = 1 << 16  # vqae.codec.georef.MAX_BYTES
 MAX_HEADER_BYTES = (_FIXED.size + 255 + (1 + PATCH_MEAN_BITS // 8 * 255) + (1 + 255)
-                    + (1 + 255 * 255) + 3 + 4)
+                    + (1 + 255 * 255) + 3 + 4 + (3 + 4 + MAX_GEOREF_BYTES))
 # constriction's default ANS models quantize probabilities to 24 bits: no symbol costs more,
 # and the coder's final state adds at most 64 bits.
 MAX_BITS_PER_SYMBOL = 24
@@ -76,10 +80,13 @@ class Header:
     version: int = VERSION  # of the file it was read from; pack() writes `written_version`
     patch_scales: tuple[int, ...] = ()  # int8 scale codes, one per band, of a scaled model
     max_error: int | None = None  # the enhancement layer's bound in DN (version 6), else None
+    georef: bytes | None = None  # vqae.codec.georef JSON of a georeferenced patch (version 8)
 
     @property
     def written_version(self) -> int:
         """The version pack() writes: the oldest that holds this header."""
+        if self.georef is not None:
+            return GEOREFERENCED
         if self.max_error is not None:
             return ENHANCED
         return VERSION if self.patch_scales else UNSCALED
@@ -102,9 +109,14 @@ class Header:
         body += struct.pack(f"<B{len(self.filter_codes)}{FILTER_CODE[self.filter_kind]}",
                             bandfilter.KINDS.index(self.filter_kind), *self.filter_codes)
         if version >= ENHANCED:
-            assert 0 <= self.max_error <= 0xFFFF
-            body += struct.pack("<BH", LAYER_RESIDUAL, self.max_error)
-        return body + struct.pack("<I", zlib.crc32(body))
+            layer = self.max_error is not None
+            assert not layer or 0 <= self.max_error <= 0xFFFF
+            body += struct.pack("<BH", LAYER_RESIDUAL if layer else 0, self.max_error or 0)
+        body += struct.pack("<I", zlib.crc32(body))
+        if version >= GEOREFERENCED:
+            assert len(self.georef) <= MAX_GEOREF_BYTES
+            body += chunk(self.georef, GEOREF_STAGE, self.fingerprint)
+        return body
 
 
 def pack_bands(bands: tuple[str, ...]) -> bytes:
@@ -174,7 +186,7 @@ class Chunks:
     layer: bytes | None = None  # the enhancement layer's payload, when read
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
+def read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
     """(value, next position), or None when the data ends inside the varint."""
     value = shift = 0
     while pos < len(data):
@@ -196,6 +208,9 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
         raise DataError(f"{name} is not a .vqz file (no VQZ magic); pass a file written by "
                         "`vqae compress`")
     version = data[len(MAGIC)] if len(data) > len(MAGIC) else VERSION
+    if version == SCENE:
+        raise DataError(f"{name} is a scene file (.vqz version 7); decompress it on its own: "
+                        "`vqae decompress FILE -o DIR --ckpt CKPT` (vqae.scene)")
     if version not in READABLE:
         raise DataError(f"{name} is .vqz format version {version}; this vqae reads versions "
                         f"{', '.join(map(str, READABLE))}: decompress it with the vqae that "
@@ -231,15 +246,31 @@ def parse_header(data: bytes, name: str) -> tuple[Header, int]:
     filter_codes = struct.unpack_from(f"<{filter_end - scales_end - 1}{FILTER_CODE[kind]}",
                                       data, scales_end + 1) if filter_end > scales_end else ()
     bands = tuple(BAND_CODES[c] for c in codes)
-    max_error = struct.unpack_from("<H", data, filter_end + 1)[0] if version >= ENHANCED \
-        else None
-    return Header(fp, height, width, model_depth, depth, bands, patch_means, kind,
-                  filter_codes, version, scales, max_error), end + 4
+    max_error = struct.unpack_from("<H", data, filter_end + 1)[0] \
+        if version >= ENHANCED and data[filter_end] == LAYER_RESIDUAL else None
+    header = Header(fp, height, width, model_depth, depth, bands, patch_means, kind,
+                    filter_codes, version, scales, max_error)
+    if version < GEOREFERENCED:
+        return header, end + 4
+    georef, pos = _read_chunk(data, end + 4, name, GEOREF_STAGE, header)
+    if len(georef) > MAX_GEOREF_BYTES:
+        raise DataError(f"{name}: its georeferencing chunk is {len(georef):,} bytes, over "
+                        f"{MAX_GEOREF_BYTES:,}; the file is damaged")
+    return replace(header, georef=georef), pos
+
+
+def attach_georef(data: bytes, georef: bytes, name: str = "the file") -> bytes:
+    """A file's bytes with `georef` (vqae.codec.georef JSON) in its header: version 8."""
+    header, pos = parse_header(data, name)
+    return replace(header, georef=georef).pack() + data[pos:]
 
 
 def _layer_ok(data: bytes, pos: int, version: int) -> bool:
-    """A version-6 header's layer field names the one layer kind there is."""
-    return version < ENHANCED or data[pos] == LAYER_RESIDUAL
+    """A version-6 header's layer field names the one layer kind there is; version 8's may
+    say none (0, with E 0)."""
+    if version < ENHANCED or data[pos] == LAYER_RESIDUAL:
+        return True
+    return version >= GEOREFERENCED and data[pos] == 0 and data[pos + 1 : pos + 3] == b"\0\0"
 
 
 def field_size(data: bytes, pos: int, width: int) -> int:
@@ -348,10 +379,12 @@ def _read_chunk(data: bytes, pos: int, name: str, stage: int,
     where = f"{name}: chunk {stage + 1} of {header.depth} (RVQ stage {stage})"
     fix = (f"re-copy the file, or decode the complete stages before it with --depth {stage}"
            if stage else "re-copy the file or compress the patch again")
+    if stage == GEOREF_STAGE:
+        where, fix = f"{name}: its georeferencing chunk", "re-copy the file"
     if stage == LAYER_STAGE:
         where = f"{name}: the enhancement layer (after {header.depth} RVQ stages)"
         fix = "re-copy the file, or decode its lossy stages alone with --lossy"
-    got = _read_varint(data, pos)
+    got = read_varint(data, pos)
     if got is None or got[1] + 4 > len(data):
         raise DataError(f"{where} is truncated inside its chunk header; {fix}")
     length, pos = got

@@ -177,7 +177,7 @@ class CompressRun:
             for batch in tqdm(loader, desc="compress", unit="batch", disable=not opts.progress):
                 x = batch["image"].to(self.codec.device)  # (B, C, H, W) digital numbers
                 natives = self.natives(source, batch["name"])
-                self.write_batch(batch["name"], x, self.code_batch(x, natives), natives)
+                self.write_batch(batch["name"], x, self.code_batch(x, natives), natives, source)
                 if self.stop.requested:
                     break
         finally:
@@ -208,8 +208,9 @@ class CompressRun:
                 for f, choice in compress_to_target(codec, x, target, self.depth, filters,
                                                     offsets, ladder)]
 
-    def write_batch(self, names, x, coded, natives=None) -> None:
-        """Write a batch's files, then their rows; count them."""
+    def write_batch(self, names, x, coded, natives=None, source=None) -> None:
+        """Write a batch's files (with each patch's georeferencing where its source has one),
+        then their rows; count them."""
         import numpy as np
         import torch
 
@@ -222,12 +223,28 @@ class CompressRun:
             worst = file.max_abs_error
             if worst is None and natives is not None:
                 worst = native_max_error(self.codec, file.pixels, natives[i])
+            file = georeferenced(file, source, name, self.codec.bands)
             self.sink.write(name, file.data)
             self.totals.add(file, reached, worst)
             self.report.write(name, file.depth, file.band_filter, len(file.data),
                               bpppb(bpp_coded(len(file.data), size, size), bands), quality,
                               file.max_error, worst)
         self.report.flush()
+
+
+def georeferenced(file, source, name: str, bands) -> object:
+    """`file` (a Compressed) with its patch's georeferencing in its header, where the source
+    (a GeoTIFF tree) has one; an LMDB's patches have none."""
+    from dataclasses import replace
+
+    from vqae.codec import bitstream
+    from vqae.codec.georef import Georef
+
+    fields = source.georef(name, list(bands)) if hasattr(source, "georef") else None
+    if fields is None:
+        return file
+    data = bitstream.attach_georef(file.data, Georef.from_fields(fields, name).pack(), name)
+    return replace(file, data=data, header_bytes=file.header_bytes + len(data) - len(file.data))
 
 
 def native_max_error(codec, pixels, native) -> int:

@@ -84,6 +84,12 @@ class DecompressRun:
             return f"{self.path}[{name}]"
         return str(self.path / f"{name}.vqz" if self.path.is_dir() else self.path)
 
+    def georef(self, header, name: str):
+        """The file's georeferencing (vqae.codec.georef.Georef), None where it has none."""
+        from vqae.codec.georef import Georef
+
+        return None if header.georef is None else Georef.parse(header.georef, self.where(name))
+
     def decode_all(self, records, total: int) -> None:
         from tqdm import tqdm
 
@@ -96,11 +102,13 @@ class DecompressRun:
             counts["shallow"] += depth is not None and stored < depth
             if not self.lossy:  # a file cut before its layer cannot keep its bound
                 codec.refuse_cut_layer(parsed, self.where(name))
+            georef = self.georef(parsed.header, name)
             if parsed.layer is not None:  # native bands, within the header's max error
-                self.sink.write(name, codec.enhanced_bands(parsed, self.where(name)))
+                self.sink.write(name, codec.enhanced_bands(parsed, self.where(name)), georef)
                 counts["enhanced"] += 1
             else:
-                self.sink.write(name, codec.band_arrays(codec.pixels(parsed), self.native))
+                self.sink.write(name, codec.band_arrays(codec.pixels(parsed), self.native),
+                                georef)
             counts["patches"] += 1
             if self.stop.requested:
                 return

@@ -299,19 +299,38 @@ class TiffSink(_Sink):
         super().__init__(Output.open(out, "decoded-tiff", inputs=inputs, overwrite=overwrite,
                                      ours=_patch_folder, fields=fields), lmdb=False)
 
-    def write(self, name: str, bands: dict[str, np.ndarray]) -> None:
+    def write(self, name: str, bands: dict[str, np.ndarray], georef=None) -> None:
+        """One patch's bands; `georef` (vqae.codec.georef.Georef, from its file) gives each
+        band its CRS, geotransform at the band's pixel size, and nodata."""
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
 
         folder = self.target / check_name(name, "the input")
         folder.mkdir(exist_ok=True)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # values only, no CRS
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # no CRS: values only
             for band, arr in bands.items():
                 profile = {"driver": "GTiff", "height": arr.shape[0], "width": arr.shape[1],
-                           "count": 1, "dtype": arr.dtype.name}
+                           "count": 1, "dtype": arr.dtype.name, **tiff_georef(georef, arr)}
                 with rasterio.open(folder / f"{name}_{band}.tif", "w", **profile) as dst:
                     dst.write(arr[None])
+
+
+def tiff_georef(georef, arr: np.ndarray) -> dict:
+    """rasterio profile fields of a decoded band of a georeferenced patch: its pixel size is
+    the 10 m grid's times 120 / its size (60 px: 20 m, 20 px: 60 m)."""
+    if georef is None:
+        return {}
+    from rasterio.transform import Affine
+
+    from vqae.data.bands import PATCH_SIZE
+
+    out = {"crs": georef.crs, "nodata": georef.nodata}
+    if georef.transform is not None:
+        a, b, c, d, e, f = georef.transform
+        k = PATCH_SIZE // arr.shape[0] if PATCH_SIZE % arr.shape[0] == 0 else 1
+        out["transform"] = Affine(a * k, b, c, d, e * k, f)
+    return {key: v for key, v in out.items() if v is not None}
 
 
 class RicoLmdbSink(_Sink):
@@ -321,7 +340,8 @@ class RicoLmdbSink(_Sink):
         super().__init__(Output.open(out, "decoded-lmdb", inputs=inputs, overwrite=overwrite,
                                      ours=is_lmdb_file, fields=fields), lmdb=True)
 
-    def write(self, name: str, bands: dict[str, np.ndarray]) -> None:
+    def write(self, name: str, bands: dict[str, np.ndarray], georef=None) -> None:
+        """rico-hdl's LMDB keeps no georeferencing: `georef` is dropped."""
         from safetensors.numpy import save
 
         self.lmdb.put(name, save(bands))

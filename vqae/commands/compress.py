@@ -10,6 +10,9 @@ lossless when the checkpoint has a residual model. `--max-error E` adds that lay
 file: each native pixel within E DN (0: lossless). OUT's patches.csv lists each patch's depth,
 filter, bytes, PSNR and max absolute error; the summary gives the mean, pooled and worst-patch
 PSNR and the largest error.
+A scene (a folder of single-band rasters of one scene, e.g. a Sentinel-2 IMG_DATA folder, or
+one multi-band GeoTIFF) compresses into one file when OUT ends in .vqz: any size, its CRS,
+geotransform and nodata kept (vqae.scene; --nodata, --ignore-nodata, --max-pixels).
 TERM/USR1/INT stop after the current batch (exit status 75) with the patches written kept;
 `--resume` completes OUT.
 """
@@ -64,11 +67,50 @@ def add_arguments(parser) -> None:
                         help="compress only part I of N of the patches (by name hash), e.g. in "
                         "a Slurm array --array=1-N: --shard $SLURM_ARRAY_TASK_ID/N with an OUT "
                         "per task")
+    scene = parser.add_argument_group("scenes (OUT ending in .vqz)")
+    scene.add_argument("--nodata", type=int_in(0, 65535), metavar="V",
+                       help="the scene's nodata value (default: the one its rasters declare)")
+    scene.add_argument("--ignore-nodata", action="store_true",
+                       help="code every pixel, nodata ones too (no mask)")
+    scene.add_argument("--max-pixels", type=int_in(1, 1 << 40), default=1 << 30, metavar="N",
+                       help="refuse a scene of more 10 m pixels than N before reading it "
+                       "(default 2^30, nine Sentinel-2 tiles)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+
+PATCH_ONLY = ("lmdb", "target_psnr", "target_bpppb", "max_error", "shard", "resume",
+              "band_filter")
+
+
+def run_scene(args) -> int:
+    import json
+
+    from vqae.codec.codec import Codec
+    from vqae.errors import DataError
+    from vqae.scene import compress_scene
+
+    given = [f"--{k.replace('_', '-')}" for k in PATCH_ONLY if getattr(args, k, None)]
+    if args.split != "all":
+        given.append("--split")
+    if given:
+        raise DataError(f"{' '.join(given)} apply to patches, not to a scene (OUT ending in "
+                        ".vqz); drop them")
+    codec = Codec.from_checkpoint(args.checkpoint, args.device)
+    summary = compress_scene(codec, args.input, args.out, args.depth, args.nodata,
+                             args.ignore_nodata, args.max_pixels, args.overwrite,
+                             not args.no_progress)
+    if summary["crs"] is None:
+        print(f"note: {args.input} has no CRS; {args.out} and its decoded rasters have none")
+    print(json.dumps(summary))
+    return 0
 
 
 def run(args) -> int:
     from vqae.codec.folder_compress import CompressOptions, compress
+
+    if str(args.out).endswith(".vqz"):
+        return run_scene(args)
 
     compress(args.checkpoint, args.input, args.out, CompressOptions(
         depth=args.depth, device=args.device, lmdb=args.lmdb, split=args.split,

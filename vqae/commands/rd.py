@@ -62,12 +62,38 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the rd outputs (rd.csv, rd.json, rd.png, rd_patches.csv, "
                              "near_lossless.csv) of an earlier run in --out")
+    parser.add_argument("--scene", action="store_true",
+                        help="DATA is one scene (a folder of band rasters or a multi-band "
+                        "GeoTIFF): the report over its tiles, the model through scene files "
+                        "at every depth, JPEG 2000 on each whole native band (vqae.rd.scene_rd)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_scene(args) -> int:
+    from pathlib import Path
+
+    from tabulate import tabulate
+
+    from vqae.codec.codec import Codec
+    from vqae.rd import jpeg2000
+    from vqae.rd.scene_rd import scene_report
+
+    if len(args.ckpt) != 1:
+        raise ConfigError("--scene takes one --ckpt")
+    codec = Codec.from_checkpoint(args.ckpt[0], args.device)
+    report = scene_report(codec, args.data, Path(args.out),
+                          list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES))
+    print(tabulate(report["points"], headers="keys", floatfmt=".4g"))
+    print("BD-rate against JPEG 2000:", report["bd_rate"])
+    return 0
 
 
 def run(args) -> int:
     from vqae.rd import jpeg2000
     from vqae.rd.measure import RdOptions, run_rd
+
+    if args.scene:
+        return run_scene(args)
 
     if args.bd_range and not args.bd_range[0] < args.bd_range[1]:
         raise ConfigError(f"--bd-range {args.bd_range[0]:g} {args.bd_range[1]:g}: LOW must be "

@@ -197,3 +197,35 @@ def load_patch_bands(patch: PatchFiles, bands: list[str],
             )
         out[band] = read_band(path, band, patch.name, read)
     return out
+
+
+def patch_georef(patch: PatchFiles, bands: list[str]) -> dict | None:
+    """A GeoTIFF patch's georeferencing as plain fields {crs: WKT, transform: the 10 m grid's
+    affine, nodata}, read from its finest band's header; None when it has neither CRS nor
+    geotransform (BigEarthNet v1 tiffs have both, and no nodata)."""
+    files = patch.files
+    band = min((b for b in bands if b in files), key=lambda b: -NATIVE_SIZE.get(b, 0))
+    path = files[band]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                crs, t, nodata = ds.crs, ds.transform, ds.nodata
+    except RasterioError as err:
+        raise DataError(f"{path} is not a GeoTIFF GDAL reads ({err})") from err
+    if crs is None and t.is_identity:
+        return None
+    f = 120 // NATIVE_SIZE.get(band, 120)
+    usable = nodata is not None and float(nodata).is_integer() and 0 <= nodata <= 0xFFFF
+    return {"crs": crs_text(crs),
+            "transform": [t.a / f, t.b, t.c, t.d, t.e / f, t.f],
+            "nodata": int(nodata) if usable else None}
+
+
+def crs_text(crs) -> str | None:
+    """A CRS as its authority code where it is one ("EPSG:32618": a few bytes a file), else
+    as WKT; rasterio reads either back to an equal CRS."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg(confidence_threshold=100)
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()

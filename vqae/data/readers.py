@@ -96,6 +96,12 @@ class GeoTiffDataset(PatchDataset):
             raise DataError(f"patch {key} not found under {self.root}")
         return self._load(patch, bands)
 
+    def georef(self, key: str, bands: list[str]) -> dict | None:
+        """The patch's CRS, 10 m geotransform and nodata (vqae.data.geotiff.patch_georef)."""
+        from vqae.data.geotiff import patch_georef
+
+        return patch_georef(self.patches[key], bands)
+
 
 def lmdb_patch_names(store: LmdbStore | ShardedStore, band: str) -> list[str]:
     """All keys whose safetensors dict holds `band` (S2 keys vs S1 keys, say), sorted."""

@@ -1,0 +1,63 @@
+"""Where a raster's pixels are: its CRS (WKT), geotransform and nodata value, as bounded,
+checked JSON that a `.vqz` carries (a georeferenced patch's chunk, a scene's metadata).
+
+No rasterio here: the codec's LMDB path stays free of it; readers and writers convert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from vqae.errors import DataError
+
+MAX_BYTES = 1 << 16  # a CRS WKT is a few kB
+
+
+@dataclass(frozen=True)
+class Georef:
+    crs: str | None = None  # WKT; None: the raster had none
+    transform: tuple[float, ...] | None = None  # affine (a, b, c, d, e, f) of the 10 m grid
+    nodata: int | None = None
+
+    def fields(self) -> dict:
+        return {"crs": self.crs, "transform": None if self.transform is None
+                else list(self.transform), "nodata": self.nodata}
+
+    def pack(self) -> bytes:
+        data = json.dumps(self.fields(), separators=(",", ":")).encode()
+        if len(data) > MAX_BYTES:
+            raise DataError(f"the georeferencing is {len(data):,} bytes (a CRS WKT that long?); "
+                            f"at most {MAX_BYTES:,} fit a .vqz")
+        return data
+
+    @classmethod
+    def from_fields(cls, raw: dict, bad: str) -> Georef:
+        """From parsed JSON; `bad` starts the error ("<file>: its georeferencing is damaged")."""
+        crs, transform, nodata = raw.get("crs"), raw.get("transform"), raw.get("nodata")
+        if not (crs is None or isinstance(crs, str)):
+            raise DataError(f"{bad} (crs)")
+        if not (nodata is None or (isinstance(nodata, int) and not isinstance(nodata, bool)
+                                   and 0 <= nodata <= 0xFFFF)):
+            raise DataError(f"{bad} (nodata)")
+        if transform is not None:
+            if (not isinstance(transform, list) or len(transform) != 6 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in transform)):
+                raise DataError(f"{bad} (transform)")
+            transform = tuple(float(v) for v in transform)
+        return cls(crs, transform, nodata)
+
+    @classmethod
+    def parse(cls, data: bytes, name: str) -> Georef:
+        bad = f"{name}: its georeferencing is damaged"
+        if len(data) > MAX_BYTES:
+            raise DataError(f"{bad} ({len(data):,} bytes, over {MAX_BYTES:,})")
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as err:
+            raise DataError(f"{bad} ({type(err).__name__})") from err
+        if not isinstance(raw, dict):
+            raise DataError(bad)
+        return cls.from_fields(raw, bad)
