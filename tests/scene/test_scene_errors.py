@@ -155,3 +155,73 @@ def test_scene_mode_refuses_patch_options_and_an_existing_output(scene_ckpt, rea
     assert main(["compress", str(scene_ckpt), str(real_scene), "-o", str(out),
                  "--overwrite", "--no-progress"]) != 0
     assert out.read_bytes() == b"mine"  # not ours: never replaced
+
+
+def test_nodata_at_a_padded_edge_is_no_data_to_the_encoder(scene_codec, scene_arrays,
+                                                           tmp_path):
+    """A nodata column at the scene's right edge (357 px: the last tile is padded by
+    mirroring) must not reach the encoder as a value: its neighbours decode as well as
+    without it."""
+    def errors(change):
+        scene = write_scene(tmp_path / change.__name__, scene_arrays, change=change)
+        compress_scene(scene_codec, scene, tmp_path / f"{change.__name__}.vqz")
+        got = read_region(scene_codec, tmp_path / f"{change.__name__}.vqz")["B02"]
+        want = scene_arrays["B02"][0]
+        valid = want[:, 240:-1] != 0
+        return np.abs(got[:, 240:-1].astype(float) - want[:, 240:-1])[valid].mean()
+
+    def plain(band, a, kw):
+        return a, kw
+
+    def edge(band, a, kw):
+        a = a.copy()
+        a[:, -1] = 0
+        return a, kw
+
+    assert errors(edge) < 1.5 * errors(plain) + 5
+
+
+def test_a_stack_whose_band_names_repeat_or_miss_a_band_is_refused(scene_codec, scene_arrays,
+                                                                  tmp_path):
+    a, crs, transform = scene_arrays["B02"]
+    from vqae.data.bands import S2_BANDS
+
+    for names, words in ((["B11", *S2_BANDS[1:]], "B11 twice"),
+                         ([*S2_BANDS[:-1], "B8A"], "no B12")):
+        path = tmp_path / f"{words.split()[0]}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0],
+                           count=12, dtype="uint16", crs=crs, transform=transform) as d:
+            d.write(np.stack([a] * 12))
+            for i, band in enumerate(names):
+                d.set_band_description(i + 1, band)
+        refused(scene_codec, path, tmp_path, path.name, words)
+
+
+def test_crafted_georeferencing_is_a_data_error():
+    from vqae.codec.georef import Georef
+
+    with pytest.raises(DataError, match="x.vqz: its CRS is not one GDAL reads"):
+        Georef("hello world").rasterio_fields(1, 0, 0, "x.vqz")
+    for transform in (b"1" + b"0" * 400, b"1e308"):
+        raw = b'{"crs": null, "transform": [' + transform + b', 0, 0, 0, -10, 0], "nodata": 0}'
+        with pytest.raises(DataError, match="transform"):
+            Georef.parse(raw, "x.vqz")
+
+
+def test_the_scene_report_keeps_what_it_did_not_write(scene_ckpt, real_scene, tmp_path,
+                                                      capsys):
+    out = tmp_path / "rd"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["rd", "--scene", "--ckpt", str(scene_ckpt), "--data", str(real_scene),
+                 "--out", str(out), "--jpeg2000-quality", "50"]) != 0
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+    inside = real_scene / "rd"
+    assert main(["rd", "--scene", "--ckpt", str(scene_ckpt), "--data", str(real_scene),
+                 "--out", str(inside)]) != 0
+    assert not inside.exists()
+
+
+def test_a_malformed_window_is_a_data_error(scene_codec, scene_file):
+    with pytest.raises(DataError, match="X,Y,WIDTH,HEIGHT"):
+        read_region(scene_codec, scene_file, ())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from vqae.errors import DataError
 
 MAX_BYTES = 1 << 16  # a CRS WKT is a few kB
+MAX_COORDINATE = 1e15  # metres or degrees: far beyond any Earth coordinate, finite x 6
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,39 @@ class Georef:
                                    and 0 <= nodata <= 0xFFFF)):
             raise DataError(f"{bad} (nodata)")
         if transform is not None:
-            if (not isinstance(transform, list) or len(transform) != 6 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in transform)):
+            if not isinstance(transform, list) or len(transform) != 6 or any(
+                    not isinstance(v, (int, float)) or isinstance(v, bool) for v in transform):
                 raise DataError(f"{bad} (transform)")
-            transform = tuple(float(v) for v in transform)
+            try:
+                transform = tuple(float(v) for v in transform)
+            except OverflowError as err:
+                raise DataError(f"{bad} (transform)") from err
+            # finite even at 60 m: scaled by 6, which a pixel size of 1e300 m would not be
+            if not all(math.isfinite(v) and abs(v) < MAX_COORDINATE for v in transform):
+                raise DataError(f"{bad} (transform)")
         return cls(crs, transform, nodata)
+
+    def rasterio_fields(self, factor: int, x0: int, y0: int, name: str) -> dict:
+        """rasterio profile fields (crs, transform, nodata) of a band whose pixels are `factor`
+        times the 10 m grid's, for a region starting at 10 m pixel (x0, y0); a DataError
+        naming `name` for a CRS GDAL cannot read."""
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+        from rasterio.transform import Affine
+
+        out = {}
+        if self.crs is not None:
+            try:
+                out["crs"] = CRS.from_user_input(self.crs)
+            except CRSError as err:
+                raise DataError(f"{name}: its CRS is not one GDAL reads ({str(err)[:80]}); "
+                                "the file is damaged") from err
+        if self.transform is not None:
+            out["transform"] = Affine(*self.transform) @ Affine.translation(x0, y0) \
+                @ Affine.scale(factor)
+        if self.nodata is not None:
+            out["nodata"] = self.nodata
+        return out
 
     @classmethod
     def parse(cls, data: bytes, name: str) -> Georef:

@@ -311,26 +311,21 @@ class TiffSink(_Sink):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # no CRS: values only
             for band, arr in bands.items():
                 profile = {"driver": "GTiff", "height": arr.shape[0], "width": arr.shape[1],
-                           "count": 1, "dtype": arr.dtype.name, **tiff_georef(georef, arr)}
+                           "count": 1, "dtype": arr.dtype.name,
+                           **tiff_georef(georef, arr, f"patch {name}")}
                 with rasterio.open(folder / f"{name}_{band}.tif", "w", **profile) as dst:
                     dst.write(arr[None])
 
 
-def tiff_georef(georef, arr: np.ndarray) -> dict:
+def tiff_georef(georef, arr: np.ndarray, name: str) -> dict:
     """rasterio profile fields of a decoded band of a georeferenced patch: its pixel size is
     the 10 m grid's times 120 / its size (60 px: 20 m, 20 px: 60 m)."""
     if georef is None:
         return {}
-    from rasterio.transform import Affine
-
     from vqae.data.bands import PATCH_SIZE
 
-    out = {"crs": georef.crs, "nodata": georef.nodata}
-    if georef.transform is not None:
-        a, b, c, d, e, f = georef.transform
-        k = PATCH_SIZE // arr.shape[0] if PATCH_SIZE % arr.shape[0] == 0 else 1
-        out["transform"] = Affine(a * k, b, c, d, e * k, f)
-    return {key: v for key, v in out.items() if v is not None}
+    k = PATCH_SIZE // arr.shape[0] if PATCH_SIZE % arr.shape[0] == 0 else 1
+    return georef.rasterio_fields(k, 0, 0, name)
 
 
 class RicoLmdbSink(_Sink):

@@ -82,7 +82,8 @@ def run_scene(args) -> int:
         raise ConfigError("--scene takes one --ckpt")
     codec = Codec.from_checkpoint(args.ckpt[0], args.device)
     report = scene_report(codec, args.data, Path(args.out),
-                          list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES))
+                          list(args.jpeg2000_quality or jpeg2000.DEFAULT_QUALITIES),
+                          overwrite=args.overwrite)
     print(tabulate(report["points"], headers="keys", floatfmt=".4g"))
     print("BD-rate against JPEG 2000:", report["bd_rate"])
     return 0

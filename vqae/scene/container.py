@@ -2,7 +2,9 @@
 tile, and an index of the records at the end (docs/format.md, "Scenes").
 
     magic b"\\x89VQZ" | version u8 = 7 | fingerprint 8 | width u32 | height u32 | tile u16 |
-    encoder halo u16 | decoder halo u8 | model depth u8 | stored depth u8 | side values u8 |
+    encoder halo u16 | decoder halo u8 | side ramp u8 | blend u8 | model depth u8 |
+    stored depth u8 |
+    side values u8 |
     metadata length u32 | header CRC32
     metadata: UTF-8 JSON (bands, native sizes, CRS WKT, geotransform, nodata) | CRC32
     per tile, in row-major order: its side chunk (side values, nodata masks), then one chunk
@@ -33,7 +35,7 @@ from vqae.errors import DataError
 
 VERSION = 7
 SIDE_STAGE = 0xFE  # the side chunk's stage number in its CRC
-_HEAD = struct.Struct("<4sB8sIIHHBBBBI")
+_HEAD = struct.Struct("<4sB8sIIHHBBBBBBI")
 _FOOT = struct.Struct("<IQ4s")  # index CRC32, index offset, footer magic
 FOOTER_MAGIC = b"VQZI"
 FACTORS = (1, 2, 6)  # a band's pixel size over the 10 m grid's
@@ -82,6 +84,8 @@ class SceneHeader:
     tile: int  # the model's image size
     encoder_halo: int  # pixels
     decoder_halo: int  # latent cells
+    ramp: int  # pixels either side of a tile edge over which side values cross-fade
+    blend: int  # pixels either side of a tile edge over which neighbouring decodes cross-fade
     model_depth: int
     depth: int  # stages stored per tile
     side: int  # side values per tile: C means (u16) then C scale codes (int8), or none
@@ -97,7 +101,9 @@ class SceneHeader:
             raise DataError(f"the scene's metadata is {len(meta):,} bytes (a CRS WKT that "
                             f"long?); at most {MAX_METADATA:,} fit a .vqz")
         head = _HEAD.pack(MAGIC, VERSION, self.fingerprint, self.width, self.height, self.tile,
-                          self.encoder_halo, self.decoder_halo, self.model_depth, self.depth,
+                          self.encoder_halo, self.decoder_halo, self.ramp, self.blend,
+                          self.model_depth,
+                          self.depth,
                           self.side, len(meta))
         return (head + struct.pack("<I", zlib.crc32(head)) + meta
                 + struct.pack("<I", zlib.crc32(meta)))
@@ -174,20 +180,23 @@ class SceneFile:
 
     def _header(self, size: int) -> SceneHeader:
         head = self._read(0, _HEAD.size + 4, "header")
-        (magic, version, fp, width, height, tile, ehalo, dhalo, model_depth, depth, side,
-         meta_len) = _HEAD.unpack_from(head)
+        (magic, version, fp, width, height, tile, ehalo, dhalo, ramp, blend, model_depth, depth,
+         side, meta_len) = _HEAD.unpack_from(head)
         if magic != MAGIC or version != VERSION:
             raise DataError(f"{self.name} is not a scene .vqz (version {VERSION})")
         if struct.unpack_from("<I", head, _HEAD.size)[0] != zlib.crc32(head[: _HEAD.size]):
             raise DataError(f"{self.name}: its scene header fails its CRC; the file is damaged")
-        if not (width and height and tile and 1 <= depth <= model_depth) or meta_len > MAX_METADATA:
+        if not (width and height and tile and 1 <= depth <= model_depth and 1 <= ramp <= tile // 2 \
+                and 1 <= blend <= tile // 2) \
+                or meta_len > MAX_METADATA:
             raise DataError(f"{self.name}: its scene header is impossible; the file is damaged")
         at = _HEAD.size + 4
         meta = self._read(at, meta_len + 4, "metadata")
         if struct.unpack_from("<I", meta, meta_len)[0] != zlib.crc32(meta[:meta_len]):
             raise DataError(f"{self.name}: its scene metadata fails its CRC; the file is damaged")
         self.tiles_start = at + meta_len + 4
-        return SceneHeader(fp, width, height, tile, ehalo, dhalo, model_depth, depth, side,
+        return SceneHeader(fp, width, height, tile, ehalo, dhalo, ramp, blend, model_depth, depth,
+                           side,
                            SceneMeta.parse(meta[:meta_len], width, height, self.name))
 
     def _index(self, size: int) -> np.ndarray:
@@ -213,15 +222,12 @@ class SceneFile:
         start, end = int(self.offsets[n]), int(self.offsets[n + 1])
         data = self._read(start, end - start, f"tile {n}")
         pos, payloads = 0, []
-        for stage in [SIDE_STAGE, *range(self.header.depth)]:
+        for stage in [SIDE_STAGE, *range(min(depth, self.header.depth))]:
             payload, pos = self._chunk(data, pos, n, stage)
             payloads.append(payload)
-            if stage != SIDE_STAGE and len(payloads) > depth:
-                break
-        else:
-            if pos != len(data):
-                raise DataError(f"{self.name}: tile {n} has bytes after its last stage; the "
-                                "file is damaged")
+        if depth >= self.header.depth and pos != len(data):
+            raise DataError(f"{self.name}: tile {n} has bytes after its last stage; the file "
+                            "is damaged")
         side, masks = self._side(payloads[0], n)
         return Tile(side, masks, payloads[1 : depth + 1])
 

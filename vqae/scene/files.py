@@ -96,6 +96,8 @@ def open_scene_file(path: str | os.PathLike):
 def _region(header, window) -> Region:
     if window is None:
         return Region(0, 0, header.width, header.height)
+    if len(window) != 4:
+        raise DataError(f"window {window!r}: give X,Y,WIDTH,HEIGHT in 10 m pixels")
     x0, y0, w, h = (int(v) for v in window)
     if w <= 0 or h <= 0 or x0 < 0 or y0 < 0 or x0 + w > header.width or y0 + h > header.height:
         raise DataError(f"window {x0},{y0},{w},{h} (x, y, width, height in 10 m pixels) lies "
@@ -155,7 +157,7 @@ def _write(decoder, file, folder: Path, stem: str, region: Region, progress: boo
     from vqae.scene.raster_output import RasterSink
 
     meta, t = file.header.meta, file.header.tile
-    sink = RasterSink(folder, stem, meta, region)
+    sink = RasterSink(folder, stem, meta, region, file.name)
     try:
         with StopFlag("stopping after this row of tiles") as stop:
             for r, natives in decoder.rows(region, stop, progress):

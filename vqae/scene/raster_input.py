@@ -124,7 +124,16 @@ class SceneRasters:
         """Band i of a multi-band file: by its description (B02 ...) where every band has one,
         else in the model's order."""
         names = [(d or "").strip().upper() for d in ds.descriptions]
-        if all(b in names for b in self.bands):
+        named = [n for n in names if BAND_NAME.search(n)]
+        if named:  # band names given: each model band exactly once, by name
+            twice = sorted({n for n in named if names.count(n) > 1})
+            missing = [b for b in self.bands if b not in names]
+            if twice or missing:
+                raise DataError(f"{self.path}: its band descriptions name "
+                                f"{' '.join(twice) + ' twice' if twice else ''}"
+                                f"{'; ' if twice and missing else ''}"
+                                f"{'no ' + ' '.join(missing) if missing else ''}; the model "
+                                f"codes {' '.join(self.bands)}: fix the descriptions")
             return [names.index(b) + 1 for b in self.bands]
         if ds.count != len(self.bands):
             raise DataError(f"{self.path} has {ds.count} bands without band names; the model "
@@ -139,7 +148,8 @@ class SceneRasters:
                             f"per band (band {band})")
         if ds.dtypes[index - 1] != "uint16":
             raise DataError(f"{path} band {band} is {ds.dtypes[index - 1]}; Sentinel-2 "
-                            "digital numbers are uint16")
+                            "digital numbers are uint16 (convert with gdal_translate -ot UInt16 "
+                            "if the values are digital numbers)")
         return BandFile(band, path, index, f, ds.width, ds.height)
 
     def _check_grid(self, max_pixels: int) -> None:
@@ -204,7 +214,7 @@ class SceneRasters:
     # ---- pixels ----------------------------------------------------------------------------
     def window(self, i: int, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Band i's native pixels rows r0:r1, columns c0:c1 (may reach past the raster: mirrored)
-        -> (uint16 values, bool nodata mask; False past the raster)."""
+        -> (uint16 values, bool nodata mask, both mirrored past the raster)."""
         b = self.files[i]
         ir0, ir1 = max(r0, 0), min(r1, b.height)
         ic0, ic1 = max(c0, 0), min(c1, b.width)
@@ -218,7 +228,7 @@ class SceneRasters:
         pad = ((ir0 - r0, r1 - ir1), (ic0 - c0, c1 - ic1))
         if any(any(p) for p in pad):
             data = np.pad(data, pad, mode="symmetric")
-            mask = np.pad(mask, pad, constant_values=False)
+            mask = np.pad(mask, pad, mode="symmetric")  # a mirrored nodata pixel is nodata
         return data, mask
 
     def describe(self) -> str:

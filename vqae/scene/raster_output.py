@@ -12,9 +12,9 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from vqae.codec.georef import Georef
 from vqae.scene.container import SceneMeta
 
 BLOCK = 256
@@ -27,31 +27,21 @@ def has_cog() -> bool:
         return "COG" in env.drivers()
 
 
-def band_transform(meta: SceneMeta, f: int, x0: int, y0: int) -> Affine | None:
-    """The geotransform of a band at factor f over the 10 m grid, for a region starting at
-    10 m pixel (x0, y0)."""
-    if meta.transform is None:
-        return None
-    a, b, c, d, e, g = meta.transform
-    return Affine(a * f, b, c + a * x0, d, e * f, g + e * y0)
-
-
 class RasterSink:
     """Per band `<stem>_<band>.tif` in `folder`, each band's native size clipped to the scene
     (the padding of the last tiles is dropped); `write(i, row0, rows)` puts native rows."""
 
-    def __init__(self, folder: Path, stem: str, meta: SceneMeta, region) -> None:
+    def __init__(self, folder: Path, stem: str, meta: SceneMeta, region, name: str) -> None:
         self.folder, self.meta = folder, meta
         self.sizes, self.paths, self.datasets, self.offsets = [], [], [], []
         for band, (w, h, f) in zip(meta.bands, meta.native):
             x0, y0 = region.x0 // f, region.y0 // f
             x1, y1 = min(-(-region.x1 // f), w), min(-(-region.y1 // f), h)
             path = folder / f"{stem}_{band}.tif"
+            where = Georef(meta.crs, meta.transform, meta.nodata)
             profile = dict(driver="GTiff", width=x1 - x0, height=y1 - y0, count=1,
-                           dtype="uint16", crs=meta.crs, nodata=meta.nodata,
-                           transform=band_transform(meta, f, x0 * f, y0 * f), **CREATION)
-            if profile["transform"] is None:
-                del profile["transform"]
+                           dtype="uint16", **where.rasterio_fields(f, x0 * f, y0 * f, name),
+                           **CREATION)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 ds = rasterio.open(path.with_suffix(".partial.tif"), "w", **profile)

@@ -33,6 +33,8 @@ from vqae.scene.tiling import Grid, side_maps
 
 ENCODER_HALO = 24  # pixels: a multiple of 12, so 20 m and 60 m windows start on a native pixel
 DECODER_HALO = 12  # latent cells
+RAMP = 16  # pixels either side of a tile edge over which side values cross-fade
+BLEND = 16  # pixels either side of a tile edge over which neighbouring decodes cross-fade
 MAX_DECODER_HALO = 32  # latent cells a file may ask the decoder to read around a tile
 MARGIN = 4  # native pixels read beyond a window for bicubic upsampling
 
@@ -158,7 +160,7 @@ def encode_tiles(codec, rasters: SceneRasters, writer_header: SceneHeader, out,
         strip = read_strip(rasters, grid, fills, y0, y1, codec.flag)
         for c in range(grid.cols):
             _, _, x0, x1 = grid.window(r, c, ENCODER_HALO)
-            maps = side_maps(side, grid, y0, y1, x0, x1) if side.shape[-1] else None
+            maps = side_maps(side, grid, y0, y1, x0, x1, RAMP) if side.shape[-1] else None
             inner = (r * grid.tile - y0, c * grid.tile - x0, grid.tile, grid.tile)
             indices = windows.encode(strip.pixels[:, :, x0:x1], maps, inner, depth)
             payloads, _ = codec.code_stages(indices)
@@ -175,7 +177,8 @@ def scene_header(codec, rasters: SceneRasters, depth: int) -> SceneHeader:
                                                for b in rasters.files),
                      crs, tuple(rasters.transform), rasters.nodata)
     return SceneHeader(codec.fingerprint, rasters.width, rasters.height,
-                       codec.model.image_size, ENCODER_HALO, DECODER_HALO, codec.depth, depth,
+                       codec.model.image_size, ENCODER_HALO, DECODER_HALO, RAMP, BLEND, codec.depth,
+                       depth,
                        codec.model.patch_mean_count, meta)
 
 
@@ -211,6 +214,7 @@ class SceneDecoder:
         self.windows = Windows(codec.model)
         self.side = np.zeros((self.grid.rows, self.grid.cols, self.h.side), np.int64)
         self.tiles: dict[tuple[int, int], tuple[np.ndarray, bytes | None]] = {}
+        self.decoded: dict[tuple[int, int], tuple[int, int, np.ndarray]] = {}
         self.factors = [n[2] for n in self.h.meta.native]
 
     def _check(self) -> None:
@@ -247,24 +251,62 @@ class SceneDecoder:
             self.tiles[(r, c)] = (indices, tile.masks)
         return self.tiles[(r, c)][0]
 
-    def rows(self, region: Region, stop=None, progress: bool = False
+    def rows(self, region: Region, stop=None, progress: bool = False, grid: bool = False
              ) -> Iterator[tuple[int, list[np.ndarray]]]:
-        """(tile row, [each band's native uint16 rows of the region in that tile row])."""
+        """(tile row, [each band's native uint16 rows of the region in that tile row]); with
+        `grid`, each band's rows on the 10 m grid before the native averaging (what DESIGN.md's
+        metrics compare, as a patch's 120 x 120 decode), nodata not applied."""
         g, t = self.grid, self.grid.tile
         r0, r1 = region.y0 // t, -(-region.y1 // t)
         c0, c1 = region.x0 // t, -(-region.x1 // t)
         for r in _rows_between(r0, r1, progress):
-            for rr in range(max(r - 1, 0), min(r + 2, g.rows)):
-                for cc in range(max(c0 - 1, 0), min(c1 + 1, g.cols)):
-                    self._load(rr, cc)
-            for key in [k for k in self.tiles if k[0] < r - 1]:
+            for key in [k for k in self.tiles if k[0] < r - 2]:
                 del self.tiles[key]
-            dn = np.concatenate([self._decode_tile(r, c) for c in range(c0, c1)], axis=2)
-            yield r, self._natives(dn, r, c0, c1)
+            for key in [k for k in self.decoded if k[0] < r - 1]:
+                del self.decoded[key]
+            dn = self._blended_row(r, c0, c1)
+            yield r, (list(to_uint16(dn)) if grid else self._natives(dn, r, c0, c1))
             if stop is not None and stop.requested:
                 return
 
-    def _decode_tile(self, r: int, c: int) -> np.ndarray:
+    def _weights(self, start: int, coords: np.ndarray) -> np.ndarray:
+        """A tile's cross-fade weight at pixel positions: 1 inside farther than the ramp from
+        its edges, 0.5 on them, 0 beyond the ramp outside."""
+        t, k = self.grid.tile, self.h.blend
+        centre = coords + 0.5
+        inside = np.minimum(centre - start, start + t - centre)  # < 0 outside
+        return np.clip(0.5 + inside / (2 * k), 0, 1)
+
+    def _blended_row(self, r: int, c0: int, c1: int) -> np.ndarray:
+        """Tile row r, columns c0:c1, (C, tile, n * tile): each tile's decode, cross-faded
+        within the ramp of its edges with its neighbours' decodes of the same pixels."""
+        g, t = self.grid, self.grid.tile
+        ys, xs = np.arange(r * t, (r + 1) * t), np.arange(c0 * t, c1 * t)
+        out = np.zeros((len(self.codec.bands), t, len(xs)), np.float64)
+        total = np.zeros((t, len(xs)))
+        for rr in range(max(r - 1, 0), min(r + 2, g.rows)):
+            for cc in range(max(c0 - 1, 0), min(c1 + 1, g.cols)):
+                y0, x0, part = self._decoded(rr, cc)
+                top, bottom = max(y0, ys[0]), min(y0 + part.shape[1], ys[-1] + 1)
+                left, right = max(x0, xs[0]), min(x0 + part.shape[2], xs[-1] + 1)
+                if top >= bottom or left >= right:
+                    continue
+                w = (self._weights(rr * t, np.arange(top, bottom))[:, None]
+                     * self._weights(cc * t, np.arange(left, right))[None, :])
+                if not w.any():
+                    continue
+                rows, cols = slice(top - ys[0], bottom - ys[0]), slice(left - xs[0], right - xs[0])
+                out[:, rows, cols] += w * part[:, top - y0 : bottom - y0, left - x0 : right - x0]
+                total[rows, cols] += w
+        return (out / total).astype(np.float32)
+
+    def _decoded(self, r: int, c: int) -> tuple[int, int, np.ndarray]:
+        """Tile (r, c)'s decode of itself and the ramp around it: (top, left, (C, h, w))."""
+        if (r, c) not in self.decoded:
+            self.decoded[(r, c)] = self._decode_tile(r, c)
+        return self.decoded[(r, c)]
+
+    def _decode_tile(self, r: int, c: int) -> tuple[int, int, np.ndarray]:
         g, t, f = self.grid, self.grid.tile, self.codec.model.encoder.factor
         y0, y1, x0, x1 = g.window(r, c, self.h.decoder_halo * f)
         cells = t // f
@@ -276,9 +318,13 @@ class SceneDecoder:
                 sy, sx = max(-ty, 0), max(-tx, 0)
                 ey, ex = min(cells, idx.shape[1] - ty), min(cells, idx.shape[2] - tx)
                 idx[:, ty + sy : ty + ey, tx + sx : tx + ex] = tile[:, sy:ey, sx:ex]
-        maps = side_maps(self.side, g, y0, y1, x0, x1) if self.h.side else None
-        out = self.windows.decode(idx, maps)
-        return out[:, r * t - y0 : r * t - y0 + t, c * t - x0 : c * t - x0 + t]
+        maps = side_maps(self.side, g, y0, y1, x0, x1, self.h.ramp) if self.h.side else None
+        inner = (r * t - y0, c * t - x0, t, t)
+        out = self.windows.decode(idx, maps, inner)  # (C, y1 - y0, x1 - x0)
+        k = self.h.blend
+        top, left = max(r * t - k, y0), max(c * t - k, x0)
+        bottom, right = min((r + 1) * t + k, y1), min((c + 1) * t + k, x1)
+        return top, left, out[:, top - y0 : bottom - y0, left - x0 : right - x0]
 
     def _natives(self, dn: np.ndarray, r: int, c0: int, c1: int) -> list[np.ndarray]:
         """(C, tile, n * tile) decoded digital numbers -> each band at its native size, nodata
@@ -309,12 +355,14 @@ class SceneDecoder:
             return None
         sizes = [(self.grid.tile // f) ** 2 for f in self.factors]
         n = r * self.grid.cols + c
+        inflate = zlib.decompressobj()
         try:
-            raw = zlib.decompressobj().decompress(coded, (sum(sizes) + 7) // 8 + 1)
+            raw = inflate.decompress(coded, (sum(sizes) + 7) // 8 + 1)
         except zlib.error as err:
             raise DataError(f"{self.file.name}: tile {n}'s nodata masks do not decode; the "
                             "file is damaged") from err
-        if len(raw) != (sum(sizes) + 7) // 8:
+        if len(raw) != (sum(sizes) + 7) // 8 or not inflate.eof or inflate.unused_data \
+                or inflate.unconsumed_tail:
             raise DataError(f"{self.file.name}: tile {n}'s nodata masks have the wrong size; "
                             "the file is damaged")
         bits = np.unpackbits(np.frombuffer(raw, np.uint8))[: sum(sizes)].astype(bool)

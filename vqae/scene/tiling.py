@@ -2,12 +2,14 @@
 through windows that reach into its neighbours, with side information that varies smoothly.
 
 A per-patch model normalizes each patch by its band means and scales (its side information).
-A scene keeps one set per tile, but normalizes every pixel by the bilinear blend of the values
-of the four nearest tile centres (`side_maps`), so neither the encoder's input nor the
-decoder's output has a step at a tile edge. The encoder sees each tile with `encoder_halo`
-pixels of its neighbours and keeps the tile's latents; the decoder decodes the tile's latents
-with `decoder_halo` latent rows and columns of its neighbours and keeps the tile's pixels:
-tile borders become interior pixels of every network pass (docs/format.md, "Scenes").
+A scene keeps one set per tile; each pixel takes its own tile's values, cross-faded with the
+neighbour's within `ramp` pixels of a tile edge (`side_maps`), so neither the encoder's input
+nor the decoder's output has a step at a tile edge. The encoder sees each tile with
+`encoder_halo` pixels of its neighbours and keeps the tile's latents; the decoder decodes the
+tile's latents with `decoder_halo` latent rows and columns of its neighbours and keeps the
+tile's pixels: tile borders become interior pixels of every network pass, while the
+networks' GroupNorm statistics stay the tile's own (vqae.scene.networks.tile_statistics)
+(docs/format.md, "Scenes").
 """
 
 from __future__ import annotations
@@ -45,19 +47,26 @@ class Grid:
                 max(col * t - halo, 0), min((col + 1) * t + halo, self.cols * t))
 
 
-def _blend(coords: np.ndarray, tile: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel positions -> the two nearest tile centres and the weight of the second."""
+def _blend(coords: np.ndarray, tile: int, count: int, ramp: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel positions -> the two nearest tiles and the weight of the second: 0 or 1 farther
+    than `ramp` px from their common edge, rising linearly through 0.5 at the edge (ramp =
+    tile / 2: the bilinear blend between tile centres)."""
     u = np.clip((coords + 0.5) / tile - 0.5, 0, count - 1)
     first = np.minimum(np.floor(u).astype(np.int64), max(count - 2, 0))
     second = np.minimum(first + 1, count - 1)
-    return first, second, u - first
+    edge = (first + 1) * tile  # the edge between the two tiles, in pixels
+    weight = np.clip(0.5 + (coords + 0.5 - edge) / (2 * ramp), 0, 1)
+    return first, second, np.where(second > first, weight, 0.0)
 
 
-def side_maps(side: np.ndarray, grid: Grid, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+def side_maps(side: np.ndarray, grid: Grid, y0: int, y1: int, x0: int, x1: int,
+              ramp: float | None = None) -> np.ndarray:
     """Per-tile side values (rows, cols, M) -> (M, y1 - y0, x1 - x0) float64: each pixel's
     bilinear blend of the values at the nearest tile centres (constant beyond the outer ones)."""
-    r0, r1, a = _blend(np.arange(y0, y1), grid.tile, grid.rows)
-    c0, c1, b = _blend(np.arange(x0, x1), grid.tile, grid.cols)
+    ramp = grid.tile / 2 if ramp is None else ramp
+    r0, r1, a = _blend(np.arange(y0, y1), grid.tile, grid.rows, ramp)
+    c0, c1, b = _blend(np.arange(x0, x1), grid.tile, grid.cols, ramp)
     side = np.asarray(side, np.float64)
     a, b = a[:, None, None], b[None, :, None]
     out = ((1 - a) * ((1 - b) * side[np.ix_(r0, c0)] + b * side[np.ix_(r0, c1)])
