@@ -225,3 +225,35 @@ def test_the_scene_report_keeps_what_it_did_not_write(scene_ckpt, real_scene, tm
 def test_a_malformed_window_is_a_data_error(scene_codec, scene_file):
     with pytest.raises(DataError, match="X,Y,WIDTH,HEIGHT"):
         read_region(scene_codec, scene_file, ())
+
+
+def test_contradicting_options_or_a_missing_output_folder_are_refused(scene_codec, real_scene,
+                                                                      tmp_path):
+    with pytest.raises(DataError, match="contradict"):
+        compress_scene(scene_codec, real_scene, tmp_path / "a.vqz", nodata=0,
+                       ignore_nodata=True)
+    with pytest.raises(DataError, match="does not exist"):
+        compress_scene(scene_codec, real_scene, tmp_path / "nowhere" / "a.vqz")
+    assert not (tmp_path / "a.vqz").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_bytes_after_a_tiles_last_stage_are_damage(scene_codec, scene_file, tmp_path):
+    """Junk inside a tile's record, with an index rewritten to match, is still refused."""
+    import struct
+    import zlib
+
+    from vqae.scene.container import SceneFile
+
+    data = scene_file.read_bytes()
+    with open(scene_file, "rb") as f:
+        offsets = SceneFile(f, len(data), "s").offsets
+    end0, index_at = int(offsets[1]), int(offsets[-1])
+    lengths = list(np.diff(offsets).astype(int))
+    lengths[0] += 2
+    index = struct.pack(f"<I{len(lengths)}I", len(lengths), *lengths)
+    crafted = (data[:end0] + b"\x01\x02" + data[end0:index_at] + index
+               + struct.pack("<IQ4s", zlib.crc32(index), index_at + 2, b"VQZI"))
+    bad = tmp_path / "junk.vqz"
+    bad.write_bytes(crafted)
+    with pytest.raises(DataError, match="tile 0 has bytes after its last stage"):
+        read_region(scene_codec, bad, (0, 0, 10, 10))

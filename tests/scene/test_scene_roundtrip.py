@@ -96,3 +96,26 @@ def test_a_multiband_geotiff_with_band_names_compresses(scene_codec, scene_array
     assert (summary["width"], summary["height"]) == (WIDTH, HEIGHT)
     bands = read_region(scene_codec, tmp_path / "stack.vqz")
     assert all(v.shape == a.shape for v in bands.values())  # every band on the file's grid
+
+
+def test_a_folder_of_jpeg2000_bands_codes_as_its_geotiffs(scene_codec, real_scene, scene_file,
+                                                         tmp_path):
+    """A SAFE IMG_DATA folder holds lossless JPEG 2000 per band (`..._B8A_20m.jp2` in L2A):
+    the same pixels and georeferencing give the same file."""
+    from vqae.scene import compress_scene
+
+    safe = tmp_path / "IMG_DATA"
+    for band in S2_BANDS:
+        with rasterio.open(real_scene / f"T18SVG_{band}.tif") as src:
+            profile = {"driver": "JP2OpenJPEG", "width": src.width, "height": src.height,
+                       "count": 1, "dtype": "uint16", "crs": src.crs,
+                       "transform": src.transform, "nodata": src.nodata,
+                       "QUALITY": "100", "REVERSIBLE": "YES"}
+            res = {WIDTH: "10m", -(-WIDTH // 2): "20m", -(-WIDTH // 6): "60m"}[src.width]
+            (safe / f"R{res}").mkdir(parents=True, exist_ok=True)
+            with rasterio.open(safe / f"R{res}" / f"T18SVG_20160112_{band}_{res}.jp2", "w",
+                               **profile) as dst:
+                dst.write(src.read())
+    out = compress_scene(scene_codec, safe, tmp_path / "jp2.vqz")
+    assert out["crs"] == "EPSG:32618"
+    assert (tmp_path / "jp2.vqz").read_bytes() == scene_file.read_bytes()

@@ -51,6 +51,10 @@ def compress_scene(codec, scene: str | os.PathLike, out: str | os.PathLike,
     _check_codec(codec)
     depth = codec.check_depth(depth, "--depth")
     out = Path(out)
+    if nodata is not None and ignore_nodata:
+        raise DataError("--nodata and --ignore-nodata contradict each other; pass one")
+    if not out.parent.is_dir():
+        raise DataError(f"-o {out}: the folder {out.parent} does not exist; create it first")
     check_out_file(str(out), [scene], _scene_file, "a scene .vqz of vqae", "-o")
     if out.exists() and not overwrite:
         raise DataError(f"-o {out} already exists; pass --overwrite to replace it")
