@@ -3,9 +3,9 @@
     python benchmarks/scene_data.py WORK
     python benchmarks/bench_scene_seams.py --ckpt CKPT WORK/s1920 [--out WORK/seams]
 
-Compresses the scene as `vqae compress` does (and, for comparison, with no halos: each tile
-coded and decoded alone, the patch codec's view), upsamples original and decoded bands over the
-whole scene as the reader does, and reports the PSNR (DESIGN.md's, R = 10000, over all bands)
+Compresses the scene as `vqae compress` does (`--ramp R` overrides the side ramp and decode
+blend, for the sweep in BENCHMARKS.md), upsamples original and decoded bands over the whole
+scene as the reader does, and reports the PSNR (DESIGN.md's, R = 10000, over all bands)
 of the pixels within 1, 2 and 4 px of a tile edge, of the interior (>= 8 px from every edge),
 and, as a control for the codec's own 4 px latent grid, of the same bands around the
 tiles' middle lines. The scene's outer edge is left out.
@@ -60,17 +60,18 @@ def main(argv=None) -> None:
     p.add_argument("scene", type=Path)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--out", type=Path, default=Path("scene-seams"))
+    p.add_argument("--ramp", type=int, nargs="+", default=[sc.RAMP],
+                   help="side ramps (px) to measure; the decode blend follows (default: vqae's)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     codec = Codec.from_checkpoint(args.ckpt, "cpu")
     raw, factors, width, height = natives(codec, args.scene)
     ref = upsample(raw, factors, width, height, codec.flag)
     rows = []
-    for name, (ehalo, dhalo) in {"halos (vqae)": (sc.ENCODER_HALO, sc.DECODER_HALO),
-                                 "no halos": (0, 0)}.items():
-        sc.ENCODER_HALO, sc.DECODER_HALO = ehalo, dhalo  # the file records them
-        rows.append({"tiling": name, **measure(codec, args.scene, args.out / f"{ehalo}.vqz",
-                                               ref, factors, width, height)})
+    for ramp in args.ramp:
+        sc.RAMP = sc.BLEND = ramp  # the file records them
+        rows.append({"ramp": ramp, **measure(codec, args.scene, args.out / f"ramp{ramp}.vqz",
+                                             ref, factors, width, height)})
         print(json.dumps(rows[-1]), flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".2f"))
     (args.out / "seams.json").write_text(json.dumps(rows, indent=1))

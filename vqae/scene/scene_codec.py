@@ -282,8 +282,8 @@ class SceneDecoder:
         within the ramp of its edges with its neighbours' decodes of the same pixels."""
         g, t = self.grid, self.grid.tile
         ys, xs = np.arange(r * t, (r + 1) * t), np.arange(c0 * t, c1 * t)
-        out = np.zeros((len(self.codec.bands), t, len(xs)), np.float64)
-        total = np.zeros((t, len(xs)))
+        out = np.zeros((len(self.codec.bands), t, len(xs)), np.float32)
+        total = np.zeros((t, len(xs)), np.float32)
         for rr in range(max(r - 1, 0), min(r + 2, g.rows)):
             for cc in range(max(c0 - 1, 0), min(c1 + 1, g.cols)):
                 y0, x0, part = self._decoded(rr, cc)
@@ -298,7 +298,7 @@ class SceneDecoder:
                 rows, cols = slice(top - ys[0], bottom - ys[0]), slice(left - xs[0], right - xs[0])
                 out[:, rows, cols] += w * part[:, top - y0 : bottom - y0, left - x0 : right - x0]
                 total[rows, cols] += w
-        return (out / total).astype(np.float32)
+        return out / total
 
     def _decoded(self, r: int, c: int) -> tuple[int, int, np.ndarray]:
         """Tile (r, c)'s decode of itself and the ramp around it: (top, left, (C, h, w))."""
@@ -324,7 +324,8 @@ class SceneDecoder:
         k = self.h.blend
         top, left = max(r * t - k, y0), max(c * t - k, x0)
         bottom, right = min((r + 1) * t + k, y1), min((c + 1) * t + k, x1)
-        return top, left, out[:, top - y0 : bottom - y0, left - x0 : right - x0]
+        # a copy: a view would keep the whole window alive in the cache of three tile rows
+        return top, left, out[:, top - y0 : bottom - y0, left - x0 : right - x0].copy()
 
     def _natives(self, dn: np.ndarray, r: int, c0: int, c1: int) -> list[np.ndarray]:
         """(C, tile, n * tile) decoded digital numbers -> each band at its native size, nodata
